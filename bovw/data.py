@@ -1,0 +1,553 @@
+"""Datasets: folder discovery, split protocols, content hashes and image decoding.
+
+Three layouts are understood:
+
+* ``root/<class>/*.jpg`` -- one folder per class; a split protocol
+  (``train_per_class``, ``test_per_class``, ``split_seed``) divides it.
+* ``root/train/<class>/*`` and ``root/test/<class>/*`` -- the split is given.
+* a CSV or text file of ``path,label`` lines (paths relative to the file), with
+  an optional third column ``train``/``test``; without it the split protocol
+  applies.
+
+Every image gets a content hash (BLAKE2b of its bytes). The sorted list of
+(hash, class, split) is the manifest, and its hash names the dataset in cache
+keys: renaming a folder does not invalidate the cache, and changing one image
+invalidates only what depends on that image.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+#: File extensions treated as images; anything else is skipped with a warning.
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
+     ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"}
+)
+
+#: Images with more pixels than this are refused before decoding (a decompression bomb guard).
+MAX_PIXELS = 64_000_000
+
+#: Files larger than this are refused before reading.
+MAX_FILE_BYTES = 256 * 1024 * 1024
+
+
+class BadInputError(ValueError):
+    """Bad input named in one sentence: which file or setting, and what to do."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image of a dataset.
+
+    Attributes
+    ----------
+    path : Path
+        Where the image is; not part of any cache key.
+    label : int
+        Index into :attr:`Dataset.classes`.
+    digest : str
+        Content hash of the file's bytes (hex BLAKE2b, 128 bit).
+    """
+
+    path: Path
+    label: int
+    digest: str
+
+
+@dataclass
+class Dataset:
+    """A classification dataset with its train/test split.
+
+    Attributes
+    ----------
+    classes : list of str
+        Class names, sorted; labels index into this list.
+    train, test : list of Sample
+    root : Path
+        The folder or list file it was loaded from.
+    skipped : list of Path
+        Files that were left out (not images, or undecodable with ``skip_bad``).
+    """
+
+    classes: list[str]
+    train: list[Sample]
+    test: list[Sample]
+    root: Path
+    skipped: list[Path] = field(default_factory=list)
+
+    @property
+    def manifest_hash(self) -> str:
+        """Hash of the sorted (content hash, class name, split) triples."""
+        h = hashlib.blake2b(digest_size=16)
+        rows = sorted(
+            [(s.digest, self.classes[s.label], "train") for s in self.train]
+            + [(s.digest, self.classes[s.label], "test") for s in self.test]
+        )
+        for row in rows:
+            h.update(("\t".join(row) + "\n").encode())
+        return h.hexdigest()
+
+    def split_hash(self, split: str) -> str:
+        """Hash of one split's (content hash, class name) pairs, in dataset order."""
+        h = hashlib.blake2b(digest_size=16)
+        for s in getattr(self, split):
+            h.update(f"{s.digest}\t{self.classes[s.label]}\n".encode())
+        return h.hexdigest()
+
+    def labels(self, split: str) -> np.ndarray:
+        """Integer labels of ``split`` ("train" or "test")."""
+        return np.array([s.label for s in getattr(self, split)], dtype=np.int64)
+
+    def summary(self) -> str:
+        """One line: classes and image counts."""
+        return (
+            f"{len(self.classes)} classes, {len(self.train)} train and "
+            f"{len(self.test)} test images ({self.root})"
+        )
+
+
+# --------------------------------------------------------------------------- images
+
+
+def file_digest(data: bytes) -> str:
+    """Content hash of a file's bytes: hex BLAKE2b with a 128-bit digest."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        size = path.stat().st_size
+    except OSError as exc:
+        raise BadInputError(f"Cannot read image {path}: {exc.strerror or exc}.") from None
+    if size > MAX_FILE_BYTES:
+        raise BadInputError(
+            f"Image {path} is {size / 2**20:.0f} MiB, over the {MAX_FILE_BYTES // 2**20} MiB "
+            "limit; shrink it or leave it out."
+        )
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"Cannot read image {path}: {exc.strerror or exc}.") from None
+
+
+def _check_pixel_count(data: bytes, path: Path | str) -> None:
+    """Refuse images whose header claims more than MAX_PIXELS, before decoding."""
+    size = _header_size(data)
+    if size is not None and size[0] * size[1] > MAX_PIXELS:
+        raise BadInputError(
+            f"Image {path} claims {size[0]} x {size[1]} pixels, over the limit of "
+            f"{MAX_PIXELS:,}; resize it or leave it out."
+        )
+
+
+def _header_size(data: bytes) -> tuple[int, int] | None:
+    """Width and height read from a PNG, GIF, BMP or JPEG header, or None."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:6] in (b"GIF87a", b"GIF89a") and len(data) >= 10:
+        return int.from_bytes(data[6:8], "little"), int.from_bytes(data[8:10], "little")
+    if data[:2] == b"BM" and len(data) >= 26:
+        w = int.from_bytes(data[18:22], "little", signed=True)
+        h = int.from_bytes(data[22:26], "little", signed=True)
+        return abs(w), abs(h)
+    if data[:2] == b"\xff\xd8":
+        i = 2
+        n = len(data)
+        while i + 9 < n:
+            if data[i] != 0xFF:
+                i += 1
+                continue
+            marker = data[i + 1]
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+                i += 1 if marker == 0xFF else 2
+                continue
+            length = int.from_bytes(data[i + 2 : i + 4], "big")
+            # SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC) carry the frame size.
+            if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+                h = int.from_bytes(data[i + 5 : i + 7], "big")
+                w = int.from_bytes(data[i + 7 : i + 9], "big")
+                return w, h
+            i += 2 + length
+    return None
+
+
+def decode_image(data: bytes, path: Path | str = "<bytes>", *, color: str = "gray") -> np.ndarray:
+    """Decode image bytes with OpenCV into an 8-bit array.
+
+    Gray, BGR, BGRA, 16-bit and palette images are accepted and converted
+    explicitly: alpha is dropped (composited on black), 16-bit is scaled to 8-bit.
+
+    Parameters
+    ----------
+    data : bytes
+        The encoded file.
+    path : path-like
+        Only for error messages.
+    color : {"gray", "bgr"}
+        ``"gray"`` gives an (H, W) array, ``"bgr"`` an (H, W, 3) array.
+
+    Returns
+    -------
+    ndarray of uint8
+    """
+    if color not in ("gray", "bgr"):
+        raise ValueError(f"color must be 'gray' or 'bgr', not {color!r}.")
+    _check_pixel_count(data, path)
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if image is None or image.size == 0:
+        raise BadInputError(
+            f"Cannot decode image {path}: the file is corrupt or not an image; "
+            "fix or remove it (or pass --skip-bad)."
+        )
+    if image.dtype == np.uint16:
+        image = (image.astype(np.uint32) * 255 // 65535).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = cv2.normalize(image.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(
+            np.uint8
+        )
+    if image.ndim == 3 and image.shape[2] == 4:
+        alpha = image[:, :, 3:4].astype(np.float32) / 255.0
+        image = (image[:, :, :3].astype(np.float32) * alpha + 0.5).astype(np.uint8)
+    elif image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if color == "gray":
+        if image.ndim == 3:
+            image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return np.ascontiguousarray(image)
+
+
+def read_image(path: str | os.PathLike, *, color: str = "gray") -> np.ndarray:
+    """Read and decode one image file (any path, unicode included).
+
+    Parameters
+    ----------
+    path : path-like
+    color : {"gray", "bgr"}
+
+    Returns
+    -------
+    ndarray of uint8, shape (H, W) or (H, W, 3)
+
+    Raises
+    ------
+    BadInputError
+        If the file cannot be read, is too large, or cannot be decoded.
+    """
+    path = Path(path)
+    return decode_image(_read_bytes(path), path, color=color)
+
+
+def _inspect(path: Path) -> tuple[str, str | None]:
+    """Content hash of a file and, if it does not decode, the error message."""
+    data = _read_bytes(path)
+    digest = file_digest(data)
+    try:
+        _check_pixel_count(data, path)
+        buf = np.frombuffer(data, dtype=np.uint8)
+        # Decoding at reduced size still reads every byte of the stream, so a
+        # truncated JPEG is caught here at a fraction of the cost.
+        ok = buf.size > 0 and cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_4) is not None
+        if ok and path.suffix.lower() not in (".jpg", ".jpeg", ".jpe"):
+            ok = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) is not None
+        if ok and path.suffix.lower() in (".jpg", ".jpeg", ".jpe"):
+            ok = _jpeg_complete(data)
+    except BadInputError as exc:
+        return digest, str(exc)
+    if not ok:
+        return digest, (
+            f"Cannot decode image {path}: the file is corrupt or not an image; "
+            "fix or remove it (or pass --skip-bad)."
+        )
+    return digest, None
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """True if a JPEG stream ends with its end-of-image marker.
+
+    OpenCV decodes a truncated JPEG into a grey-padded picture with only a
+    warning, so truncation is detected here instead.
+    """
+    tail = data.rstrip(b"\x00")[-2:]
+    return tail == b"\xff\xd9"
+
+
+# --------------------------------------------------------------------------- discovery
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _class_folders(root: Path) -> list[Path]:
+    return sorted(
+        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
+    )
+
+
+def _list_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """Image files under ``folder`` (recursively) and the other files found."""
+    images, others = [], []
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        # Guard against symlink loops: visit each real directory once.
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            dirnames[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirnames.sort()
+        for name in sorted(filenames):
+            p = Path(dirpath) / name
+            (images if _is_image(p) else others).append(p)
+    return images, others
+
+
+def _split_protocol(
+    items: list[tuple[Path, str]],
+    classes: list[str],
+    train_per_class: int | None,
+    test_per_class: int | None,
+    split_seed: int,
+) -> tuple[list[tuple[Path, str]], list[tuple[Path, str]]]:
+    """Per class, a random disjoint draw of train and test images."""
+    rng = np.random.default_rng(split_seed)
+    train, test = [], []
+    for name in classes:
+        members = sorted(p for p, c in items if c == name)
+        order = rng.permutation(len(members))
+        members = [members[i] for i in order]
+        n_train = train_per_class if train_per_class is not None else (len(members) + 1) // 2
+        if n_train + 1 > len(members):
+            warnings.warn(
+                f"Class {name!r} has only {len(members)} images, fewer than "
+                f"{n_train} train + 1 test; it gets {max(len(members) - 1, 0)} train images.",
+                stacklevel=3,
+            )
+            n_train = max(len(members) - 1, 0)
+        rest = members[n_train:]
+        if test_per_class is not None:
+            rest = rest[:test_per_class]
+        train += [(p, name) for p in members[:n_train]]
+        test += [(p, name) for p in rest]
+    return train, test
+
+
+def _read_list_file(path: Path) -> list[tuple[Path, str, str | None]]:
+    rows = []
+    with path.open(newline="", encoding="utf-8") as f:
+        for lineno, row in enumerate(csv.reader(f), start=1):
+            if not row or not "".join(row).strip() or row[0].startswith("#"):
+                continue
+            if lineno == 1 and row[0].strip().lower() in ("path", "file", "filename"):
+                continue
+            if len(row) < 2:
+                raise BadInputError(
+                    f"Line {lineno} of {path} has no label; write each line as 'path,label'."
+                )
+            split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else None
+            if split not in (None, "train", "test"):
+                raise BadInputError(
+                    f"Line {lineno} of {path} names split {row[2]!r}; use 'train' or 'test'."
+                )
+            p = Path(row[0].strip())
+            rows.append(((p if p.is_absolute() else path.parent / p), row[1].strip(), split))
+    return rows
+
+
+def load_dataset(
+    source: str | os.PathLike,
+    *,
+    train_per_class: int | None = None,
+    test_per_class: int | None = None,
+    split_seed: int = 0,
+    skip_bad: bool = False,
+    n_jobs: int = 1,
+) -> Dataset:
+    """Discover a dataset, hash its images and split it.
+
+    Parameters
+    ----------
+    source : path-like
+        A folder of class folders, a folder with ``train/`` and ``test/``, or a
+        CSV/text list of ``path,label[,split]`` lines.
+    train_per_class, test_per_class : int, optional
+        The split protocol for data that has no split of its own: per class,
+        ``train_per_class`` random images for training and up to
+        ``test_per_class`` of the rest for testing (default: half and the rest).
+        For a given split they cap each class (first N in file order).
+    split_seed : int
+        Seed of the random split.
+    skip_bad : bool
+        Leave out images that cannot be decoded (with a warning) instead of
+        raising.
+    n_jobs : int
+        Processes used to hash and check the images.
+
+    Returns
+    -------
+    Dataset
+
+    Raises
+    ------
+    BadInputError
+        For a missing path, an empty dataset, fewer than two classes, or an
+        undecodable image (unless ``skip_bad``).
+    """
+    root = Path(source)
+    if not root.exists():
+        raise BadInputError(f"Dataset {root} does not exist; give a folder of class folders.")
+    for name, value in (("train_per_class", train_per_class), ("test_per_class", test_per_class)):
+        if value is not None and value < 1:
+            raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, not {value}.")
+
+    others: list[Path] = []
+    given_split: list[tuple[Path, str, str]] | None = None
+    items: list[tuple[Path, str]] = []
+    if root.is_file():
+        rows = _read_list_file(root)
+        if rows and all(split is not None for _, _, split in rows):
+            given_split = [(p, c, s) for p, c, s in rows]  # type: ignore[misc]
+        else:
+            items = [(p, c) for p, c, _ in rows]
+    elif (root / "train").is_dir() and (root / "test").is_dir():
+        given_split = []
+        for split in ("train", "test"):
+            others += [p for p in (root / split).iterdir() if p.is_file()]
+            for folder in _class_folders(root / split):
+                images, junk = _list_files(folder)
+                others += junk
+                given_split += [(p, folder.name, split) for p in images]
+    else:
+        for folder in _class_folders(root):
+            images, junk = _list_files(folder)
+            others += junk
+            items += [(p, folder.name) for p in images]
+        others += [p for p in root.iterdir() if p.is_file()]
+
+    if others:
+        shown = ", ".join(str(p) for p in others[:10])
+        more = f" and {len(others) - 10} more" if len(others) > 10 else ""
+        warnings.warn(f"Skipped {len(others)} files that are not images: {shown}{more}.", stacklevel=2)
+
+    if given_split is not None:
+        classes = sorted({c for _, c, s in given_split if s == "train"})
+        train_items = [(p, c) for p, c, s in given_split if s == "train"]
+        test_items = [(p, c) for p, c, s in given_split if s == "test"]
+        if train_per_class is not None or test_per_class is not None:
+            train_items = _cap_per_class(train_items, train_per_class)
+            test_items = _cap_per_class(test_items, test_per_class)
+        unknown = sorted({c for _, c in test_items} - set(classes))
+        if unknown:
+            raise BadInputError(
+                f"Test classes {unknown} in {root} have no training images; "
+                "add training images or remove them."
+            )
+        for name in classes:
+            if not any(c == name for _, c in test_items):
+                warnings.warn(f"Class {name!r} in {root} has no test images.", stacklevel=2)
+    else:
+        classes = sorted({c for _, c in items})
+        train_items, test_items = (
+            _split_protocol(items, classes, train_per_class, test_per_class, split_seed)
+            if classes
+            else ([], [])
+        )
+
+    empty_classes = [c for c in classes if not any(cc == c for _, cc in train_items)]
+    if not train_items:
+        raise BadInputError(
+            f"Dataset {root} has no images; put images in one folder per class "
+            f"({root}/<class>/*.jpg)."
+        )
+    if empty_classes:
+        warnings.warn(
+            f"Class folders with no training images are left out: {', '.join(empty_classes)}.",
+            stacklevel=2,
+        )
+        classes = [c for c in classes if c not in empty_classes]
+        test_items = [(p, c) for p, c in test_items if c in classes]
+    if len(classes) < 2:
+        raise BadInputError(
+            f"Dataset {root} has {len(classes)} class ({', '.join(classes)}); "
+            "classification needs at least two class folders."
+        )
+
+    paths = [p for p, _ in train_items] + [p for p, _ in test_items]
+    results = _inspect_all(paths, n_jobs)
+    index = {name: i for i, name in enumerate(classes)}
+    skipped: list[Path] = list(others)
+    bad: list[str] = []
+
+    def build(pairs: Sequence[tuple[Path, str]], offset: int) -> list[Sample]:
+        out = []
+        for k, (p, c) in enumerate(pairs):
+            digest, error = results[offset + k]
+            if error is not None:
+                bad.append(error)
+                skipped.append(p)
+                continue
+            out.append(Sample(path=p, label=index[c], digest=digest))
+        return out
+
+    train = build(train_items, 0)
+    test = build(test_items, len(train_items))
+    if bad and not skip_bad:
+        more = f" ({len(bad) - 1} more bad files)" if len(bad) > 1 else ""
+        raise BadInputError(bad[0] + more)
+    if bad:
+        warnings.warn(f"Skipped {len(bad)} undecodable images: {'; '.join(bad[:5])}", stacklevel=2)
+
+    leaked = {s.digest for s in train} & {s.digest for s in test}
+    if leaked:
+        warnings.warn(
+            f"{len(leaked)} images appear in both train and test (same content); "
+            "test accuracy will be optimistic.",
+            stacklevel=2,
+        )
+    return Dataset(classes=classes, train=train, test=test, root=root, skipped=skipped)
+
+
+def _cap_per_class(items: list[tuple[Path, str]], cap: int | None) -> list[tuple[Path, str]]:
+    if cap is None:
+        return items
+    counts: dict[str, int] = {}
+    out = []
+    for p, c in sorted(items):
+        if counts.get(c, 0) < cap:
+            counts[c] = counts.get(c, 0) + 1
+            out.append((p, c))
+    return out
+
+
+def _inspect_all(paths: list[Path], n_jobs: int) -> list[tuple[str, str | None]]:
+    """Hash and check every file; a file that cannot be read at all is an error."""
+
+    def one(p: Path) -> tuple[str, str | None]:
+        try:
+            return _inspect(p)
+        except BadInputError as exc:
+            return "", str(exc)
+
+    if n_jobs == 1 or len(paths) < 64:
+        return [one(p) for p in paths]
+    from concurrent.futures import ThreadPoolExecutor
+
+    # Decoding releases the GIL inside OpenCV, so threads are enough here.
+    with ThreadPoolExecutor(max_workers=n_jobs) as pool:
+        return list(pool.map(one, paths))
