@@ -417,6 +417,7 @@ def load_dataset(
             raise BadInputError(f"--{name.replace('_', '-')} must be at least 1, not {value}.")
 
     others: list[Path] = []
+    empty_folders: list[str] = []
     given_split: list[tuple[Path, str, str]] | None = None
     items: list[tuple[Path, str]] = []
     if root.is_file():
@@ -438,6 +439,8 @@ def load_dataset(
             images, junk = _list_files(folder)
             others += junk
             items += [(p, folder.name) for p in images]
+            if not images:
+                empty_folders.append(folder.name)
         others += [p for p in root.iterdir() if p.is_file()]
 
     if others:
@@ -469,7 +472,9 @@ def load_dataset(
             else ([], [])
         )
 
-    empty_classes = [c for c in classes if not any(cc == c for _, cc in train_items)]
+    empty_classes = empty_folders + [
+        c for c in classes if not any(cc == c for _, cc in train_items)
+    ]
     if not train_items:
         raise BadInputError(
             f"Dataset {root} has no images; put images in one folder per class "

@@ -1,0 +1,286 @@
+"""The ``bovw`` command line: one command per pipeline stage, plus the cache.
+
+Every stage command runs the pipeline up to that stage with the same options,
+reusing the cache, so ``bovw extract``, then ``bovw codebook``, ... ``bovw
+evaluate`` is the same work as one ``bovw run``. Bad input gets one sentence and
+exit code 2; ``--debug`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+import warnings
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .config import DEMO_DATA, Config, ConfigError, load_config
+from .data import BadInputError
+
+EXIT_BAD_INPUT = 2
+
+
+def _format_warning(message, category, filename, lineno, file=None, line=None):
+    return f"warning: {message}\n"
+
+
+def _csv_ints(value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+def _csv_floats(value: str | None) -> tuple[float, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(float(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+# (option declaration, config key, converter)
+_SETTINGS: list[tuple[click.Option, str, Any]] = []
+
+
+def _setting(key: str, *decls: str, convert=None, **kwargs):
+    _SETTINGS.append((decls, key, convert, kwargs))
+
+
+_setting("data.train_per_class", "--train-per-class", type=int, help="Training images per class (single-folder datasets: the split protocol).")
+_setting("data.test_per_class", "--test-per-class", type=int, help="At most this many test images per class.")
+_setting("data.split_seed", "--split-seed", type=int, help="Seed of the random train/test split.")
+_setting("data.skip_bad", "--skip-bad", is_flag=True, default=None, help="Skip images that cannot be decoded instead of stopping.")
+_setting("sift.sizes", "--sizes", convert=_csv_ints, help="Dense SIFT bin sizes, e.g. 4,6,8,10 (one per scale).")
+_setting("sift.step", "--step", type=int, help="Dense SIFT grid step in pixels.")
+_setting("sift.fast", "--fast/--no-fast", default=None, help="Flat (fast) or Gaussian spatial window.")
+_setting("sift.color", "--color", type=click.Choice(["gray", "rgb", "hsv", "opponent"]), help="Color space of the descriptors.")
+_setting("sift.root", "--root-sift/--no-root-sift", default=None, help="RootSIFT descriptors.")
+_setting("sift.max_side", "--max-side", type=int, help="Resize images to this longest side before extraction (0: no resize).")
+_setting("codebook.words", "--words", type=int, help="Visual words in the k-means codebook.")
+_setting("codebook.samples", "--samples", type=int, help="Descriptors sampled to fit the codebook.")
+_setting("codebook.gmm_components", "--gmm-components", type=int, help="Gaussians in the Fisher vector GMM.")
+_setting("codebook.pca_dims", "--pca-dims", type=int, help="PCA dimensions before the GMM (0: no PCA).")
+_setting("encoding.encoding", "--encoding", type=click.Choice(["hist", "soft", "vlad", "fisher"]), help="How descriptors become one vector per image.")
+_setting("encoding.pyramid", "--pyramid", help="Spatial pyramid, e.g. 1,2,4 or 1,2x2,3x1.")
+_setting("encoding.normalize", "--normalize", type=click.Choice(["l1", "l2", "sqrt", "none"]), help="Histogram normalization.")
+_setting("classifier.kernel_map", "--kernel-map", type=click.Choice(["none", "hellinger", "chi2"]), help="Explicit kernel map before the linear SVM.")
+_setting("classifier.alphas", "--alphas", convert=_csv_floats, help="SGD regularization values tried by cross-validation.")
+_setting("classifier.cv_folds", "--cv-folds", type=int, help="Cross-validation folds on the training split.")
+_setting("classifier.loss", "--loss", type=click.Choice(["hinge", "log_loss", "modified_huber", "squared_hinge"]), help="SGD loss (hinge: linear SVM).")
+_setting("classifier.average", "--average/--no-average", default=None, help="Averaged SGD.")
+_setting("classifier.max_iter", "--max-iter", type=int, help="SGD epochs at most.")
+
+
+def _option_name(decls) -> str:
+    first = decls[0].split("/")[0]
+    return first.lstrip("-").replace("-", "_")
+
+
+def common_options(func):
+    """The options every pipeline command shares."""
+    for decls, _key, _convert, kwargs in reversed(_SETTINGS):
+        func = click.option(*decls, _option_name(decls), show_default=False, **kwargs)(func)
+    func = click.option("--seed", type=int, help="Seed of sampling, k-means and SGD.")(func)
+    func = click.option(
+        "--config", "config_file", type=click.Path(dir_okay=False), help="Settings from a TOML file (flags override it)."
+    )(func)
+    func = click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<date-time>).")(func)
+    func = click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes.")(func)
+    func = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder (default $BOVW_CACHE_DIR or ~/.cache/bovw).")(func)
+    func = click.option("--scheduler", envvar="BOVW_SCHEDULER", help="Dask scheduler address, e.g. tcp://host:8786.")(func)
+    func = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(func)
+    func = click.argument("data", required=False, type=click.Path())(func)
+    return func
+
+
+def build_config(data: str | None, config_file: str | None, seed: int | None, options: dict) -> Config:
+    """Defaults, then the TOML file, then the flags given on the command line."""
+    config = load_config(config_file) if config_file else Config()
+    overrides: dict[str, Any] = {"seed": seed}
+    if data is not None:
+        overrides["data.path"] = str(data)
+    for decls, key, convert, _kwargs in _SETTINGS:
+        value = options.get(_option_name(decls))
+        overrides[key] = convert(value) if convert and value is not None else value
+    return config.with_overrides(overrides).validate()
+
+
+def handle_errors(func):
+    """Bad input: one sentence, exit 2. Ctrl-C: say what is kept. --debug: full traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        debug = click.get_current_context().find_root().params.get("debug", False)
+        warnings.formatwarning = _format_warning
+        try:
+            return func(*args, **kwargs)
+        except (BadInputError, ConfigError) as exc:
+            if debug:
+                raise
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(EXIT_BAD_INPUT)
+        except KeyboardInterrupt:
+            if debug:
+                raise
+            click.echo("\nInterrupted. Finished work is cached; run the same command to resume.", err=True)
+            sys.exit(130)
+        except click.ClickException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence for users
+            if debug:
+                raise
+            click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback).", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.version_option(package_name="bovw")
+def main(debug: bool) -> None:
+    """Bag of visual words image classification: dense SIFT, codebooks, encodings, linear SVMs.
+
+    With no DATA, commands use the demo dataset shipped in data/.
+    """
+
+
+def _stage_command(stage: str, help_text: str):
+    @main.command(stage, help=help_text)
+    @common_options
+    @handle_errors
+    def command(data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, **options):
+        _run_stages(stage, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options)
+
+    return command
+
+
+def _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options):
+    from . import pipeline
+    from .report import format_table, write_json
+
+    if jobs < 1:
+        raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
+    config = build_config(data, config_file, seed, options)
+    if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
+        raise BadInputError(f"The demo dataset {DEMO_DATA} is missing; give a DATA folder.")
+    t0 = time.perf_counter()
+
+    def on_stage(stage):
+        click.echo(f"  {stage.name:<9} {stage.seconds:8.2f} s  cache {stage.cache}" + (f" ({stage.detail})" if stage.detail else ""), err=True)
+
+    click.echo(f"bovw {until}: {config.data.path}", err=True)
+    result = pipeline.run(
+        config, until=until, cache_dir=cache_dir, jobs=jobs, scheduler=scheduler,
+        progress=not quiet, on_stage=on_stage,
+    )
+    total = time.perf_counter() - t0
+    run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.toml").write_text(config.to_toml())
+
+    ds = result.dataset
+    rows = [[s.name, f"{s.seconds:.2f}", s.cache] for s in result.stages]
+    click.echo("")
+    click.echo(format_table(rows, ["stage", "seconds", "cache"]))
+    metrics: dict[str, Any] = {
+        "n_train": len(ds.train),
+        "n_test": len(ds.test),
+        "classes": ds.classes,
+        "dataset_manifest": ds.manifest_hash,
+        "total_seconds": total,
+        "stages": {s.name: {"seconds": s.seconds, "cache": s.cache} for s in result.stages},
+    }
+    if result.metrics is not None:
+        m = result.metrics
+        metrics.update(
+            accuracy=m["accuracy"],
+            mean_class_accuracy=m["mean_class_accuracy"],
+            per_class_accuracy=m["per_class_accuracy"],
+            confusion_matrix=m["confusion_matrix"],
+        )
+        click.echo("")
+        click.echo(
+            format_table(
+                [[config.encoding.encoding, f"{m['mean_class_accuracy']:.4f}", f"{m['accuracy']:.4f}", str(len(ds.train)), str(len(ds.test))]],
+                ["encoding", "mean class acc.", "accuracy", "train", "test"],
+            )
+        )
+    if result.vocabulary is not None and hasattr(result.vocabulary, "n_words_used_"):
+        metrics["codebook"] = {
+            "words": int(result.vocabulary.centers_.shape[0]),
+            "words_used": int(result.vocabulary.n_words_used_),
+            "quantization_error": float(result.vocabulary.quantization_error_),
+        }
+    if result.features:
+        metrics["feature_dim"] = int(next(iter(result.features.values())).shape[1])
+    write_json(run_dir / "metrics.json", metrics)
+    click.echo(f"\nRun folder: {run_dir}  (total {total:.1f} s)")
+
+
+run_command = _stage_command("run", "Run every stage: extract, codebook, encode, train, evaluate.")
+_stage_command("extract", "Dense SIFT for every image (cached per image).")
+_stage_command("codebook", "Extract, then fit the visual vocabulary.")
+_stage_command("encode", "Up to encoding every image as one vector.")
+_stage_command("train", "Up to training the linear SVM.")
+_stage_command("evaluate", "Up to evaluating on the test split (same as run).")
+
+
+@main.group()
+def cache() -> None:
+    """Inspect or empty the feature cache."""
+
+
+@cache.command("info")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder.")
+@handle_errors
+def cache_info_command(cache_dir):
+    """Show what the cache holds and its size, per stage."""
+    from .cache import cache_info, default_cache_dir
+    from .report import format_table
+
+    where = Path(cache_dir) if cache_dir else default_cache_dir()
+    rows = cache_info(where)
+    click.echo(f"Cache folder: {where}")
+    if not rows:
+        click.echo("The cache is empty.")
+        return
+    total = sum(r[1] for r in rows)
+    table = [[name, str(entries), _human(size)] for name, size, entries in rows]
+    table.append(["total", str(sum(r[2] for r in rows)), _human(total)])
+    click.echo(format_table(table, ["stage", "entries", "size"]))
+
+
+@cache.command("clear")
+@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def cache_clear_command(cache_dir, yes):
+    """Delete everything in the cache."""
+    from .cache import clear_cache, default_cache_dir
+
+    where = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not yes and sys.stdin.isatty():
+        click.confirm(f"Delete everything in {where}?", abort=True)
+    freed = clear_cache(where)
+    click.echo(f"Cleared {where} ({_human(freed)} freed).")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,81 @@
+"""joblib backends: local worker processes, or a Dask cluster.
+
+Parallelism in bovw is over images, with processes. Inside each worker, BLAS
+and OpenCV are held to one thread, so ``--jobs N`` uses N cores and not N
+squared threads. With a Dask scheduler address (``--scheduler`` or
+``$BOVW_SCHEDULER``) the very same joblib calls run on a ``dask.distributed``
+cluster through joblib's ``dask`` backend; the cache folder must then be on a
+filesystem that every worker sees.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+
+import cv2
+
+_limited = False
+
+
+def limit_worker_threads() -> None:
+    """Hold OpenCV and BLAS to one thread in this process (idempotent, cheap)."""
+    global _limited
+    if _limited:
+        return
+    cv2.setNumThreads(1)
+    try:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(1)
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        pass
+    _limited = True
+
+
+def scheduler_address(explicit: str | None = None) -> str | None:
+    """The Dask scheduler to use: the explicit one, else ``$BOVW_SCHEDULER``, else None."""
+    return explicit or os.environ.get("BOVW_SCHEDULER") or None
+
+
+_client = None
+
+
+def connect(address: str):
+    """A ``dask.distributed.Client`` connected to ``address`` (kept for the process)."""
+    global _client
+    try:
+        from dask.distributed import Client
+    except ImportError:
+        from .data import BadInputError
+
+        raise BadInputError(
+            "A Dask scheduler was given but dask.distributed is not installed; "
+            "install it with: pip install 'bovw[dask]'."
+        ) from None
+    if _client is None or _client.scheduler.address != address:
+        try:
+            _client = Client(address, timeout=30)
+        except OSError as exc:
+            from .data import BadInputError
+
+            raise BadInputError(
+                f"Cannot reach the Dask scheduler at {address}: {exc}; check --scheduler."
+            ) from None
+    return _client
+
+
+@contextlib.contextmanager
+def parallel_backend(jobs: int, scheduler: str | None = None) -> Iterator[None]:
+    """joblib's backend for the calls inside: loky processes, or Dask when a scheduler is set."""
+    import joblib
+
+    address = scheduler_address(scheduler)
+    if address:
+        connect(address)
+        with joblib.parallel_config(backend="dask"):
+            yield
+    else:
+        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+            yield

@@ -1,0 +1,6 @@
+"""Run the bovw command line from a checkout: ``python cli.py run``."""
+
+from bovw.cli import main
+
+if __name__ == "__main__":
+    main()
