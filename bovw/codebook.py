@@ -1,0 +1,747 @@
+"""Visual vocabularies: a k-means codebook and a GMM vocabulary for Fisher vectors.
+
+Conventions
+-----------
+Descriptors are rows: an image's descriptor set is an ``(n, d)`` array (uint8 as
+VLFeat stores SIFT, or float), or a :class:`bovw.features.ImageFeatures` whose
+``descriptors`` are used. A vocabulary is fitted on a bounded random sample of
+training descriptors drawn *evenly across images* (:func:`sample_descriptors`).
+
+All-zero descriptors (dense SIFT's low-contrast, flat patches) are left out of
+the sample: k-means would otherwise spend several words on the one point they
+all share. They are still *assigned* normally at encoding time (to the nearest
+word, like any descriptor).
+
+Distances are computed by chunked BLAS in float32,
+``|x - c|^2 = |x|^2 + |c|^2 - 2 x.c`` with ``|c|^2`` precomputed, so memory is
+bounded by ``chunk_size x n_words`` floats whatever the number of descriptors.
+"""
+
+from __future__ import annotations
+
+import numbers
+import time
+from collections.abc import Iterable
+
+import numpy as np
+from scipy import sparse
+from sklearn.base import BaseEstimator
+from sklearn.cluster import MiniBatchKMeans
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_is_fitted
+
+from bovw.features import ImageFeatures
+
+__all__ = [
+    "KMeansCodebook",
+    "GMMVocabulary",
+    "sample_descriptors",
+    "as_descriptors",
+    "DEFAULT_CHUNK_BYTES",
+]
+
+#: Memory budget (bytes) of one chunk's distance / posterior block.
+DEFAULT_CHUNK_BYTES = 16 * 2**20
+
+
+def as_descriptors(item) -> np.ndarray:
+    """Return the ``(n, d)`` descriptor array of one image.
+
+    Parameters
+    ----------
+    item : ImageFeatures or array-like of shape (n, d)
+
+    Returns
+    -------
+    ndarray of shape (n, d)
+        Not copied; dtype unchanged. A 1-D empty array becomes shape ``(0, 0)``.
+    """
+    desc = item.descriptors if isinstance(item, ImageFeatures) else item
+    desc = np.asarray(desc)
+    if desc.ndim == 1 and desc.size == 0:
+        desc = desc.reshape(0, 0)
+    if desc.ndim != 2:
+        raise ValueError(
+            f"Expected a 2-D (n, d) descriptor array per image, got shape {desc.shape}."
+        )
+    return desc
+
+
+def _chunk_rows(n_cols: int, chunk_size: int | None) -> int:
+    """Rows per chunk so that a ``(rows, n_cols)`` float32 block fits the budget."""
+    if chunk_size is not None:
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be a positive integer, got {chunk_size}.")
+        return int(chunk_size)
+    return int(max(256, DEFAULT_CHUNK_BYTES // (4 * max(n_cols, 1))))
+
+
+def _nonzero_rows(desc: np.ndarray) -> np.ndarray:
+    """Boolean mask of the rows that are not all zero."""
+    if desc.shape[0] == 0:
+        return np.zeros(0, dtype=bool)
+    return np.any(desc != 0, axis=1)
+
+
+def sample_descriptors(
+    descriptor_sets: Iterable,
+    n_samples: int,
+    random_state: int | None = 0,
+    *,
+    exclude_zero: bool = True,
+) -> np.ndarray:
+    """Draw a random sample of descriptors, evenly across images.
+
+    Every image contributes the same number of descriptors, ``q``, chosen as the
+    largest quota for which the total stays within ``n_samples``; an image with
+    fewer than ``q`` (eligible) descriptors contributes all of them, and its
+    unused share goes to the others ("water filling"). Ties at the last quota
+    are broken at random, so the result has exactly
+    ``min(n_samples, total eligible)`` rows.
+
+    The input may be a stream (any iterable, e.g. a generator that loads one
+    image at a time from a cache); its length need not be known. It is read
+    once, in order, keeping at most about ``2 * n_samples`` descriptors in
+    memory: each descriptor gets the key ``rank + u``, where ``rank`` is its
+    position in a random permutation of its image and ``u ~ U(0, 1)``, and the
+    ``n_samples`` smallest keys are kept (a bounded priority reservoir).
+    Keeping the smallest keys is exactly water filling.
+
+    The draw for image ``i`` uses a generator seeded by ``(random_state, i)``,
+    so the sample is deterministic given the seed and the order of images.
+
+    Parameters
+    ----------
+    descriptor_sets : iterable of (array-like of shape (n_i, d) or ImageFeatures)
+        Per-image descriptor sets; all must share ``d``.
+    n_samples : int
+        Maximum number of descriptors to return.
+    random_state : int or None, default=0
+        Seed. ``None`` draws a fresh seed (non-deterministic).
+    exclude_zero : bool, default=True
+        Leave out all-zero descriptors (low-contrast patches of dense SIFT).
+
+    Returns
+    -------
+    ndarray of shape (m, d), float32
+        ``m = min(n_samples, number of eligible descriptors)``; rows ordered by
+        image, then at random within an image. Shape ``(0, 0)`` when the
+        input holds no descriptor at all.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> sets = [np.ones((10, 4)), np.ones((3, 4)), np.ones((50, 4))]
+    >>> sample_descriptors(sets, 12, random_state=0).shape
+    (12, 4)
+    """
+    n_samples = int(n_samples)
+    if n_samples < 0:
+        raise ValueError(f"n_samples must be >= 0, got {n_samples}.")
+    if random_state is None:
+        random_state = int(np.random.SeedSequence().entropy % (2**63))
+    seed = int(random_state)
+
+    # Reservoir: lists of (keys, image index, rows) blocks, compacted when large.
+    keys_blocks: list[np.ndarray] = []
+    idx_blocks: list[np.ndarray] = []
+    row_blocks: list[np.ndarray] = []
+    held = 0
+    threshold = np.inf  # keys >= threshold can never enter the sample
+    d = None
+
+    def compact():
+        nonlocal keys_blocks, idx_blocks, row_blocks, held, threshold
+        keys = np.concatenate(keys_blocks)
+        idx = np.concatenate(idx_blocks)
+        rows = np.concatenate(row_blocks)
+        if keys.size > n_samples:
+            keep = np.argpartition(keys, n_samples - 1)[:n_samples]
+            keys, idx, rows = keys[keep], idx[keep], rows[keep]
+            threshold = float(keys.max()) if n_samples > 0 else -np.inf
+        keys_blocks, idx_blocks, row_blocks = [keys], [idx], [rows]
+        held = keys.size
+
+    for i, item in enumerate(descriptor_sets):
+        desc = as_descriptors(item)
+        if desc.shape[0] == 0:
+            continue
+        if d is None:
+            d = desc.shape[1]
+        elif desc.shape[1] != d:
+            raise ValueError(
+                f"Image {i} has {desc.shape[1]}-dimensional descriptors, expected {d}."
+            )
+        if exclude_zero:
+            desc = desc[_nonzero_rows(desc)]
+        n = desc.shape[0]
+        if n == 0 or n_samples == 0:
+            continue
+        rng = np.random.default_rng([seed, i])
+        take = min(n, n_samples)
+        if n > take:
+            order = rng.choice(n, size=take, replace=False)
+        else:
+            order = rng.permutation(n)
+        keys = np.arange(take, dtype=np.float64) + rng.random(take)
+        if np.isfinite(threshold):
+            # Keys are sorted by rank, so the eligible ones form a prefix.
+            take = int(np.searchsorted(keys, threshold, side="left"))
+            if take == 0:
+                continue
+            keys, order = keys[:take], order[:take]
+        keys_blocks.append(keys)
+        idx_blocks.append(np.full(take, i, dtype=np.int64))
+        row_blocks.append(np.asarray(desc[order], dtype=np.float32))
+        held += take
+        if held >= 2 * n_samples:
+            compact()
+
+    if d is None:
+        return np.zeros((0, 0), dtype=np.float32)
+    if not keys_blocks:
+        return np.zeros((0, d), dtype=np.float32)
+    compact()
+    keys, idx, rows = keys_blocks[0], idx_blocks[0], row_blocks[0]
+    order = np.lexsort((keys, idx))  # by image, then by key
+    return np.ascontiguousarray(rows[order], dtype=np.float32)
+
+
+def _as_sample(X, n_samples: int, random_state, exclude_zero: bool = True) -> np.ndarray:
+    """A 2-D array is taken as already sampled; anything else is sampled evenly."""
+    if isinstance(X, np.ndarray) and X.ndim == 2:
+        sample = X
+        if exclude_zero:
+            sample = sample[_nonzero_rows(sample)]
+        if sample.shape[0] > n_samples:
+            rng = np.random.default_rng(random_state)
+            sample = sample[np.sort(rng.choice(sample.shape[0], n_samples, replace=False))]
+        return np.ascontiguousarray(sample, dtype=np.float32)
+    if isinstance(X, np.ndarray) and X.ndim != 2:
+        raise ValueError(
+            "Expected a list of per-image (n_i, d) descriptor arrays, or one (m, d) "
+            f"array of already sampled descriptors; got an array of shape {X.shape}."
+        )
+    return sample_descriptors(X, n_samples, random_state, exclude_zero=exclude_zero)
+
+
+class KMeansCodebook(BaseEstimator):
+    """A visual vocabulary of ``n_words`` k-means centres (mini-batch k-means).
+
+    Fitting follows the classic recipe (Sivic & Zisserman 2003; Csurka et al.
+    2004; the VLFeat PHOW pipeline): an even random sample of training
+    descriptors (:func:`sample_descriptors`, all-zero descriptors left out) is
+    clustered with scikit-learn's :class:`~sklearn.cluster.MiniBatchKMeans`
+    (Sculley 2010). A small held-out part of the sample measures the mean
+    quantization error. Dead words (centres that no sample descriptor is
+    nearest to, duplicates included) are re-seeded at the descriptors that are
+    worst represented, and refined with Lloyd iterations.
+
+    Parameters
+    ----------
+    n_words : int, default=1000
+        Number of visual words ``k``.
+    n_samples : int, default=1_000_000
+        Maximum number of descriptors to fit on (all there are if fewer).
+    batch_size : int, default=4096
+        Mini-batch size of MiniBatchKMeans.
+    max_iter : int, default=10
+        Maximum passes (epochs) over the sample; MiniBatchKMeans stops earlier
+        when its smoothed inertia stops improving.
+    n_init : int, default=1
+        Number of k-means++ initialisations tried by MiniBatchKMeans.
+    held_out : float, default=0.02
+        Fraction of the sample (at most ``max_held_out`` rows) kept out of the
+        fit to measure ``quantization_error_``. When the sample is too small to
+        spare it (fewer than ``2 * n_words`` rows) nothing is held out and the
+        error is measured on the training sample.
+    max_held_out : int, default=20_000
+    reseed_iter : int, default=2
+        Lloyd iterations run after dead words are re-seeded (none if no word
+        is dead).
+    random_state : int or None, default=0
+        Seed of the sample, the held-out split and the k-means.
+    chunk_size : int or None, default=None
+        Descriptors per assignment chunk; ``None`` sizes chunks so that one
+        distance block takes about 16 MiB.
+
+    Attributes
+    ----------
+    centers_ : ndarray of shape (n_words, d), float32
+        The visual words.
+    n_words_used_ : int
+        Words that at least one training descriptor is nearest to, after
+        re-seeding.
+    n_dead_reseeded_ : int
+        Dead words found after MiniBatchKMeans and re-seeded.
+    quantization_error_ : float
+        Mean squared Euclidean distance of held-out descriptors to their
+        nearest word.
+    n_samples_used_ : int
+        Descriptors the centres were fitted on (held-out part excluded).
+    n_features_in_ : int
+        Descriptor dimension ``d``.
+    fit_time_ : float
+        Seconds spent in :meth:`fit`.
+
+    Notes
+    -----
+    ``fit`` accepts either per-image descriptor sets (then it samples them
+    evenly itself) or a single 2-D ``(m, d)`` array, which means "already
+    sampled": it is used as it is, except that all-zero rows are dropped and a
+    random subset is taken if ``m > n_samples``.
+
+    References
+    ----------
+    .. [1] J. Sivic and A. Zisserman. Video Google: a text retrieval approach
+       to object matching in videos. ICCV 2003.
+    .. [2] D. Sculley. Web-scale k-means clustering. WWW 2010.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> sets = [rng.integers(0, 256, (200, 16), dtype=np.uint8) for _ in range(5)]
+    >>> cb = KMeansCodebook(n_words=8).fit(sets)
+    >>> cb.centers_.shape, cb.assign(sets[0]).shape
+    ((8, 16), (200,))
+    """
+
+    def __init__(
+        self,
+        n_words: int = 1000,
+        n_samples: int = 1_000_000,
+        batch_size: int = 4096,
+        max_iter: int = 10,
+        n_init: int = 1,
+        held_out: float = 0.02,
+        max_held_out: int = 20_000,
+        reseed_iter: int = 2,
+        random_state: int | None = 0,
+        chunk_size: int | None = None,
+    ):
+        self.n_words = n_words
+        self.n_samples = n_samples
+        self.batch_size = batch_size
+        self.max_iter = max_iter
+        self.n_init = n_init
+        self.held_out = held_out
+        self.max_held_out = max_held_out
+        self.reseed_iter = reseed_iter
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    # -- fitting -------------------------------------------------------------
+
+    def fit(self, descriptor_sets, y=None) -> KMeansCodebook:
+        """Fit the vocabulary.
+
+        Parameters
+        ----------
+        descriptor_sets : iterable of (array (n_i, d) or ImageFeatures), or ndarray (m, d)
+            Per-image descriptor sets (sampled evenly, see
+            :func:`sample_descriptors`), or one 2-D array of descriptors that
+            are already a sample.
+        y : ignored
+
+        Returns
+        -------
+        self
+        """
+        t0 = time.perf_counter()
+        if not isinstance(self.n_words, numbers.Integral) or self.n_words < 1:
+            raise ValueError(f"n_words must be a positive integer, got {self.n_words!r}.")
+        k = int(self.n_words)
+        sample = _as_sample(descriptor_sets, int(self.n_samples), self.random_state)
+        m = sample.shape[0]
+        if m < k:
+            raise ValueError(
+                f"Cannot fit {k} visual words on {m} non-zero descriptors: "
+                "use fewer words or more images."
+            )
+        rng = np.random.default_rng(self.random_state)
+        n_held = 0
+        if m >= 2 * k:
+            n_held = min(int(self.max_held_out), int(round(self.held_out * m)))
+        if n_held > 0:
+            perm = rng.permutation(m)
+            held, train = sample[perm[:n_held]], sample[np.sort(perm[n_held:])]
+        else:
+            held, train = sample, sample
+
+        km = MiniBatchKMeans(
+            n_clusters=k,
+            batch_size=int(self.batch_size),
+            max_iter=int(self.max_iter),
+            n_init=int(self.n_init),
+            init_size=max(3 * int(self.batch_size), 3 * k),
+            compute_labels=False,
+            random_state=rng.integers(2**31 - 1),
+        )
+        km.fit(train)
+        self.n_features_in_ = train.shape[1]
+        centers = np.ascontiguousarray(km.cluster_centers_, dtype=np.float32)
+        self._set_centers(centers)
+
+        # Dead words: no training descriptor is nearest to them.
+        labels, dist2 = self._assign_with_dist(train)
+        counts = np.bincount(labels, minlength=k)
+        dead = np.flatnonzero(counts == 0)
+        self.n_dead_reseeded_ = int(dead.size)
+        if dead.size:
+            for _ in range(max(1, int(self.reseed_iter))):
+                centers, labels, dist2 = self._reseed_and_refine(train, centers, labels, dist2, rng)
+            counts = np.bincount(labels, minlength=k)
+        self.n_words_used_ = int(np.count_nonzero(counts))
+        self.n_samples_used_ = int(train.shape[0])
+        _, held_dist2 = self._assign_with_dist(held)
+        self.quantization_error_ = float(np.mean(held_dist2, dtype=np.float64))
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _set_centers(self, centers: np.ndarray) -> None:
+        self.centers_ = np.ascontiguousarray(centers, dtype=np.float32)
+        # Precomputed for assignment: -2 C^T (d, k) and |c|^2 (k,).
+        self._neg2_ct = np.ascontiguousarray(-2.0 * self.centers_.T)
+        self._c2 = np.einsum("ij,ij->i", self.centers_, self.centers_)
+
+    def _reseed_and_refine(self, X, centers, labels, dist2, rng):
+        """Move dead words onto the worst-represented descriptors, then one Lloyd step."""
+        k = centers.shape[0]
+        counts = np.bincount(labels, minlength=k)
+        dead = np.flatnonzero(counts == 0)
+        if dead.size:
+            # Candidates: the descriptors farthest from their word, distinct rows.
+            n_cand = min(X.shape[0], 4 * dead.size)
+            cand = np.argpartition(-dist2, n_cand - 1)[:n_cand]
+            cand = cand[np.argsort(-dist2[cand], kind="stable")]
+            _, first = np.unique(X[cand], axis=0, return_index=True)
+            cand = cand[np.sort(first)]
+            n = min(dead.size, cand.size)
+            centers = centers.copy()
+            centers[dead[:n]] = X[cand[:n]]
+            self._set_centers(centers)
+            labels, dist2 = self._assign_with_dist(X)
+        # Lloyd update: each used word moves to the mean of its descriptors.
+        counts = np.bincount(labels, minlength=k)
+        sums = np.zeros_like(centers, dtype=np.float64)
+        _sum_by_label(sums, labels, X)
+        used = counts > 0
+        centers = centers.copy()
+        centers[used] = (sums[used] / counts[used, None]).astype(np.float32)
+        self._set_centers(centers)
+        labels, dist2 = self._assign_with_dist(X)
+        return centers, labels, dist2
+
+    # -- assignment ----------------------------------------------------------
+
+    def _check_X(self, X) -> np.ndarray:
+        check_is_fitted(self, "centers_")
+        X = as_descriptors(X)
+        if X.shape[0] and X.shape[1] != self.centers_.shape[1]:
+            raise ValueError(
+                f"Descriptors have {X.shape[1]} dimensions, the codebook {self.centers_.shape[1]}."
+            )
+        return X
+
+    def chunks(self, X):
+        """Yield ``(start, stop, x_chunk_float32, scores)`` over row chunks of ``X``.
+
+        ``scores = |c|^2 - 2 x.c`` is a ``(rows, n_words)`` float32 block (the
+        squared distance minus ``|x|^2``). The block buffer is reused between
+        chunks: copy what must outlive an iteration.
+        """
+        X = self._check_X(X)
+        n, k = X.shape[0], self.centers_.shape[0]
+        step = _chunk_rows(k, self.chunk_size)
+        buf = np.empty((min(step, n), k), dtype=np.float32)
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            xc = X[start:stop]
+            if xc.dtype != np.float32:
+                xc = xc.astype(np.float32)
+            scores = buf[: stop - start]
+            np.matmul(xc, self._neg2_ct, out=scores)
+            scores += self._c2
+            yield start, stop, xc, scores
+
+    def assign(self, X) -> np.ndarray:
+        """Index of the nearest word of each descriptor.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, d) or ImageFeatures
+            uint8 or float descriptors; converted to float32 one chunk at a time.
+
+        Returns
+        -------
+        ndarray of shape (n,), int32
+            ``argmin_j |x - c_j|^2``, computed as ``argmin_j (|c_j|^2 - 2 x.c_j)``
+            by a float32 matrix product per chunk. Ties go to the lowest index.
+        """
+        X = self._check_X(X)
+        out = np.empty(X.shape[0], dtype=np.int32)
+        for start, stop, _, scores in self.chunks(X):
+            out[start:stop] = np.argmin(scores, axis=1)
+        return out
+
+    def _assign_with_dist(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest word and squared distance to it (clipped at 0)."""
+        X = self._check_X(X)
+        labels = np.empty(X.shape[0], dtype=np.int32)
+        dist2 = np.empty(X.shape[0], dtype=np.float32)
+        for start, stop, xc, scores in self.chunks(X):
+            lab = np.argmin(scores, axis=1)
+            labels[start:stop] = lab
+            best = np.take_along_axis(scores, lab[:, None], axis=1)[:, 0]
+            dist2[start:stop] = np.maximum(best + np.einsum("ij,ij->i", xc, xc), 0)
+        return labels, dist2
+
+    def quantization_error(self, X) -> float:
+        """Mean squared distance of descriptors ``X`` to their nearest word."""
+        _, dist2 = self._assign_with_dist(X)
+        return float(np.mean(dist2, dtype=np.float64)) if dist2.size else 0.0
+
+    def knn(self, X, n_neighbors: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``n_neighbors`` nearest words of each descriptor.
+
+        Returns
+        -------
+        indices : ndarray of shape (n, n_neighbors), int32
+            Sorted by increasing distance.
+        dist2 : ndarray of shape (n, n_neighbors), float32
+            Squared Euclidean distances, clipped at 0.
+        """
+        X = self._check_X(X)
+        k = self.centers_.shape[0]
+        r = int(min(n_neighbors, k))
+        idx = np.empty((X.shape[0], r), dtype=np.int32)
+        dist2 = np.empty((X.shape[0], r), dtype=np.float32)
+        for start, stop, xc, scores in self.chunks(X):
+            if r < k:
+                part = np.argpartition(scores, r - 1, axis=1)[:, :r]
+            else:
+                part = np.broadcast_to(np.arange(k), scores.shape)
+            s = np.take_along_axis(scores, part, axis=1)
+            order = np.argsort(s, axis=1, kind="stable")
+            idx[start:stop] = np.take_along_axis(part, order, axis=1)
+            s = np.take_along_axis(s, order, axis=1)
+            dist2[start:stop] = np.maximum(s + np.einsum("ij,ij->i", xc, xc)[:, None], 0)
+        return idx, dist2
+
+    def predict(self, X) -> np.ndarray:
+        """Alias of :meth:`assign` (scikit-learn's clusterer naming)."""
+        return self.assign(X)
+
+
+def _sum_by_label(sums: np.ndarray, labels: np.ndarray, X: np.ndarray, block: int = 65536) -> None:
+    """``sums[j] += sum of the X rows labelled j``: sparse one-hot products by row block."""
+    k = sums.shape[0]
+    for start in range(0, X.shape[0], block):
+        lab = labels[start : start + block]
+        xb = np.asarray(X[start : start + block], dtype=np.float32)
+        onehot = sparse.csr_matrix(
+            (np.ones(lab.size, dtype=np.float32), (lab, np.arange(lab.size))), shape=(k, lab.size)
+        )
+        sums += onehot @ xb
+
+
+class GMMVocabulary(BaseEstimator):
+    """A Gaussian mixture vocabulary in a PCA space, for Fisher vectors.
+
+    Descriptors are projected by PCA (``n_pca`` dimensions, centred, optionally
+    whitened) and a diagonal-covariance Gaussian mixture is fitted by EM, both
+    on a bounded even random sample (:func:`sample_descriptors`; all-zero
+    descriptors left out), as in Perronnin, Sanchez & Mensink 2010 and
+    Chatfield et al. 2011.
+
+    Parameters
+    ----------
+    n_components : int, default=64
+        Number of Gaussians ``K``.
+    n_pca : int or None, default=64
+        PCA dimension ``D`` (clipped to the descriptor dimension); ``None``
+        keeps the descriptors as they are (no PCA).
+    whiten : bool, default=False
+        Whiten the PCA output.
+    n_samples : int, default=256_000
+        Maximum number of descriptors to fit on.
+    max_iter : int, default=100
+        EM iterations.
+    reg_covar : float, default=1e-3
+        Added to the variances, relative to the mean variance of the projected
+        sample (so the floor does not depend on the descriptor scale).
+    random_state : int or None, default=0
+    chunk_size : int or None, default=None
+        Descriptors per posterior chunk; ``None`` sizes chunks to ~16 MiB.
+
+    Attributes
+    ----------
+    pca_ : PCA or None
+    weights_ : ndarray of shape (K,), float64
+        Mixture weights ``pi_k``.
+    means_ : ndarray of shape (K, D), float32
+    variances_ : ndarray of shape (K, D), float32
+        Diagonal covariances ``sigma_k^2``.
+    n_samples_used_ : int
+    n_features_in_ : int
+
+    References
+    ----------
+    .. [1] F. Perronnin, J. Sanchez and T. Mensink. Improving the Fisher kernel
+       for large-scale image classification. ECCV 2010.
+    .. [2] K. Chatfield, V. Lempitsky, A. Vedaldi and A. Zisserman. The devil
+       is in the details: an evaluation of recent feature encoding methods.
+       BMVC 2011.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(2000, 16)).astype(np.float32)
+    >>> gmm = GMMVocabulary(n_components=4, n_pca=8).fit(X)
+    >>> gmm.posteriors(X[:5]).shape
+    (5, 4)
+    """
+
+    def __init__(
+        self,
+        n_components: int = 64,
+        n_pca: int | None = 64,
+        whiten: bool = False,
+        n_samples: int = 256_000,
+        max_iter: int = 100,
+        reg_covar: float = 1e-3,
+        random_state: int | None = 0,
+        chunk_size: int | None = None,
+    ):
+        self.n_components = n_components
+        self.n_pca = n_pca
+        self.whiten = whiten
+        self.n_samples = n_samples
+        self.max_iter = max_iter
+        self.reg_covar = reg_covar
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    def fit(self, descriptor_sets, y=None) -> GMMVocabulary:
+        """Fit PCA then the mixture on an even random sample.
+
+        Parameters
+        ----------
+        descriptor_sets : iterable of (array (n_i, d) or ImageFeatures), or ndarray (m, d)
+            Per-image descriptor sets, or one 2-D array meaning "already sampled".
+
+        Returns
+        -------
+        self
+        """
+        t0 = time.perf_counter()
+        K = int(self.n_components)
+        if K < 1:
+            raise ValueError(f"n_components must be a positive integer, got {K}.")
+        sample = _as_sample(descriptor_sets, int(self.n_samples), self.random_state)
+        m, d = sample.shape
+        if m < max(K, 2):
+            raise ValueError(
+                f"Cannot fit {K} Gaussians on {m} non-zero descriptors: "
+                "use fewer components or more images."
+            )
+        self.n_features_in_ = d
+        if self.n_pca is not None:
+            n_pca = int(min(self.n_pca, d, m))
+            self.pca_ = PCA(n_components=n_pca, whiten=self.whiten, random_state=self.random_state)
+            Z = self.pca_.fit_transform(sample).astype(np.float32)
+        else:
+            self.pca_ = None
+            Z = sample
+        reg = float(self.reg_covar) * float(np.mean(np.var(Z, axis=0))) + 1e-10
+        gm = GaussianMixture(
+            n_components=K,
+            covariance_type="diag",
+            max_iter=int(self.max_iter),
+            reg_covar=reg,
+            random_state=self.random_state,
+        )
+        gm.fit(Z)
+        self.gmm_ = gm
+        self.weights_ = np.asarray(gm.weights_, dtype=np.float64)
+        self.means_ = np.ascontiguousarray(gm.means_, dtype=np.float32)
+        self.variances_ = np.ascontiguousarray(gm.covariances_, dtype=np.float32)
+        self._prepare()
+        self.n_samples_used_ = int(m)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    def _prepare(self) -> None:
+        inv_var = (1.0 / self.variances_.astype(np.float64)).astype(np.float32)
+        self._inv_var_t = np.ascontiguousarray(-0.5 * inv_var.T)  # (D, K)
+        self._mu_inv_var_t = np.ascontiguousarray((self.means_ * inv_var).T)  # (D, K)
+        self._const = (
+            np.log(self.weights_)
+            - 0.5 * np.sum(np.log(2 * np.pi * self.variances_.astype(np.float64)), axis=1)
+            - 0.5 * np.sum(self.means_.astype(np.float64) ** 2 * inv_var, axis=1)
+        ).astype(np.float32)
+        if self.pca_ is not None:
+            self._pca_mean = self.pca_.mean_.astype(np.float32)
+            comps = self.pca_.components_.astype(np.float64)
+            if self.whiten:
+                comps = comps / np.sqrt(self.pca_.explained_variance_)[:, None]
+            self._pca_proj = np.ascontiguousarray(comps.T.astype(np.float32))  # (d, D)
+
+    @property
+    def n_words(self) -> int:
+        """Number of Gaussians (the vocabulary size)."""
+        return int(self.n_components)
+
+    def project(self, X) -> np.ndarray:
+        """Project descriptors into the mixture's space: ``(x - mean) P`` (float32)."""
+        check_is_fitted(self, "means_")
+        X = as_descriptors(X)
+        if X.shape[0] and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"Descriptors have {X.shape[1]} dimensions, the vocabulary {self.n_features_in_}."
+            )
+        X = X.astype(np.float32, copy=False)
+        if self.pca_ is None:
+            return X.reshape(X.shape[0], self.means_.shape[1])
+        if X.shape[0] == 0:
+            return np.zeros((0, self.means_.shape[1]), dtype=np.float32)
+        return (X - self._pca_mean) @ self._pca_proj
+
+    def log_likelihoods(self, Z: np.ndarray) -> np.ndarray:
+        """``log pi_k + log N(z; mu_k, diag sigma_k^2)`` of projected rows ``Z`` (n, K).
+
+        Computed by BLAS as ``-1/2 (z^2) (1/sigma^2)^T + z (mu/sigma^2)^T + const_k``.
+        """
+        out = (Z * Z) @ self._inv_var_t
+        out += Z @ self._mu_inv_var_t
+        out += self._const
+        return out
+
+    def posteriors_projected(self, Z: np.ndarray) -> np.ndarray:
+        """Soft assignments ``gamma_t(k)`` of projected rows ``Z`` (n, K), float32."""
+        ll = self.log_likelihoods(Z)
+        ll -= ll.max(axis=1, keepdims=True)
+        np.exp(ll, out=ll)
+        ll /= ll.sum(axis=1, keepdims=True)
+        return ll
+
+    def posteriors(self, X) -> np.ndarray:
+        """Posterior probabilities of the Gaussians for descriptors ``X``, chunked.
+
+        Returns
+        -------
+        ndarray of shape (n, K), float32
+            Rows sum to 1.
+        """
+        X = as_descriptors(X)
+        n, K = X.shape[0], self.means_.shape[0]
+        out = np.empty((n, K), dtype=np.float32)
+        step = _chunk_rows(max(K, self.means_.shape[1]), self.chunk_size)
+        for start in range(0, n, step):
+            out[start : start + step] = self.posteriors_projected(
+                self.project(X[start : start + step])
+            )
+        return out
