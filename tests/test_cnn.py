@@ -116,3 +116,203 @@ def test_fuse_bn_matches_unfused():
     # The fused model has fewer parameters (BN gone) but one bias per conv.
     rows = summarize(fused, (1, 40, 40))
     assert summary_totals(rows)["params"] == sum(p.numel() for p in fused.parameters())
+
+
+# ---------------------------------------------------------------- training
+
+from bovw.cnn.train import (  # noqa: E402
+    CNNSettings,
+    evaluate_cnn,
+    load_cnn,
+    lr_at_step,
+    random_resized_crop,
+    train_cnn,
+)
+
+TINY = dict(
+    widths=(4, 8),
+    image_size=16,
+    test_size=20,
+    epochs=3,
+    batch_size=8,
+    warmup_epochs=1.0,
+    lr=0.05,
+    val_fraction=0.25,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Three easy classes of 24 x 24 gray images: horizontal stripes, vertical stripes, a blob."""
+    cv2 = pytest.importorskip("cv2")
+    import numpy as np
+
+    from bovw.data import load_dataset
+
+    root = tmp_path_factory.mktemp("tiny")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:24, 0:24]
+    for split, n in (("train", 8), ("test", 4)):
+        for name in ("blob", "horizontal", "vertical"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                period = rng.integers(4, 8)
+                if name == "horizontal":
+                    img = 128 + 100 * np.sin(2 * np.pi * yy / period + rng.uniform(0, 6))
+                elif name == "vertical":
+                    img = 128 + 100 * np.sin(2 * np.pi * xx / period + rng.uniform(0, 6))
+                else:
+                    cy, cx = rng.uniform(8, 16, size=2)
+                    img = 30 + 200 * np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / 20)
+                img = np.clip(img + rng.normal(0, 10, img.shape), 0, 255).astype(np.uint8)
+                cv2.imwrite(str(folder / f"{i}.png"), img)
+    return load_dataset(root)
+
+
+def _state(result):
+    return {k: v.clone() for k, v in result.model.model.state_dict().items()}
+
+
+def _assert_same_state(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_settings_validate_names_the_bad_setting():
+    CNNSettings().validate()
+    CNNSettings.small_data().validate()
+    for bad, name in (
+        (dict(lr=0.0), "lr"),
+        (dict(optimizer="rmsprop"), "optimizer"),
+        (dict(widths=()), "widths"),
+        (dict(image_size=8), "image_size"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(batch_size=1), "batch_size"),
+        (dict(warmup_epochs=50), "warmup_epochs"),
+        (dict(color="rgb"), "color"),
+    ):
+        with pytest.raises(ValueError, match=name) as info:
+            CNNSettings(**bad).validate()
+        assert str(info.value).count(".") >= 1 and "\n" not in str(info.value)
+    s = CNNSettings(widths=(8, 16))
+    assert CNNSettings.from_dict(s.to_dict()) == s
+    with pytest.raises(ValueError, match="bogus"):
+        CNNSettings.from_dict({"bogus": 1})
+
+
+def test_lr_schedule_warmup_then_cosine():
+    lrs = [lr_at_step(t, 100, 10, 0.1) for t in range(100)]
+    assert lrs[0] == pytest.approx(0.01) and lrs[9] == pytest.approx(0.1)
+    assert lrs[10] == pytest.approx(0.1)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] < 1e-3
+
+
+def test_random_resized_crop_identity_and_flip():
+    x = torch.rand(6, 2, 12, 12)
+    g = torch.Generator().manual_seed(0)
+    same = random_resized_crop(x, 12, g, scale=(1, 1), ratio=(1, 1), hflip=False)
+    assert torch.allclose(same, x, atol=1e-5)
+    out = random_resized_crop(x, 12, g, scale=(1, 1), ratio=(1, 1), hflip=True)
+    for a, b in zip(out, x, strict=True):
+        assert torch.allclose(a, b, atol=1e-5) or torch.allclose(a, b.flip(2), atol=1e-5)
+    crops = random_resized_crop(x, 7, torch.Generator().manual_seed(1))
+    assert crops.shape == (6, 2, 7, 7)
+    assert crops.min() >= x.min() - 1e-5 and crops.max() <= x.max() + 1e-5
+
+
+def test_training_is_deterministic_on_cpu(tiny_dataset):
+    s = CNNSettings(**TINY)
+    a = train_cnn(tiny_dataset, s, None, device="cpu", progress=False, evaluate=False)
+    b = train_cnn(tiny_dataset, s, None, device="cpu", progress=False, evaluate=False)
+    _assert_same_state(_state(a), _state(b))
+    assert [r["loss"] for r in a.history] == [r["loss"] for r in b.history]
+    assert len(a.history) == 3 and a.history[-1]["val_accuracy"] is not None
+    c = train_cnn(
+        tiny_dataset,
+        CNNSettings(**{**TINY, "seed": 1}),
+        None,
+        device="cpu",
+        progress=False,
+        evaluate=False,
+    )
+    assert not torch.equal(_state(a)["classifier.weight"], _state(c)["classifier.weight"])
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_killed_run_resumes_to_the_same_weights(tiny_dataset, tmp_path):
+    s = CNNSettings(**TINY)
+    full = train_cnn(
+        tiny_dataset, s, tmp_path / "full", device="cpu", progress=False, evaluate=False
+    )
+
+    def kill_after_two(record):
+        if record["epoch"] == 2:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_cnn(
+            tiny_dataset,
+            s,
+            tmp_path / "run",
+            device="cpu",
+            progress=False,
+            evaluate=False,
+            on_epoch_end=kill_after_two,
+        )
+    assert (tmp_path / "run" / "checkpoint.pt").is_file()
+    assert not (tmp_path / "run" / "cnn.pt").exists()
+    resumed = train_cnn(
+        tiny_dataset, s, tmp_path / "run", device="cpu", progress=False, evaluate=False
+    )
+    assert resumed.resumed_from_epoch == 2
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    _assert_same_state(_state(full), _state(resumed))
+    # Other settings with the same folder: refused, not silently mixed.
+    with pytest.raises(ValueError, match="other settings"):
+        train_cnn(
+            tiny_dataset,
+            CNNSettings(**{**TINY, "epochs": 4}),
+            tmp_path / "run",
+            device="cpu",
+            progress=False,
+            evaluate=False,
+        )
+
+
+def test_train_save_load_evaluate(tiny_dataset, tmp_path):
+    s = CNNSettings(**{**TINY, "epochs": 6, "val_fraction": 0.0})
+    res = train_cnn(tiny_dataset, s, tmp_path, device="cpu", progress=False)
+    (tmp_path / "res").mkdir()
+    m = res.metrics
+    for key in (
+        "accuracy",
+        "mean_class_accuracy",
+        "train_seconds",
+        "inference_images_per_second",
+        "parameters",
+        "model_bytes",
+        "flops_per_image",
+        "confusion_matrix",
+    ):
+        assert key in m, key
+    assert m["parameters"] == sum(p.numel() for p in res.model.model.parameters())
+    assert m["mean_class_accuracy"] >= 0.6  # easy data, chance is 1/3
+    assert res.history[-1]["val_accuracy"] is None
+    loaded = load_cnn(tmp_path)
+    assert loaded.settings == s and loaded.classes == tiny_dataset.classes
+    again = evaluate_cnn(tmp_path / "cnn.json", tiny_dataset, device="cpu", time_unfused=True)
+    assert again["y_pred"] == m["y_pred"]
+    assert "fusion_speedup" in again
+    # Weights are a plain state dict, readable with weights_only=True.
+    state = torch.load(tmp_path / "cnn.pt", weights_only=True)
+    assert set(state) == set(loaded.model.state_dict())
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_cnn(tmp_path / "nowhere")
+    with pytest.raises(FileNotFoundError, match="cnn.json"):
+        load_cnn(tmp_path / "res")

@@ -14,6 +14,15 @@ except ImportError as exc:  # pragma: no cover - depends on the install
 
 from bovw.cnn.model import SmallCNN, fuse_bn, fuse_conv_bn
 from bovw.cnn.summary import LayerRow, format_summary, summarize, summary_totals
+from bovw.cnn.train import (
+    CNNResult,
+    CNNSettings,
+    LoadedCNN,
+    evaluate_cnn,
+    load_cnn,
+    save_cnn,
+    train_cnn,
+)
 
 __all__ = [
     "SmallCNN",
@@ -23,4 +32,11 @@ __all__ = [
     "summarize",
     "format_summary",
     "summary_totals",
+    "CNNSettings",
+    "CNNResult",
+    "LoadedCNN",
+    "train_cnn",
+    "evaluate_cnn",
+    "load_cnn",
+    "save_cnn",
 ]
