@@ -158,7 +158,8 @@ def _stage_command(stage: str, help_text: str):
     @common_options
     @handle_errors
     def command(data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, **options):
-        _run_stages(stage, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options)
+        until = "evaluate" if stage == "run" else stage
+        _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options)
 
     return command
 

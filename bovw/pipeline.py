@@ -110,10 +110,7 @@ def encode_split(
     split: str,
 ) -> np.ndarray:
     """Encode every image of one split into a float32 matrix, one row per image."""
-    vocab = ctx.vocabulary()
-    encoder = make_encoder(
-        encoding.encoding, codebook=vocab, pyramid=encoding.pyramid, normalize=encoding.normalize
-    )
+    encoder = make_pipeline_encoder(encoding, ctx.vocabulary())
     samples = getattr(ctx.dataset, split)
     batches = [samples[i : i + BATCH] for i in range(0, len(samples), BATCH)]
     rows = ctx.map(
@@ -124,6 +121,15 @@ def encode_split(
         desc=f"encode {split}",
     )
     return np.vstack(rows).astype(np.float32, copy=False)
+
+
+def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
+    """The encoder of ``encoding`` around an already fitted vocabulary, ready to transform."""
+    params: dict[str, Any] = {"pyramid": encoding.pyramid}
+    if encoding.encoding in ("hist", "soft"):
+        params["normalize"] = encoding.normalize
+    # The vocabulary is fitted, so fit() only derives the pyramid layout from the settings.
+    return make_encoder(encoding.encoding, codebook=vocabulary, **params).fit([])
 
 
 def _encode_batch(encoder, extract, calls) -> np.ndarray:

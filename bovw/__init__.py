@@ -1,0 +1,61 @@
+"""bovw: image classification with a bag of visual words, and a small CNN beside it.
+
+The public API, re-exported from the modules that implement it::
+
+    bovw.read_image, bovw.load_dataset          datasets and decoding        (bovw.data)
+    bovw.dense_sift, bovw.DenseSIFT             dense SIFT, VLFeat-style     (bovw.features.dsift)
+    bovw.KMeansCodebook, bovw.GMMVocabulary     visual vocabularies          (bovw.codebook)
+    bovw.HistogramEncoder, ... make_encoder     one vector per image         (bovw.encoding)
+    bovw.make_classifier                        linear SVM by SGD            (bovw.classifier)
+    bovw.Config, bovw.run                       the cached pipeline          (bovw.config, bovw.pipeline)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from .classifier import fit_classifier, make_classifier, make_kernel_map
+from .codebook import GMMVocabulary, KMeansCodebook, sample_descriptors
+from .config import Config, load_config
+from .data import BadInputError, Dataset, Sample, load_dataset, read_image
+from .encoding import (
+    ENCODINGS,
+    FisherEncoder,
+    HistogramEncoder,
+    SoftAssignmentEncoder,
+    VLADEncoder,
+    make_encoder,
+)
+from .features import ImageFeatures
+from .features.dsift import DenseSIFT, dense_sift
+from .pipeline import RunResult, run
+
+try:
+    __version__ = version("bovw")
+except PackageNotFoundError:  # running from a checkout without installing
+    __version__ = "0+unknown"
+
+__all__ = [
+    "BadInputError",
+    "Config",
+    "Dataset",
+    "DenseSIFT",
+    "ENCODINGS",
+    "FisherEncoder",
+    "GMMVocabulary",
+    "HistogramEncoder",
+    "ImageFeatures",
+    "KMeansCodebook",
+    "RunResult",
+    "Sample",
+    "SoftAssignmentEncoder",
+    "VLADEncoder",
+    "dense_sift",
+    "fit_classifier",
+    "load_config",
+    "load_dataset",
+    "make_classifier",
+    "make_encoder",
+    "make_kernel_map",
+    "read_image",
+    "run",
+    "sample_descriptors",
+]
