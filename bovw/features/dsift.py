@@ -1,0 +1,545 @@
+"""Dense SIFT: VLFeat's ``vl_dsift`` and ``vl_phow``, vectorized with NumPy and OpenCV.
+
+Conventions (read these first)
+------------------------------
+Frames
+    ``frames[i] = (x, y, size, contrast)``. ``x`` is the column and ``y`` the row of
+    the descriptor centre in 0-based pixel coordinates of the input image (the centre
+    of the top-left pixel is ``(0, 0)``, x grows to the right, y grows downwards).
+    ``size`` is the side of one spatial bin in pixels (VLFeat's "size"/"bin size", not
+    a Gaussian scale). ``contrast`` is VLFeat's descriptor "norm": the sum of the
+    (windowed) histogram before normalization divided by the area of the descriptor
+    support, ``(3 * size + 1) ** 2``.
+Descriptor layout
+    128 = 4 x 4 spatial bins x 8 orientations, stored like VLFeat's C library
+    (``vl_dsift_get_descriptors``, also what ``cyvlfeat.sift.dsift`` returns):
+    element ``t + 8 * (bx + 4 * by)``, i.e. the orientation index ``t`` varies
+    fastest, then the spatial bin column ``bx`` (x, left to right), then the spatial
+    bin row ``by`` (y, top to bottom). Orientation bin ``t`` is centred on the
+    gradient angle ``2 * pi * t / 8`` measured with ``atan2(gy, gx)`` in image
+    coordinates, so from the +x axis towards the +y axis (clockwise as displayed,
+    since y points down). MATLAB's ``vl_dsift`` transposes this layout for its
+    column-major images; this module follows the C layout.
+Colour descriptors
+    384 = 3 x 128, channel-major: ``[channel 0 | channel 1 | channel 2]`` as
+    ``vl_phow`` concatenates them.
+
+Algorithm (written from VLFeat's definition, ``vl/dsift.c`` of VLFeat 0.9.21)
+---------------------------------------------------------------------------
+1. Gradients by central differences (one-sided at the image border).
+2. Soft orientation binning: the gradient magnitude is split linearly between the two
+   nearest of 8 orientation bins, giving 8 orientation maps.
+3. Spatial binning as a separable filtering of the 8 maps with a triangular kernel of
+   half-width ``size`` (bilinear spatial interpolation), border pixels replicated.
+   ``fast=True`` (flat window): one filtering, then each spatial bin is multiplied by
+   the mean of the Gaussian window over that bin. ``fast=False``: the Gaussian window
+   (sigma ``window_size * size``, centred on the descriptor) is folded into 4 + 4
+   bin-specific separable kernels.
+4. One strided gather reads the 16 bin values of every keypoint from the filtered maps.
+5. VLFeat's normalization: L2-normalize, clamp at 0.2, L2-normalize (Lowe 2004);
+   descriptors whose contrast is below ``contrast_threshold`` are set to zero.
+
+There is no Python loop over keypoints; the loops run over scales, channels and the
+16 spatial bins only.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import cv2
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from bovw.features import ImageFeatures
+
+__all__ = ["dense_sift", "DenseSIFT", "extract_features", "COLOR_SPACES"]
+
+#: Supported values of the ``color`` parameter.
+COLOR_SPACES = ("gray", "rgb", "hsv", "opponent")
+
+_NUM_BINS = 4  # spatial bins per side
+_NUM_ORI = 8  # orientation bins
+_DESCR_SIZE = _NUM_BINS * _NUM_BINS * _NUM_ORI  # 128
+_EPS = np.float32(np.finfo(np.float32).eps)  # VL_EPSILON_F, added to the L2 norms
+_ORI_SCALE = np.float32(_NUM_ORI / (2.0 * math.pi))
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+def _as_float(image: np.ndarray) -> np.ndarray:
+    """Return ``image`` as float32 with intensities in [0, 1] for integer inputs."""
+    image = np.asarray(image)
+    if image.dtype == np.float32:
+        return image
+    if np.issubdtype(image.dtype, np.integer):
+        info = np.iinfo(image.dtype)
+        return image.astype(np.float32) * np.float32(1.0 / info.max)
+    if image.dtype == np.bool_:
+        return image.astype(np.float32)
+    return image.astype(np.float32)
+
+
+def _channels(image: np.ndarray, color: str) -> list[np.ndarray]:
+    """Split an image into the float32 channels described by ``color`` (vl_phow)."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[:, :, 0]
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = image[:, :, :3]
+    if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+        raise ValueError(
+            f"dense_sift expects an HxW gray or HxWx3 BGR image, got shape {image.shape}"
+        )
+    img = _as_float(image)
+    if color == "gray":
+        if img.ndim == 3:
+            img = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2GRAY)
+        return [np.ascontiguousarray(img)]
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    b, g, r = img[:, :, 0], img[:, :, 1], img[:, :, 2]
+    if color == "rgb":
+        chans = [r, g, b]
+    elif color == "hsv":
+        hsv = cv2.cvtColor(np.ascontiguousarray(img), cv2.COLOR_BGR2HSV)
+        chans = [hsv[:, :, 0] * np.float32(1.0 / 360.0), hsv[:, :, 1], hsv[:, :, 2]]
+    else:  # opponent, as vl_phow defines it (mean = intensity, plus alpha * mean)
+        mu = np.float32(0.3) * r + np.float32(0.59) * g + np.float32(0.11) * b
+        alpha = np.float32(0.01)
+        chans = [
+            mu,
+            (r - g) * np.float32(1.0 / math.sqrt(2.0)) + alpha * mu,
+            (r + g - 2 * b) * np.float32(1.0 / math.sqrt(6.0)) + alpha * mu,
+        ]
+    return [np.ascontiguousarray(c, dtype=np.float32) for c in chans]
+
+
+def _check_params(sizes, step, magnif, window_size, color) -> tuple[int, ...]:
+    if isinstance(sizes, int | np.integer):
+        sizes = (int(sizes),)
+    sizes = tuple(int(s) for s in sizes)
+    if not sizes or min(sizes) < 1:
+        raise ValueError(f"sizes must be positive integers, got {sizes!r}")
+    if int(step) != step or step < 1:
+        raise ValueError(f"step must be a positive integer, got {step!r}")
+    if not magnif > 0:
+        raise ValueError(f"magnif must be positive, got {magnif!r}")
+    if not window_size > 0:
+        raise ValueError(f"window_size must be positive, got {window_size!r}")
+    if color not in COLOR_SPACES:
+        raise ValueError(f"color must be one of {COLOR_SPACES}, got {color!r}")
+    return sizes
+
+
+# ------------------------------------------------------------------------- kernels
+
+
+def _window_mean(size: int, index: int, window_size: float) -> float:
+    """Mean of the Gaussian window over spatial bin ``index`` (VLFeat, flat window)."""
+    delta = size * (index - 0.5 * (_NUM_BINS - 1))
+    sigma = size * window_size
+    x = np.arange(-size + 1, size, dtype=np.float64)
+    return float(np.mean(np.exp(-0.5 * ((x - delta) / sigma) ** 2)))
+
+
+def _tri_kernel(size: int) -> np.ndarray:
+    """Bilinear spatial-binning weights ``1 - |o| / size`` for offsets ``|o| < size``."""
+    o = np.arange(-size + 1, size, dtype=np.float64)
+    return (1.0 - np.abs(o) / size).astype(np.float32)
+
+
+def _gauss_kernel(size: int, index: int, window_size: float) -> np.ndarray:
+    """Triangular bin kernel times the Gaussian window, indexed by pixel offset.
+
+    Entry ``j`` weighs the pixel at offset ``o = j - (size - 1)`` from the bin centre;
+    that pixel lies at ``o + delta`` from the descriptor centre.
+    """
+    o = np.arange(-size + 1, size, dtype=np.float64)
+    delta = size * (index - 0.5 * (_NUM_BINS - 1))
+    sigma = size * window_size
+    k = (1.0 - np.abs(o) / size) * np.exp(-0.5 * ((o + delta) / sigma) ** 2)
+    return k.astype(np.float32)
+
+
+def _smooth(img: np.ndarray, sigma: float) -> np.ndarray:
+    """Gaussian smoothing as ``vl_imsmooth``: radius ceil(4 sigma), replicated border."""
+    if sigma < 0.01:
+        return img
+    radius = int(math.ceil(4.0 * sigma))
+    k = 2 * radius + 1
+    return cv2.GaussianBlur(img, (k, k), sigma, sigmaY=sigma, borderType=cv2.BORDER_REPLICATE)
+
+
+# ---------------------------------------------------------------------- core steps
+
+
+def _orientation_maps(img: np.ndarray) -> np.ndarray:
+    """Gradient magnitude softly binned into 8 orientations: array (H, W, 8) float32."""
+    h, w = img.shape
+    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    # VLFeat uses one-sided differences on the border: twice the replicated central one.
+    gx[:, 0] *= 2
+    gx[:, -1] *= 2
+    gy[0, :] *= 2
+    gy[-1, :] *= 2
+    mag = cv2.magnitude(gx, gy)
+    nt = np.arctan2(gy, gx)
+    nt *= _ORI_SCALE  # in (-4, 4]
+    nt += np.float32(_NUM_ORI)  # in (4, 12]: positive, so truncation is floor
+    bin0 = nt.astype(np.int32)
+    frac = nt
+    frac -= bin0  # in [0, 1)
+    w1 = frac
+    w1 *= mag
+    w0 = mag
+    w0 -= w1
+    base = np.arange(0, h * w * _NUM_ORI, _NUM_ORI, dtype=np.int32).reshape(h, w)
+    bin0 &= _NUM_ORI - 1
+    maps = np.zeros(h * w * _NUM_ORI, dtype=np.float32)
+    idx = base + bin0
+    maps[idx] = w0
+    bin0 += 1
+    bin0 &= _NUM_ORI - 1
+    base += bin0
+    maps[base] = w1
+    return maps.reshape(h, w, _NUM_ORI)
+
+
+def _grid(length: int, size: int, step: int, off: int) -> int:
+    """Number of frames along one axis (VLFeat: bounds ``[off, length - 1]``)."""
+    rng = (length - 1) - off - (_NUM_BINS - 1) * size
+    return rng // step + 1 if rng >= 0 else 0
+
+
+def _dsift_channel(
+    img: np.ndarray,
+    size: int,
+    step: int,
+    off: int,
+    nx: int,
+    ny: int,
+    fast: bool,
+    window_size: float,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Unnormalized descriptors (N, 128) and contrast (N,) of one smoothed channel."""
+    maps = _orientation_maps(img)
+    out = np.empty((ny, nx, _NUM_BINS, _NUM_BINS, _NUM_ORI), dtype=np.float32)
+    ystop = off + step * (ny - 1) + 1
+    xstop = off + step * (nx - 1) + 1
+    one = np.ones(1, dtype=np.float32)
+    if fast:
+        tri = _tri_kernel(size)
+        filt = cv2.sepFilter2D(maps, cv2.CV_32F, tri, tri, borderType=cv2.BORDER_REPLICATE)
+        wmean = [_window_mean(size, i, window_size) for i in range(_NUM_BINS)]
+        for by in range(_NUM_BINS):
+            y0 = off + by * size
+            rows = filt[y0 : y0 + ystop - off : step]
+            for bx in range(_NUM_BINS):
+                x0 = off + bx * size
+                np.multiply(
+                    rows[:, x0 : x0 + xstop - off : step],
+                    np.float32(wmean[by] * wmean[bx]),
+                    out=out[:, :, by, bx, :],
+                )
+    else:
+        kers = [_gauss_kernel(size, i, window_size) for i in range(_NUM_BINS)]
+        for by in range(_NUM_BINS):
+            y0 = off + by * size
+            fy = cv2.sepFilter2D(maps, cv2.CV_32F, one, kers[by], borderType=cv2.BORDER_REPLICATE)
+            rows = np.ascontiguousarray(fy[y0 : y0 + ystop - off : step])
+            for bx in range(_NUM_BINS):
+                x0 = off + bx * size
+                fxy = cv2.sepFilter2D(
+                    rows, cv2.CV_32F, kers[bx], one, borderType=cv2.BORDER_REPLICATE
+                )
+                if fxy.ndim == 2:  # OpenCV drops a trailing axis of length 1 for 1 row
+                    fxy = fxy.reshape(rows.shape)
+                out[:, :, by, bx, :] = fxy[:, x0 : x0 + xstop - off : step]
+    descr = out.reshape(ny * nx, _DESCR_SIZE)
+    contrast = descr.sum(axis=1, dtype=np.float32)
+    contrast *= np.float32(1.0 / float((_NUM_BINS - 1) * size + 1) ** 2)
+    return descr, contrast
+
+
+def _normalize(descr: np.ndarray) -> None:
+    """VLFeat/Lowe normalization in place: L2, clamp at 0.2, L2 (norms + FLT_EPSILON)."""
+    norm = np.sqrt(np.einsum("ij,ij->i", descr, descr))
+    norm += _EPS
+    descr /= norm[:, None]
+    np.minimum(descr, np.float32(0.2), out=descr)
+    norm = np.sqrt(np.einsum("ij,ij->i", descr, descr))
+    norm += _EPS
+    descr /= norm[:, None]
+
+
+def _root(descr: np.ndarray) -> None:
+    """RootSIFT in place: L1-normalize then square root (Arandjelovic & Zisserman 2012)."""
+    l1 = descr.sum(axis=1, dtype=np.float32)
+    l1[l1 == 0] = 1
+    descr /= l1[:, None]
+    np.sqrt(descr, out=descr)
+
+
+# ------------------------------------------------------------------------- public
+
+
+def dense_sift(
+    image: np.ndarray,
+    *,
+    sizes: int | Sequence[int] = (4, 6, 8, 10),
+    step: int = 4,
+    fast: bool = True,
+    magnif: float = 6.0,
+    window_size: float = 1.5,
+    contrast_threshold: float = 0.005,
+    color: str = "gray",
+    root: bool = False,
+    float_descriptors: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
+    r"""Dense SIFT descriptors on a regular grid, at one or several scales (PHOW).
+
+    SIFT (Lowe 2004) describes a square patch by 4 x 4 spatial bins, each a histogram
+    of gradient orientations in 8 bins, weighted by the gradient magnitude, with
+    bilinear interpolation in space and linear interpolation in orientation, a
+    Gaussian window centred on the patch, and the normalization
+    :math:`d \leftarrow \min(d / \lVert d \rVert, 0.2) / \lVert \cdot \rVert`.
+    Dense SIFT (VLFeat ``vl_dsift``) computes it for every keypoint of a grid with
+    the same bin size and no rotation. PHOW (VLFeat ``vl_phow``, Bosch et al. 2007)
+    repeats this for several bin sizes: for each size ``s`` the image is smoothed by a
+    Gaussian of sigma ``s / magnif`` and the grid is offset by
+    ``floor(3/2 (max(sizes) - s))`` pixels so that the keypoint centres of all sizes
+    coincide (``vl_phow``: ``off = floor(1 + 3/2 (max(sizes) - s))`` in MATLAB's
+    1-based coordinates). With a single size, this is ``vl_dsift`` on the image
+    smoothed with sigma ``size / magnif`` and default bounds.
+
+    Parameters
+    ----------
+    image : ndarray
+        ``(H, W)`` gray or ``(H, W, 3)`` BGR (OpenCV order) image; ``(H, W, 4)`` BGRA
+        drops alpha. Integer images are scaled to [0, 1] (uint8 divided by 255);
+        float images are used as they are and should be in [0, 1], the range the
+        contrast threshold refers to.
+    sizes : int or sequence of int, default (4, 6, 8, 10)
+        Spatial bin sizes in pixels; a descriptor covers ``4 * size`` pixels.
+    step : int, default 4
+        Grid step in pixels, the same for every size.
+    fast : bool, default True
+        ``True``: flat window (VLFeat's ``fast`` option): each spatial bin is weighed
+        by the mean of the Gaussian window over the bin. ``False``: exact Gaussian
+        window of sigma ``window_size * size`` per pixel.
+    magnif : float, default 6.0
+        Magnification factor: each size is pre-smoothed with sigma ``size / magnif``.
+    window_size : float, default 1.5
+        Sigma of the Gaussian window in units of spatial bins (``vl_phow`` uses 1.5).
+    contrast_threshold : float, default 0.005
+        Descriptors whose contrast (``frames[:, 3]``) is below this value become zero;
+        their frames are kept. For ``color="rgb"`` the contrast is the mean over the
+        channels, for ``"hsv"`` that of V, for ``"opponent"`` that of the intensity.
+    color : {"gray", "rgb", "hsv", "opponent"}, default "gray"
+        Colour space of ``vl_phow``. BGR input is converted to gray (OpenCV's
+        weights 0.299 R + 0.587 G + 0.114 B) for ``"gray"``; a gray image is
+        replicated to three channels for the others. ``"hsv"`` has H, S, V in [0, 1];
+        ``"opponent"`` is ``(mu, (R - G) / sqrt 2 + 0.01 mu, (R + G - 2 B) / sqrt 6 +
+        0.01 mu)`` with ``mu = 0.3 R + 0.59 G + 0.11 B``, as ``vl_phow``.
+    root : bool, default False
+        RootSIFT (Arandjelovic & Zisserman 2012): after VLFeat's normalization each
+        descriptor is L1-normalized and square-rooted (unit L2 norm again), *before*
+        quantization; the uint8 output is then ``min(512 r, 255)`` of the RootSIFT
+        vector ``r``, the same quantization as plain SIFT (components above 255/512
+        saturate, which is rare). Zero descriptors stay zero.
+    float_descriptors : bool, default False
+        Return float32 unit-norm descriptors instead of VLFeat's uint8 quantization
+        ``min(floor(512 d), 255)``.
+
+    Returns
+    -------
+    frames : ndarray of shape (N, 4), float32
+        ``x, y, size, contrast`` per keypoint, 0-based pixel centres (see the module
+        documentation). Ordered size by size in the order of ``sizes``, then
+        row-major over the grid (x fastest).
+    descriptors : ndarray of shape (N, D), uint8 or float32
+        ``D = 128`` for gray, ``384`` for colour (channel-major). Element
+        ``t + 8 * (bx + 4 * by)`` of each 128-block is orientation ``t``, spatial bin
+        column ``bx`` and row ``by``.
+
+    Shape
+    -----
+    - image: :math:`(H, W)` or :math:`(H, W, 3)`
+    - frames: :math:`(N, 4)` with
+      :math:`N = \sum_s n_x(s) n_y(s)`,
+      :math:`n_x(s) = \lfloor (W - 1 - o_s - 3 s) / \mathrm{step} \rfloor + 1`
+      (0 if negative), :math:`o_s = \lfloor 3/2 (\max \mathrm{sizes} - s) \rfloor`,
+      and likewise :math:`n_y` with :math:`H`.
+    - descriptors: :math:`(N, 128)` or :math:`(N, 384)`
+
+    An image too small for one patch gives ``N = 0`` (no error); a constant image gives
+    all-zero descriptors.
+
+    References
+    ----------
+    .. [1] D. G. Lowe, "Distinctive image features from scale-invariant keypoints",
+       IJCV 60(2), 2004.
+    .. [2] A. Vedaldi and B. Fulkerson, "VLFeat: an open and portable library of
+       computer vision algorithms", 2008 (``vl_dsift``, ``vl_phow``, ``vl/dsift.c``).
+    .. [3] A. Bosch, A. Zisserman and X. Munoz, "Image classification using random
+       forests and ferns", ICCV 2007 (PHOW).
+    .. [4] R. Arandjelovic and A. Zisserman, "Three things everyone should know to
+       improve object retrieval", CVPR 2012 (RootSIFT).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bovw.features.dsift import dense_sift
+    >>> rng = np.random.default_rng(0)
+    >>> image = rng.integers(0, 256, size=(40, 50), dtype=np.uint8)
+    >>> frames, descriptors = dense_sift(image, sizes=4, step=8)
+    >>> frames.shape, descriptors.shape, descriptors.dtype
+    ((20, 4), (20, 128), dtype('uint8'))
+    >>> frames[0, :3].tolist()  # x, y, bin size of the first keypoint
+    [6.0, 6.0, 4.0]
+    >>> frames, descriptors = dense_sift(image, color="opponent", float_descriptors=True)
+    >>> descriptors.shape[1], descriptors.dtype
+    (384, dtype('float32'))
+    """
+    sizes = _check_params(sizes, step, magnif, window_size, color)
+    step = int(step)
+    dim = (1 if color == "gray" else 3) * _DESCR_SIZE
+    out_dtype = np.float32 if float_descriptors else np.uint8
+    shape = np.shape(image)
+    if len(shape) < 2 or min(shape[:2]) < 2:  # no patch fits (and no gradient exists)
+        if len(shape) not in (2, 3):
+            raise ValueError(f"dense_sift expects an HxW or HxWx3 image, got shape {shape}")
+        return np.zeros((0, 4), np.float32), np.zeros((0, dim), out_dtype)
+    chans = _channels(image, color)
+    height, width = chans[0].shape
+    max_size = max(sizes)
+    nchan = len(chans)
+    all_frames: list[np.ndarray] = []
+    all_descr: list[np.ndarray] = []
+    for size in sizes:
+        off = int(math.floor(1.5 * (max_size - size)))
+        nx = _grid(width, size, step, off)
+        ny = _grid(height, size, step, off)
+        n = nx * ny
+        if n == 0:
+            continue
+        descr = np.empty((n, nchan * _DESCR_SIZE), dtype=np.float32)
+        contrasts = []
+        for c, chan in enumerate(chans):
+            smoothed = _smooth(chan, size / magnif)
+            d, con = _dsift_channel(smoothed, size, step, off, nx, ny, fast, window_size)
+            _normalize(d)
+            descr[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE] = d
+            contrasts.append(con)
+        if color == "rgb":
+            contrast = (contrasts[0] + contrasts[1] + contrasts[2]) / np.float32(3)
+        elif color == "hsv":
+            contrast = contrasts[2]
+        else:
+            contrast = contrasts[0]
+        descr[contrast < contrast_threshold] = 0
+        frames = np.empty((n, 4), dtype=np.float32)
+        centre = 1.5 * size
+        xs = off + centre + step * np.arange(nx, dtype=np.float32)
+        ys = off + centre + step * np.arange(ny, dtype=np.float32)
+        frames[:, 0] = np.tile(xs, ny)
+        frames[:, 1] = np.repeat(ys, nx)
+        frames[:, 2] = size
+        frames[:, 3] = contrast
+        all_frames.append(frames)
+        all_descr.append(descr)
+    if not all_descr:
+        return np.zeros((0, 4), np.float32), np.zeros((0, dim), out_dtype)
+    frames = np.concatenate(all_frames) if len(all_frames) > 1 else all_frames[0]
+    descr = np.concatenate(all_descr) if len(all_descr) > 1 else all_descr[0]
+    if root:
+        for c in range(nchan):
+            _root(descr[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE])
+    if float_descriptors:
+        return frames, descr
+    descr *= np.float32(512.0)
+    np.minimum(descr, np.float32(255.0), out=descr)
+    return frames, descr.astype(np.uint8)
+
+
+def extract_features(image: np.ndarray, **params) -> ImageFeatures:
+    """Dense SIFT of one image as :class:`~bovw.features.ImageFeatures`.
+
+    ``params`` are those of :func:`dense_sift`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> feats = extract_features(np.zeros((30, 40), np.uint8), sizes=4, step=4)
+    >>> len(feats), feats.width, feats.height
+    (35, 40, 30)
+    """
+    frames, descriptors = dense_sift(image, **params)
+    height, width = np.asarray(image).shape[:2]
+    return ImageFeatures(frames=frames, descriptors=descriptors, width=width, height=height)
+
+
+class DenseSIFT(TransformerMixin, BaseEstimator):
+    """Dense SIFT as a scikit-learn transformer: images in, :class:`ImageFeatures` out.
+
+    The parameters are those of :func:`dense_sift`, with the same names and defaults
+    (the PHOW recipe of ``vl_phow``, but with ``step=4``). Nothing is learned: ``fit``
+    returns ``self``.
+
+    Shape
+    -----
+    - transform input: a list of ``n`` images, each :math:`(H_i, W_i)` or
+      :math:`(H_i, W_i, 3)`
+    - transform output: a list of ``n`` :class:`~bovw.features.ImageFeatures`, with
+      frames :math:`(N_i, 4)` and descriptors :math:`(N_i, 128)` (384 for colour)
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from bovw.features.dsift import DenseSIFT
+    >>> images = [np.zeros((40, 40), np.uint8), np.zeros((50, 30), np.uint8)]
+    >>> feats = DenseSIFT(sizes=(4, 6), step=8).fit(images).transform(images)
+    >>> [f.descriptors.shape for f in feats]
+    [(25, 128), (18, 128)]
+    """
+
+    def __init__(
+        self,
+        sizes: int | Sequence[int] = (4, 6, 8, 10),
+        step: int = 4,
+        fast: bool = True,
+        magnif: float = 6.0,
+        window_size: float = 1.5,
+        contrast_threshold: float = 0.005,
+        color: str = "gray",
+        root: bool = False,
+        float_descriptors: bool = False,
+    ):
+        self.sizes = sizes
+        self.step = step
+        self.fast = fast
+        self.magnif = magnif
+        self.window_size = window_size
+        self.contrast_threshold = contrast_threshold
+        self.color = color
+        self.root = root
+        self.float_descriptors = float_descriptors
+
+    def fit(self, images: Iterable[np.ndarray] | None = None, y=None) -> DenseSIFT:
+        """Check the parameters; nothing to learn. Returns ``self``."""
+        _check_params(self.sizes, self.step, self.magnif, self.window_size, self.color)
+        return self
+
+    def transform(self, images: Iterable[np.ndarray]) -> list[ImageFeatures]:
+        """Dense SIFT of each image, as a list of :class:`ImageFeatures`."""
+        params = self.get_params()
+        return [extract_features(image, **params) for image in images]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.requires_fit = False
+        return tags
