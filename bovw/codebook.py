@@ -402,9 +402,37 @@ class KMeansCodebook(BaseEstimator):
 
     def _set_centers(self, centers: np.ndarray) -> None:
         self.centers_ = np.ascontiguousarray(centers, dtype=np.float32)
-        # Precomputed for assignment: -2 C^T (d, k) and |c|^2 (k,).
-        self._neg2_ct = np.ascontiguousarray(-2.0 * self.centers_.T)
-        self._c2 = np.einsum("ij,ij->i", self.centers_, self.centers_)
+        # Precomputed for assignment: [-2 C^T; |c|^2] of shape (d + 1, k).
+        c2 = np.einsum("ij,ij->i", self.centers_, self.centers_, dtype=np.float64)
+        self._aug = np.ascontiguousarray(
+            np.vstack([-2.0 * self.centers_.T, c2[None, :]]), dtype=np.float32
+        )
+        self._aug_of = self.centers_
+
+    @classmethod
+    def from_centers(cls, centers, **params) -> KMeansCodebook:
+        """A codebook with the given words, for loading a saved model.
+
+        Parameters
+        ----------
+        centers : array-like of shape (n_words, d)
+        **params
+            Constructor parameters (``chunk_size`` ...).
+
+        Returns
+        -------
+        KMeansCodebook
+            Ready to :meth:`assign`; the fit statistics (``n_words_used_``,
+            ``quantization_error_`` ...) are not set.
+        """
+        centers = np.asarray(centers, dtype=np.float32)
+        if centers.ndim != 2 or centers.shape[0] < 1:
+            raise ValueError(f"centers must be a non-empty 2-D array, got shape {centers.shape}.")
+        params.setdefault("n_words", centers.shape[0])
+        cb = cls(**params)
+        cb._set_centers(centers)
+        cb.n_features_in_ = centers.shape[1]
+        return cb
 
     def _reseed_and_refine(self, X, centers, labels, dist2, rng):
         """Move dead words onto the worst-represented descriptors, then one Lloyd step."""
@@ -438,6 +466,8 @@ class KMeansCodebook(BaseEstimator):
 
     def _check_X(self, X) -> np.ndarray:
         check_is_fitted(self, "centers_")
+        if getattr(self, "_aug_of", None) is not self.centers_:
+            self._set_centers(self.centers_)  # centres set or loaded from outside
         X = as_descriptors(X)
         if X.shape[0] and X.shape[1] != self.centers_.shape[1]:
             raise ValueError(
@@ -449,21 +479,25 @@ class KMeansCodebook(BaseEstimator):
         """Yield ``(start, stop, x_chunk_float32, scores)`` over row chunks of ``X``.
 
         ``scores = |c|^2 - 2 x.c`` is a ``(rows, n_words)`` float32 block (the
-        squared distance minus ``|x|^2``). The block buffer is reused between
-        chunks: copy what must outlive an iteration.
+        squared distance minus ``|x|^2``), computed by one sgemm of the
+        augmented chunk ``[x, 1]`` with ``[-2 C, |c|^2]^T``, so ``|c|^2`` costs
+        no extra pass. The input is cast (uint8 -> float32) one chunk at a
+        time into a reused buffer; the score block is reused too: copy what
+        must outlive an iteration.
         """
         X = self._check_X(X)
         n, k = X.shape[0], self.centers_.shape[0]
-        step = _chunk_rows(k, self.chunk_size)
-        buf = np.empty((min(step, n), k), dtype=np.float32)
+        d = self.centers_.shape[1]
+        step = min(_chunk_rows(k, self.chunk_size), max(n, 1))
+        xbuf = np.ones((step, d + 1), dtype=np.float32)
+        sbuf = np.empty((step, k), dtype=np.float32)
         for start in range(0, n, step):
             stop = min(start + step, n)
-            xc = X[start:stop]
-            if xc.dtype != np.float32:
-                xc = xc.astype(np.float32)
-            scores = buf[: stop - start]
-            np.matmul(xc, self._neg2_ct, out=scores)
-            scores += self._c2
+            m = stop - start
+            xbuf[:m, :d] = X[start:stop]
+            scores = sbuf[:m]
+            np.matmul(xbuf[:m], self._aug, out=scores)
+            xc = xbuf[:m, :d]
             yield start, stop, xc, scores
 
     def assign(self, X) -> np.ndarray:
