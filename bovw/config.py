@@ -91,10 +91,10 @@ class ClassifierSettings:
     """The linear SVM trained with SGD, and its model selection."""
 
     loss: str = "hinge"
-    alphas: tuple[float, ...] = (1e-6, 1e-5, 1e-4, 1e-3)
+    alphas: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2)
     cv_folds: int = 3
     average: bool = True
-    max_iter: int = 50
+    max_iter: int = 30
     kernel_map: str = "none"
 
 

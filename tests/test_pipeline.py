@@ -1,0 +1,94 @@
+"""The Python API of the cached pipeline."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import bovw
+from bovw.cache import cache_info, clear_cache, default_cache_dir
+from bovw.config import Config
+from bovw.pipeline import STAGES
+
+SMALL = {"sift.sizes": (6, 8), "sift.step": 6, "codebook.words": 24, "codebook.samples": 20000}
+
+
+def small_config(path, **more):
+    return Config().with_overrides({"data.path": str(path), **SMALL, **more})
+
+
+def test_run_returns_everything(tiny_dataset, tmp_path):
+    result = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
+    assert [s.name for s in result.stages] == list(STAGES)
+    assert result.features["train"].shape[0] == 24 and result.features["test"].shape[0] == 12
+    assert result.features["train"].dtype == np.float32
+    # 24 words x (1 + 4 + 16) pyramid cells, unit L2 norm after the Hellinger map.
+    assert result.features["train"].shape[1] == 24 * 21
+    assert np.allclose(np.linalg.norm(result.features["train"], axis=1), 1, atol=1e-5)
+    assert 0 <= result.metrics["mean_class_accuracy"] <= 1
+    assert len(result.metrics["predictions"]) == 12
+
+
+def test_until_stops_early(tiny_dataset, tmp_path):
+    result = bovw.run(small_config(tiny_dataset), until="codebook", cache_dir=tmp_path / "c", progress=False)
+    assert [s.name for s in result.stages] == ["extract", "codebook"]
+    assert result.vocabulary.centers_.shape == (24, 128)
+    with pytest.raises(ValueError, match="until"):
+        bovw.run(small_config(tiny_dataset), until="nope", cache_dir=tmp_path / "c")
+
+
+def test_same_seed_same_result_and_cache_is_equivalent(tiny_dataset, tmp_path):
+    a = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "a", progress=False)
+    b = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "b", progress=False)
+    c = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "a", progress=False)
+    assert np.array_equal(a.features["test"], b.features["test"])
+    assert np.array_equal(a.features["test"], c.features["test"])
+    assert a.metrics["predictions"] == b.metrics["predictions"] == c.metrics["predictions"]
+    assert all(s.cache == "hit" for s in c.stages)
+
+
+def test_jobs_2_equals_jobs_1(tiny_dataset, tmp_path):
+    a = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "a", progress=False, jobs=1)
+    b = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "b", progress=False, jobs=2)
+    assert np.array_equal(a.features["train"], b.features["train"])
+    assert a.metrics["predictions"] == b.metrics["predictions"]
+
+
+def test_changing_one_image_recomputes_only_that_image(tiny_dataset, tmp_path):
+    from conftest import textured_image, write_image
+
+    bovw.run(small_config(tiny_dataset), until="extract", cache_dir=tmp_path / "c", progress=False)
+    write_image(tiny_dataset / "test" / "beta" / "0.png", textured_image(1, 4242))
+    result = bovw.run(small_config(tiny_dataset), until="extract", cache_dir=tmp_path / "c", progress=False)
+    assert result.stages[0].cache == "partial"
+    assert result.stages[0].detail == "35 of 36 images cached"
+
+
+@pytest.mark.parametrize("encoding", ["soft", "vlad", "fisher"])
+def test_other_encodings_run(tiny_dataset, tmp_path, encoding):
+    cfg = small_config(
+        tiny_dataset, **{"encoding.encoding": encoding, "encoding.pyramid": "1,2",
+                         "codebook.gmm_components": 4, "codebook.pca_dims": 16}
+    )
+    result = bovw.run(cfg, cache_dir=tmp_path / "c", progress=False)
+    X = result.features["train"]
+    assert np.isfinite(X).all() and X.shape[0] == 24
+    assert result.metrics["mean_class_accuracy"] > 0.5
+
+
+def test_cache_folder_rules(tmp_path, monkeypatch):
+    monkeypatch.setenv("BOVW_CACHE_DIR", str(tmp_path / "env"))
+    assert default_cache_dir() == tmp_path / "env"
+    monkeypatch.delenv("BOVW_CACHE_DIR")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_dir() == tmp_path / "xdg" / "bovw"
+    assert cache_info(tmp_path / "nothing") == []
+    assert clear_cache(tmp_path / "nothing") == 0
+
+
+def test_cache_info_lists_stages(tiny_dataset, tmp_path):
+    bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
+    names = {name for name, size, entries in cache_info(tmp_path / "c")}
+    assert {"extract_image", "fit_vocabulary", "encode_split", "train_model", "evaluate_model"} <= names
+    assert clear_cache(tmp_path / "c") > 0
+    assert cache_info(tmp_path / "c") == []
