@@ -204,7 +204,10 @@ def decode_image(data: bytes, path: Path | str = "<bytes>", *, color: str = "gra
         raise ValueError(f"color must be 'gray' or 'bgr', not {color!r}.")
     _check_pixel_count(data, path)
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    try:
+        image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    except cv2.error:
+        image = None
     if image is None or image.size == 0:
         raise BadInputError(
             f"Cannot decode image {path}: the file is corrupt or not an image; "
@@ -259,9 +262,9 @@ def _inspect(path: Path) -> tuple[str, str | None]:
         buf = np.frombuffer(data, dtype=np.uint8)
         # Decoding at reduced size still reads every byte of the stream, so a
         # truncated JPEG is caught here at a fraction of the cost.
-        ok = buf.size > 0 and cv2.imdecode(buf, cv2.IMREAD_REDUCED_GRAYSCALE_4) is not None
+        ok = buf.size > 0 and _decodes(buf, cv2.IMREAD_REDUCED_GRAYSCALE_4)
         if ok and path.suffix.lower() not in (".jpg", ".jpeg", ".jpe"):
-            ok = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) is not None
+            ok = _decodes(buf, cv2.IMREAD_UNCHANGED)
         if ok and path.suffix.lower() in (".jpg", ".jpeg", ".jpe"):
             ok = _jpeg_complete(data)
     except BadInputError as exc:
@@ -272,6 +275,17 @@ def _inspect(path: Path) -> tuple[str, str | None]:
             "fix or remove it (or pass --skip-bad)."
         )
     return digest, None
+
+
+def _decodes(buf: np.ndarray, flags: int) -> bool:
+    try:
+        return cv2.imdecode(buf, flags) is not None
+    except cv2.error:
+        # Reduced-size decoding of an image smaller than the reduction fails
+        # inside OpenCV's resize; decode it whole instead.
+        if flags == cv2.IMREAD_UNCHANGED:
+            return False
+        return _decodes(buf, cv2.IMREAD_UNCHANGED)
 
 
 def _jpeg_complete(data: bytes) -> bool:

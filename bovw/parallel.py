@@ -39,12 +39,17 @@ def scheduler_address(explicit: str | None = None) -> str | None:
     return explicit or os.environ.get("BOVW_SCHEDULER") or None
 
 
-_client = None
+@contextlib.contextmanager
+def cluster_session(address: str | None) -> Iterator[object | None]:
+    """Connect a ``dask.distributed.Client`` to ``address`` for the block (nothing if None).
 
-
-def connect(address: str):
-    """A ``dask.distributed.Client`` connected to ``address`` (kept for the process)."""
-    global _client
+    joblib's ``dask`` backend uses the current client, so the parallel calls
+    inside the block run on that cluster. The client is closed on the way out,
+    so a finished run leaves no connection behind.
+    """
+    if not address:
+        yield None
+        return
     try:
         from dask.distributed import Client
     except ImportError:
@@ -54,26 +59,29 @@ def connect(address: str):
             "A Dask scheduler was given but dask.distributed is not installed; "
             "install it with: pip install 'bovw[dask]'."
         ) from None
-    if _client is None or _client.scheduler.address != address:
-        try:
-            _client = Client(address, timeout=30)
-        except OSError as exc:
-            from .data import BadInputError
+    try:
+        client = Client(address, timeout=30)
+    except OSError as exc:
+        from .data import BadInputError
 
-            raise BadInputError(
-                f"Cannot reach the Dask scheduler at {address}: {exc}; check --scheduler."
-            ) from None
-    return _client
+        raise BadInputError(
+            f"Cannot reach the Dask scheduler at {address}: {exc}; check --scheduler."
+        ) from None
+    try:
+        yield client
+    finally:
+        client.close()
 
 
 @contextlib.contextmanager
 def parallel_backend(jobs: int, scheduler: str | None = None) -> Iterator[None]:
-    """joblib's backend for the calls inside: loky processes, or Dask when a scheduler is set."""
+    """joblib's backend for the calls inside: loky processes, or Dask when a scheduler is set.
+
+    With a scheduler, a client must be connected (see :func:`cluster_session`).
+    """
     import joblib
 
-    address = scheduler_address(scheduler)
-    if address:
-        connect(address)
+    if scheduler:
         with joblib.parallel_config(backend="dask"):
             yield
     else:

@@ -36,7 +36,7 @@ from .data import Dataset, Sample, load_dataset, read_image
 from .encoding import make_encoder
 from .features import ImageFeatures
 from .features.dsift import dense_sift
-from .parallel import limit_worker_threads, parallel_backend, scheduler_address
+from .parallel import cluster_session, limit_worker_threads, parallel_backend, scheduler_address
 from .report import classification_metrics
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
@@ -386,7 +386,12 @@ def run(
             n_jobs=jobs,
         )
     ctx = _Context(config, dataset, get_memory(cache_dir), jobs, progress, scheduler)
-    result = RunResult(config=config, dataset=dataset)
+    with cluster_session(ctx.scheduler):
+        return _run_stages(ctx, until, on_stage)
+
+
+def _run_stages(ctx: _Context, until: str, on_stage) -> RunResult:
+    result = RunResult(config=ctx.config, dataset=ctx.dataset)
 
     def done(stage: StageResult) -> None:
         result.stages.append(stage)
