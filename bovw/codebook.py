@@ -193,7 +193,7 @@ def sample_descriptors(
             keys, order = keys[:take], order[:take]
         keys_blocks.append(keys)
         idx_blocks.append(np.full(take, i, dtype=np.int64))
-        row_blocks.append(np.asarray(desc[order], dtype=np.float32))
+        row_blocks.append(desc[order])  # input dtype (uint8: 4x smaller than float32)
         held += take
         if held >= 2 * n_samples:
             compact()
@@ -209,14 +209,21 @@ def sample_descriptors(
 
 
 def _as_sample(X, n_samples: int, random_state, exclude_zero: bool = True) -> np.ndarray:
-    """A 2-D array is taken as already sampled; anything else is sampled evenly."""
+    """A 2-D array is taken as already sampled; anything else is sampled evenly.
+
+    The result is always a new float32 array (the caller may modify it in place).
+    """
     if isinstance(X, np.ndarray) and X.ndim == 2:
         sample = X
         if exclude_zero:
-            sample = sample[_nonzero_rows(sample)]
+            keep = _nonzero_rows(sample)
+            if not keep.all():
+                sample = sample[keep]
         if sample.shape[0] > n_samples:
             rng = np.random.default_rng(random_state)
             sample = sample[np.sort(rng.choice(sample.shape[0], n_samples, replace=False))]
+        if sample is X:
+            return np.array(sample, dtype=np.float32, order="C")  # always a copy
         return np.ascontiguousarray(sample, dtype=np.float32)
     if isinstance(X, np.ndarray) and X.ndim != 2:
         raise ValueError(
@@ -224,6 +231,17 @@ def _as_sample(X, n_samples: int, random_state, exclude_zero: bool = True) -> np
             f"array of already sampled descriptors; got an array of shape {X.shape}."
         )
     return sample_descriptors(X, n_samples, random_state, exclude_zero=exclude_zero)
+
+
+def _split_tail(sample: np.ndarray, n_held: int, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Move a random ``n_held`` rows to the end, in place; return (train, held) views."""
+    m = sample.shape[0]
+    held = np.zeros(m, dtype=bool)
+    held[rng.choice(m, n_held, replace=False)] = True
+    front = np.flatnonzero(held[: m - n_held])
+    back = m - n_held + np.flatnonzero(~held[m - n_held :])
+    sample[front], sample[back] = sample[back], sample[front]
+    return sample[: m - n_held], sample[m - n_held :]
 
 
 class KMeansCodebook(BaseEstimator):
@@ -257,9 +275,13 @@ class KMeansCodebook(BaseEstimator):
         spare it (fewer than ``2 * n_words`` rows) nothing is held out and the
         error is measured on the training sample.
     max_held_out : int, default=20_000
-    reseed_iter : int, default=2
-        Lloyd iterations run after dead words are re-seeded (none if no word
-        is dead).
+    refine_iter : int, default=2
+        Full-batch Lloyd iterations after MiniBatchKMeans, on the whole
+        sample (chunked BLAS assignment); dead words are re-seeded before each.
+        At least one is run when a word is dead.
+    init_size : int or None, default=None
+        Descriptors used by the k-means++ initialisation; ``None``:
+        ``max(3 * n_words, batch_size)``.
     random_state : int or None, default=0
         Seed of the sample, the held-out split and the k-means.
     chunk_size : int or None, default=None
@@ -317,7 +339,8 @@ class KMeansCodebook(BaseEstimator):
         n_init: int = 1,
         held_out: float = 0.02,
         max_held_out: int = 20_000,
-        reseed_iter: int = 2,
+        refine_iter: int = 2,
+        init_size: int | None = None,
         random_state: int | None = 0,
         chunk_size: int | None = None,
     ):
@@ -328,7 +351,8 @@ class KMeansCodebook(BaseEstimator):
         self.n_init = n_init
         self.held_out = held_out
         self.max_held_out = max_held_out
-        self.reseed_iter = reseed_iter
+        self.refine_iter = refine_iter
+        self.init_size = init_size
         self.random_state = random_state
         self.chunk_size = chunk_size
 
@@ -365,8 +389,7 @@ class KMeansCodebook(BaseEstimator):
         if m >= 2 * k:
             n_held = min(int(self.max_held_out), int(round(self.held_out * m)))
         if n_held > 0:
-            perm = rng.permutation(m)
-            held, train = sample[perm[:n_held]], sample[np.sort(perm[n_held:])]
+            train, held = _split_tail(sample, n_held, rng)
         else:
             held, train = sample, sample
 
@@ -375,7 +398,12 @@ class KMeansCodebook(BaseEstimator):
             batch_size=int(self.batch_size),
             max_iter=int(self.max_iter),
             n_init=int(self.n_init),
-            init_size=max(3 * int(self.batch_size), 3 * k),
+            init_size=min(
+                train.shape[0],
+                int(self.init_size)
+                if self.init_size is not None
+                else max(3 * k, int(self.batch_size)),
+            ),
             compute_labels=False,
             random_state=rng.integers(2**31 - 1),
         )
@@ -384,15 +412,17 @@ class KMeansCodebook(BaseEstimator):
         centers = np.ascontiguousarray(km.cluster_centers_, dtype=np.float32)
         self._set_centers(centers)
 
-        # Dead words: no training descriptor is nearest to them.
+        # Dead words (no training descriptor nearest to them) are re-seeded, then
+        # Lloyd iterations refine all words on the whole sample.
         labels, dist2 = self._assign_with_dist(train)
         counts = np.bincount(labels, minlength=k)
-        dead = np.flatnonzero(counts == 0)
-        self.n_dead_reseeded_ = int(dead.size)
-        if dead.size:
-            for _ in range(max(1, int(self.reseed_iter))):
-                centers, labels, dist2 = self._reseed_and_refine(train, centers, labels, dist2, rng)
-            counts = np.bincount(labels, minlength=k)
+        self.n_dead_reseeded_ = int(np.count_nonzero(counts == 0))
+        n_refine = int(self.refine_iter)
+        if self.n_dead_reseeded_:
+            n_refine = max(n_refine, 1)
+        for _ in range(n_refine):
+            centers, labels, dist2 = self._reseed_and_refine(train, centers, labels, dist2, rng)
+        counts = np.bincount(labels, minlength=k)
         self.n_words_used_ = int(np.count_nonzero(counts))
         self.n_samples_used_ = int(train.shape[0])
         _, held_dist2 = self._assign_with_dist(held)

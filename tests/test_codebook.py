@@ -257,3 +257,33 @@ def test_gmm_whiten_and_no_pca():
     g2 = GMMVocabulary(n_components=3, n_pca=None).fit(X)
     assert g2.pca_ is None and g2.means_.shape == (3, 8)
     assert g2.posteriors(np.zeros((0, 8))).shape == (0, 3)
+
+
+def test_split_tail_is_a_partition():
+    from bovw.codebook import _split_tail
+
+    X = np.arange(50, dtype=np.float32).reshape(25, 2)
+    train, held = _split_tail(X.copy(), 7, np.random.default_rng(0))
+    assert train.shape == (18, 2) and held.shape == (7, 2)
+    rows = sorted(map(tuple, np.vstack([train, held])))
+    assert rows == sorted(map(tuple, X))
+
+
+def test_presampled_array_is_not_modified():
+    X = np.random.default_rng(0).normal(size=(3000, 4)).astype(np.float32)
+    before = X.copy()
+    KMeansCodebook(n_words=5, held_out=0.1).fit(X)
+    np.testing.assert_array_equal(X, before)
+
+
+def test_from_centers_and_refinement():
+    X = np.random.default_rng(0).normal(size=(4000, 6)).astype(np.float32)
+    cb0 = KMeansCodebook(n_words=16, refine_iter=0, held_out=0).fit(X)
+    cb3 = KMeansCodebook(n_words=16, refine_iter=3, held_out=0).fit(X)
+    # Lloyd iterations never increase the training error.
+    assert cb3.quantization_error_ <= cb0.quantization_error_ + 1e-6
+    loaded = KMeansCodebook.from_centers(cb3.centers_)
+    np.testing.assert_array_equal(loaded.assign(X), cb3.assign(X))
+    assert loaded.n_words == 16
+    with pytest.raises(ValueError):
+        KMeansCodebook.from_centers(np.zeros((0, 3)))
