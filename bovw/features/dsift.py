@@ -46,6 +46,7 @@ There is no Python loop over keypoints; the loops run over scales, channels and 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable, Sequence
 
 import cv2
@@ -176,37 +177,105 @@ def _smooth(img: np.ndarray, sigma: float) -> np.ndarray:
 # ---------------------------------------------------------------------- core steps
 
 
-def _orientation_maps(img: np.ndarray) -> np.ndarray:
-    """Gradient magnitude softly binned into 8 orientations: array (H, W, 8) float32."""
+class _Workspace(threading.local):
+    """Per-thread scratch buffers, reused across calls.
+
+    Large temporary arrays freshly allocated on every call cost page faults that can
+    take longer than the arithmetic; the extractor therefore works in buffers that grow
+    to the largest image seen and are reused. Nothing returned to the caller is a view
+    of these buffers.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[str, np.ndarray] = {}
+        self.bases: dict[tuple[int, int], np.ndarray] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+        need = math.prod(shape)
+        buf = self.buffers.get(name)
+        if buf is None or buf.size < need or buf.dtype != dtype:
+            buf = self.buffers[name] = np.empty(max(need, 1), dtype=dtype)
+        return buf[:need].reshape(shape)
+
+    def pixel_base(self, h: int, w: int) -> np.ndarray:
+        """Flat index of orientation 0 of every pixel of an (H, W, 8) array."""
+        base = self.bases.get((h, w))
+        if base is None:
+            if len(self.bases) > 16:
+                self.bases.clear()
+            base = np.arange(0, h * w * _NUM_ORI, _NUM_ORI, dtype=np.intp).reshape(h, w)
+            self.bases[(h, w)] = base
+        return base
+
+
+_WS = _Workspace()
+
+
+def _orientation_maps(img: np.ndarray, ws: _Workspace = _WS) -> np.ndarray:
+    """Gradient magnitude softly binned into 8 orientations: array (H, W, 8) float32.
+
+    ``maps[y, x, t]`` holds ``(1 - r) |g|`` for ``t = floor(8 a / 2 pi)`` and ``r |g|``
+    for the next orientation, with ``a = atan2(gy, gx)`` and ``r`` the fractional part.
+    Gradients are central differences, one-sided on the image border (as VLFeat).
+    The result is a workspace buffer, valid until the next call.
+    """
     h, w = img.shape
-    gx = cv2.Sobel(img, cv2.CV_32F, 1, 0, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
-    gy = cv2.Sobel(img, cv2.CV_32F, 0, 1, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
-    # VLFeat uses one-sided differences on the border: twice the replicated central one.
+    gx = ws.get("gx", (h, w))
+    gy = ws.get("gy", (h, w))
+    cv2.Sobel(img, cv2.CV_32F, 1, 0, dst=gx, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    cv2.Sobel(img, cv2.CV_32F, 0, 1, dst=gy, ksize=1, scale=0.5, borderType=cv2.BORDER_REPLICATE)
+    # one-sided differences on the border: twice the replicated central difference
     gx[:, 0] *= 2
     gx[:, -1] *= 2
     gy[0, :] *= 2
     gy[-1, :] *= 2
-    mag = cv2.magnitude(gx, gy)
-    nt = np.arctan2(gy, gx)
-    nt *= _ORI_SCALE  # in (-4, 4]
-    nt += np.float32(_NUM_ORI)  # in (4, 12]: positive, so truncation is floor
-    bin0 = nt.astype(np.int32)
-    frac = nt
-    frac -= bin0  # in [0, 1)
-    w1 = frac
-    w1 *= mag
-    w0 = mag
-    w0 -= w1
-    base = np.arange(0, h * w * _NUM_ORI, _NUM_ORI, dtype=np.int32).reshape(h, w)
+    mag = ws.get("mag", (h, w))
+    cv2.magnitude(gx, gy, mag)
+    nt = ws.get("nt", (h, w))
+    np.arctan2(gy, gx, out=nt)
+    nt *= _ORI_SCALE  # in [-4, 4]
+    nt += np.float32(_NUM_ORI)  # in [4, 12]: positive
+    fl = gx  # gx is no longer needed
+    np.floor(nt, out=fl)
+    nt -= fl  # fractional part r, in [0, 1)
+    bin0 = ws.get("bin", (h, w), np.intp)
+    np.copyto(bin0, fl, casting="unsafe")
     bin0 &= _NUM_ORI - 1
-    maps = np.zeros(h * w * _NUM_ORI, dtype=np.float32)
-    idx = base + bin0
-    maps[idx] = w0
+    nt *= mag  # r |g|, for the next orientation
+    mag -= nt  # (1 - r) |g|
+    base = ws.pixel_base(h, w)
+    maps = ws.get("maps", (h, w, _NUM_ORI))
+    maps.fill(0)
+    flat = maps.reshape(-1)
+    bin0 += base
+    flat[bin0] = mag
+    bin0 -= base
     bin0 += 1
     bin0 &= _NUM_ORI - 1
-    base += bin0
-    maps[base] = w1
-    return maps.reshape(h, w, _NUM_ORI)
+    bin0 += base
+    flat[bin0] = nt
+    return maps
+
+
+def _triangle_filter(maps: np.ndarray, size: int, ws: _Workspace = _WS) -> np.ndarray:
+    """Filter each map with the separable kernel ``(size - |dx|)(size - |dy|)``.
+
+    Border pixels are replicated as VLFeat's ``vl_imconvcoltri`` does (the padding is
+    applied to the input, not to intermediate results). The triangle is computed as two
+    running-sum box filters of width ``size`` on the padded maps, so its cost does not
+    depend on ``size``. Returns a view into a workspace buffer.
+    """
+    h, w, c = maps.shape
+    p = size - 1
+    if p == 0:
+        return maps
+    shape = (h + 2 * p, w + 2 * p, c)
+    padded = ws.get("padded", shape)
+    box = ws.get("box", shape)
+    cv2.copyMakeBorder(maps, p, p, p, p, cv2.BORDER_REPLICATE, dst=padded)
+    cv2.boxFilter(padded, -1, (size, size), dst=box, anchor=(p, p), normalize=False)
+    cv2.boxFilter(box, -1, (size, size), dst=padded, anchor=(0, 0), normalize=False)
+    return padded[p : p + h, p : p + w]
 
 
 def _grid(length: int, size: int, step: int, off: int) -> int:
@@ -220,37 +289,40 @@ def _dsift_channel(
     size: int,
     step: int,
     off: int,
-    nx: int,
-    ny: int,
+    out: np.ndarray,
     fast: bool,
     window_size: float,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalized descriptors (N, 128) and contrast (N,) of one smoothed channel."""
-    maps = _orientation_maps(img)
-    out = np.empty((ny, nx, _NUM_BINS, _NUM_BINS, _NUM_ORI), dtype=np.float32)
-    ystop = off + step * (ny - 1) + 1
-    xstop = off + step * (nx - 1) + 1
-    one = np.ones(1, dtype=np.float32)
+    ws: _Workspace = _WS,
+) -> np.ndarray:
+    """Unnormalized descriptors of one smoothed channel, written into ``out``.
+
+    ``out`` is a (ny, nx, 4, 4, 8) float32 view; returns the contrast, shape (ny * nx,).
+    """
+    ny, nx = out.shape[:2]
+    maps = _orientation_maps(img, ws)
+    ylen = step * (ny - 1) + 1
+    xlen = step * (nx - 1) + 1
     if fast:
-        tri = _tri_kernel(size)
-        filt = cv2.sepFilter2D(maps, cv2.CV_32F, tri, tri, borderType=cv2.BORDER_REPLICATE)
-        wmean = [_window_mean(size, i, window_size) for i in range(_NUM_BINS)]
+        filt = _triangle_filter(maps, size, ws)
+        # the triangle filter has height size * size: fold 1 / size**2 into the weights
+        wmean = [_window_mean(size, i, window_size) / size for i in range(_NUM_BINS)]
         for by in range(_NUM_BINS):
             y0 = off + by * size
-            rows = filt[y0 : y0 + ystop - off : step]
+            rows = filt[y0 : y0 + ylen : step]
             for bx in range(_NUM_BINS):
                 x0 = off + bx * size
                 np.multiply(
-                    rows[:, x0 : x0 + xstop - off : step],
+                    rows[:, x0 : x0 + xlen : step],
                     np.float32(wmean[by] * wmean[bx]),
                     out=out[:, :, by, bx, :],
                 )
     else:
+        one = np.ones(1, dtype=np.float32)
         kers = [_gauss_kernel(size, i, window_size) for i in range(_NUM_BINS)]
         for by in range(_NUM_BINS):
             y0 = off + by * size
             fy = cv2.sepFilter2D(maps, cv2.CV_32F, one, kers[by], borderType=cv2.BORDER_REPLICATE)
-            rows = np.ascontiguousarray(fy[y0 : y0 + ystop - off : step])
+            rows = np.ascontiguousarray(fy[y0 : y0 + ylen : step])
             for bx in range(_NUM_BINS):
                 x0 = off + bx * size
                 fxy = cv2.sepFilter2D(
@@ -258,22 +330,28 @@ def _dsift_channel(
                 )
                 if fxy.ndim == 2:  # OpenCV drops a trailing axis of length 1 for 1 row
                     fxy = fxy.reshape(rows.shape)
-                out[:, :, by, bx, :] = fxy[:, x0 : x0 + xstop - off : step]
+                out[:, :, by, bx, :] = fxy[:, x0 : x0 + xlen : step]
     descr = out.reshape(ny * nx, _DESCR_SIZE)
     contrast = descr.sum(axis=1, dtype=np.float32)
     contrast *= np.float32(1.0 / float((_NUM_BINS - 1) * size + 1) ** 2)
-    return descr, contrast
+    return contrast
 
 
-def _normalize(descr: np.ndarray) -> None:
-    """VLFeat/Lowe normalization in place: L2, clamp at 0.2, L2 (norms + FLT_EPSILON)."""
-    norm = np.sqrt(np.einsum("ij,ij->i", descr, descr))
-    norm += _EPS
-    descr /= norm[:, None]
-    np.minimum(descr, np.float32(0.2), out=descr)
-    norm = np.sqrt(np.einsum("ij,ij->i", descr, descr))
-    norm += _EPS
-    descr /= norm[:, None]
+def _normalize(descr: np.ndarray, scale: float = 1.0) -> None:
+    """VLFeat/Lowe normalization in place, times ``scale``.
+
+    ``d = min(d / (|d| + eps), 0.2)``, then ``d / (|d| + eps)`` with ``eps`` FLT_EPSILON,
+    as ``vl_dsift``; computed as ``min(d, 0.2 n1) / (n1 n2)`` to save passes over memory.
+    """
+    n1 = np.sqrt(np.einsum("ij,ij->i", descr, descr))
+    n1 += _EPS
+    np.minimum(descr, (np.float32(0.2) * n1)[:, None], out=descr)
+    n2 = np.sqrt(np.einsum("ij,ij->i", descr, descr))
+    n2 /= n1
+    n2 += _EPS
+    n2 *= n1
+    np.divide(np.float32(scale), n2, out=n2)
+    descr *= n2[:, None]
 
 
 def _root(descr: np.ndarray) -> None:
@@ -418,52 +496,57 @@ def dense_sift(
     height, width = chans[0].shape
     max_size = max(sizes)
     nchan = len(chans)
-    all_frames: list[np.ndarray] = []
-    all_descr: list[np.ndarray] = []
+    grids = []
     for size in sizes:
         off = int(math.floor(1.5 * (max_size - size)))
-        nx = _grid(width, size, step, off)
-        ny = _grid(height, size, step, off)
+        nx, ny = _grid(width, size, step, off), _grid(height, size, step, off)
+        if nx * ny:
+            grids.append((size, off, nx, ny))
+    total = sum(nx * ny for _, _, nx, ny in grids)
+    frames = np.empty((total, 4), dtype=np.float32)
+    descriptors = np.empty((total, dim), dtype=out_dtype)
+    ws = _WS
+    start = 0
+    for size, off, nx, ny in grids:
         n = nx * ny
-        if n == 0:
-            continue
-        descr = np.empty((n, nchan * _DESCR_SIZE), dtype=np.float32)
+        stop = start + n
+        if float_descriptors:
+            work = descriptors[start:stop]
+        else:
+            work = ws.get("descr", (n, dim))
+        blocks = work.reshape(ny, nx, nchan, _NUM_BINS, _NUM_BINS, _NUM_ORI)
         contrasts = []
         for c, chan in enumerate(chans):
             smoothed = _smooth(chan, size / magnif)
-            d, con = _dsift_channel(smoothed, size, step, off, nx, ny, fast, window_size)
-            _normalize(d)
-            descr[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE] = d
-            contrasts.append(con)
+            contrasts.append(
+                _dsift_channel(smoothed, size, step, off, blocks[:, :, c], fast, window_size, ws)
+            )
         if color == "rgb":
             contrast = (contrasts[0] + contrasts[1] + contrasts[2]) / np.float32(3)
         elif color == "hsv":
             contrast = contrasts[2]
         else:
             contrast = contrasts[0]
-        descr[contrast < contrast_threshold] = 0
-        frames = np.empty((n, 4), dtype=np.float32)
-        centre = 1.5 * size
-        xs = off + centre + step * np.arange(nx, dtype=np.float32)
-        ys = off + centre + step * np.arange(ny, dtype=np.float32)
-        frames[:, 0] = np.tile(xs, ny)
-        frames[:, 1] = np.repeat(ys, nx)
-        frames[:, 2] = size
-        frames[:, 3] = contrast
-        all_frames.append(frames)
-        all_descr.append(descr)
-    if not all_descr:
-        return np.zeros((0, 4), np.float32), np.zeros((0, dim), out_dtype)
-    frames = np.concatenate(all_frames) if len(all_frames) > 1 else all_frames[0]
-    descr = np.concatenate(all_descr) if len(all_descr) > 1 else all_descr[0]
-    if root:
+        scale = 1.0 if (float_descriptors or root) else 512.0
         for c in range(nchan):
-            _root(descr[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE])
-    if float_descriptors:
-        return frames, descr
-    descr *= np.float32(512.0)
-    np.minimum(descr, np.float32(255.0), out=descr)
-    return frames, descr.astype(np.uint8)
+            _normalize(work[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE], scale)
+        work[contrast < contrast_threshold] = 0
+        if root:
+            for c in range(nchan):
+                _root(work[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE])
+            if not float_descriptors:
+                work *= np.float32(512.0)
+        if not float_descriptors:
+            np.minimum(work, np.float32(255.0), out=work)
+            np.copyto(descriptors[start:stop], work, casting="unsafe")  # truncation
+        fr = frames[start:stop]
+        centre = off + 1.5 * size
+        fr[:, 0].reshape(ny, nx)[:] = centre + step * np.arange(nx, dtype=np.float32)
+        fr[:, 1].reshape(ny, nx)[:] = (centre + step * np.arange(ny, dtype=np.float32))[:, None]
+        fr[:, 2] = size
+        fr[:, 3] = contrast
+        start = stop
+    return frames, descriptors
 
 
 def extract_features(image: np.ndarray, **params) -> ImageFeatures:
