@@ -738,7 +738,71 @@ class GMMVocabulary(BaseEstimator):
         self.fit_time_ = time.perf_counter() - t0
         return self
 
+    @classmethod
+    def from_arrays(
+        cls,
+        weights,
+        means,
+        variances,
+        *,
+        pca_mean=None,
+        pca_components=None,
+        pca_explained_variance=None,
+        whiten: bool = False,
+        **params,
+    ) -> GMMVocabulary:
+        """A vocabulary from saved arrays, for loading a model.
+
+        Parameters
+        ----------
+        weights : array-like of shape (K,)
+        means, variances : array-like of shape (K, D)
+        pca_mean : array-like of shape (d,) or None
+            With ``pca_components`` (D, d) (and ``pca_explained_variance``
+            (D,) when whitening): the PCA; ``None`` for no PCA.
+        whiten : bool, default=False
+        **params
+            Other constructor parameters (``chunk_size`` ...).
+
+        Returns
+        -------
+        GMMVocabulary
+            Ready to :meth:`project` and compute :meth:`posteriors`.
+        """
+        means = np.ascontiguousarray(means, dtype=np.float32)
+        K, D = means.shape
+        gmm = cls(
+            n_components=K, n_pca=D if pca_mean is not None else None, whiten=whiten, **params
+        )
+        gmm.weights_ = np.asarray(weights, dtype=np.float64)
+        gmm.means_ = means
+        gmm.variances_ = np.ascontiguousarray(variances, dtype=np.float32)
+        if gmm.weights_.shape != (K,) or gmm.variances_.shape != (K, D):
+            raise ValueError("GMM arrays of inconsistent shapes.")
+        if pca_mean is not None:
+            pca = PCA(n_components=D, whiten=whiten)
+            pca.mean_ = np.asarray(pca_mean)
+            pca.components_ = np.asarray(pca_components)
+            if whiten:
+                pca.explained_variance_ = np.asarray(pca_explained_variance)
+            if pca.components_.shape != (D, pca.mean_.shape[0]):
+                raise ValueError("PCA arrays of inconsistent shapes.")
+            gmm.pca_ = pca
+            gmm.n_features_in_ = int(pca.mean_.shape[0])
+        else:
+            gmm.pca_ = None
+            gmm.n_features_in_ = D
+        gmm._prepare()
+        return gmm
+
+    def _ensure_prepared(self) -> None:
+        check_is_fitted(self, "means_")
+        if getattr(self, "_prepared_for", None) is not self.means_:
+            self._prepare()
+
     def _prepare(self) -> None:
+        """Precompute the BLAS operands of the posteriors and the PCA projection."""
+        self._prepared_for = self.means_
         inv_var = (1.0 / self.variances_.astype(np.float64)).astype(np.float32)
         self._inv_var_t = np.ascontiguousarray(-0.5 * inv_var.T)  # (D, K)
         self._mu_inv_var_t = np.ascontiguousarray((self.means_ * inv_var).T)  # (D, K)
@@ -761,7 +825,7 @@ class GMMVocabulary(BaseEstimator):
 
     def project(self, X) -> np.ndarray:
         """Project descriptors into the mixture's space: ``(x - mean) P`` (float32)."""
-        check_is_fitted(self, "means_")
+        self._ensure_prepared()
         X = as_descriptors(X)
         if X.shape[0] and X.shape[1] != self.n_features_in_:
             raise ValueError(
@@ -779,6 +843,7 @@ class GMMVocabulary(BaseEstimator):
 
         Computed by BLAS as ``-1/2 (z^2) (1/sigma^2)^T + z (mu/sigma^2)^T + const_k``.
         """
+        self._ensure_prepared()
         out = (Z * Z) @ self._inv_var_t
         out += Z @ self._mu_inv_var_t
         out += self._const

@@ -287,3 +287,22 @@ def test_from_centers_and_refinement():
     assert loaded.n_words == 16
     with pytest.raises(ValueError):
         KMeansCodebook.from_centers(np.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("whiten", [False, True])
+def test_gmm_from_arrays_round_trip(whiten):
+    X = np.random.default_rng(0).normal(size=(2000, 10)) * np.arange(1, 11)
+    g = GMMVocabulary(n_components=3, n_pca=4, whiten=whiten).fit(X)
+    h = GMMVocabulary.from_arrays(
+        g.weights_,
+        g.means_,
+        g.variances_,
+        pca_mean=g.pca_.mean_,
+        pca_components=g.pca_.components_,
+        pca_explained_variance=g.pca_.explained_variance_,
+        whiten=whiten,
+    )
+    np.testing.assert_allclose(h.posteriors(X[:20]), g.posteriors(X[:20]), atol=1e-6)
+    g2 = GMMVocabulary(n_components=2, n_pca=None).fit(X)
+    h2 = GMMVocabulary.from_arrays(g2.weights_, g2.means_, g2.variances_)
+    np.testing.assert_allclose(h2.posteriors(X[:20]), g2.posteriors(X[:20]), atol=1e-6)
