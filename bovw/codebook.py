@@ -264,9 +264,16 @@ class KMeansCodebook(BaseEstimator):
         Maximum number of descriptors to fit on (all there are if fewer).
     batch_size : int, default=4096
         Mini-batch size of MiniBatchKMeans.
-    max_iter : int, default=10
-        Maximum passes (epochs) over the sample; MiniBatchKMeans stops earlier
-        when its smoothed inertia stops improving.
+    max_iter : int or None, default=None
+        Maximum passes (epochs) of MiniBatchKMeans over the sample; it stops
+        earlier when its smoothed inertia stops improving. ``None``:
+        ``ceil(min_visits / m)`` epochs, so a sample of ``m >= min_visits``
+        descriptors gets one epoch (the fit time grows linearly with ``m``)
+        and a small sample enough epochs for ``min_visits`` descriptor visits.
+        The Lloyd iterations (``refine_iter``) then polish the words on the
+        whole sample.
+    min_visits : int, default=250_000
+        Used when ``max_iter`` is None.
     n_init : int, default=1
         Number of k-means++ initialisations tried by MiniBatchKMeans.
     held_out : float, default=0.02
@@ -335,7 +342,8 @@ class KMeansCodebook(BaseEstimator):
         n_words: int = 1000,
         n_samples: int = 1_000_000,
         batch_size: int = 4096,
-        max_iter: int = 10,
+        max_iter: int | None = None,
+        min_visits: int = 250_000,
         n_init: int = 1,
         held_out: float = 0.02,
         max_held_out: int = 20_000,
@@ -348,6 +356,7 @@ class KMeansCodebook(BaseEstimator):
         self.n_samples = n_samples
         self.batch_size = batch_size
         self.max_iter = max_iter
+        self.min_visits = min_visits
         self.n_init = n_init
         self.held_out = held_out
         self.max_held_out = max_held_out
@@ -393,10 +402,13 @@ class KMeansCodebook(BaseEstimator):
         else:
             held, train = sample, sample
 
+        max_iter = self.max_iter
+        if max_iter is None:
+            max_iter = max(1, -(-int(self.min_visits) // train.shape[0]))
         km = MiniBatchKMeans(
             n_clusters=k,
             batch_size=int(self.batch_size),
-            max_iter=int(self.max_iter),
+            max_iter=max_iter,
             n_init=int(self.n_init),
             init_size=min(
                 train.shape[0],
