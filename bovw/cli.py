@@ -166,7 +166,7 @@ def _stage_command(stage: str, help_text: str):
 
 def _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options):
     from . import pipeline
-    from .report import format_table, write_json
+    from .report import format_table, write_run_folder
 
     if jobs < 1:
         raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
@@ -192,22 +192,10 @@ def _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler,
     rows = [[s.name, f"{s.seconds:.2f}", s.cache] for s in result.stages]
     click.echo("")
     click.echo(format_table(rows, ["stage", "seconds", "cache"]))
-    metrics: dict[str, Any] = {
-        "n_train": len(ds.train),
-        "n_test": len(ds.test),
-        "classes": ds.classes,
-        "dataset_manifest": ds.manifest_hash,
-        "total_seconds": total,
-        "stages": {s.name: {"seconds": s.seconds, "cache": s.cache} for s in result.stages},
-    }
+    # metrics.json, report.md, the plots, predictions.csv and the model.
+    write_run_folder(run_dir, result, total_seconds=total)
     if result.metrics is not None:
         m = result.metrics
-        metrics.update(
-            accuracy=m["accuracy"],
-            mean_class_accuracy=m["mean_class_accuracy"],
-            per_class_accuracy=m["per_class_accuracy"],
-            confusion_matrix=m["confusion_matrix"],
-        )
         click.echo("")
         click.echo(
             format_table(
@@ -215,15 +203,6 @@ def _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler,
                 ["encoding", "mean class acc.", "accuracy", "train", "test"],
             )
         )
-    if result.vocabulary is not None and hasattr(result.vocabulary, "n_words_used_"):
-        metrics["codebook"] = {
-            "words": int(result.vocabulary.centers_.shape[0]),
-            "words_used": int(result.vocabulary.n_words_used_),
-            "quantization_error": float(result.vocabulary.quantization_error_),
-        }
-    if result.features:
-        metrics["feature_dim"] = int(next(iter(result.features.values())).shape[1])
-    write_json(run_dir / "metrics.json", metrics)
     click.echo(f"\nRun folder: {run_dir}  (total {total:.1f} s)")
 
 
@@ -233,6 +212,80 @@ _stage_command("codebook", "Extract, then fit the visual vocabulary.")
 _stage_command("encode", "Up to encoding every image as one vector.")
 _stage_command("train", "Up to training the linear SVM.")
 _stage_command("evaluate", "Up to evaluating on the test split (same as run).")
+
+
+def _expand_inputs(inputs) -> list[Path]:
+    """Files as given; folders walked recursively for image files, in sorted order."""
+    from .data import IMAGE_EXTENSIONS
+
+    paths: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(
+                f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                click.echo(f"warning: no image files in folder {p}", err=True)
+            paths += found
+        else:
+            paths.append(p)  # a missing or bad file is reported on its own line
+    return paths
+
+
+@main.command("predict")
+@click.argument("model", type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.option("--top-k", "-k", type=int, default=1, show_default=True, help="Best classes shown per image.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line (errors too).")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@handle_errors
+def predict_command(model, images, top_k, as_json, jobs, quiet):
+    """Classify images with a saved model (MODEL: model.npz, model.json or a run folder).
+
+    IMAGE_OR_DIR arguments are image files or folders (searched recursively).
+    Prints one line per image: path, label and score (with --top-k, the k best
+    labels and scores). Images that cannot be read are reported one by one and
+    the rest are still classified; the exit code is 2 when none could be.
+    """
+    import json
+
+    from tqdm.auto import tqdm
+
+    from .model import load_model
+
+    if top_k < 1:
+        raise BadInputError(f"--top-k must be at least 1, not {top_k}.")
+    if jobs < 1:
+        raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
+    clf = load_model(model)
+    paths = _expand_inputs(images)
+    if not paths:
+        raise BadInputError("No image files to classify; give image files or folders of images.")
+    n_ok = n_bad = 0
+    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=quiet, file=sys.stderr)
+    for pred in clf.predict_stream(paths, top_k=top_k, jobs=jobs):
+        bar.update(1)
+        if pred.error is None:
+            n_ok += 1
+        else:
+            n_bad += 1
+        if as_json:
+            line = json.dumps(pred.to_dict(), ensure_ascii=False)
+        elif pred.error is not None:
+            bar.write(f"error: {pred.error}", file=sys.stderr)
+            continue
+        elif top_k == 1:
+            line = f"{pred.path}\t{pred.label}\t{pred.score:.4f}"
+        else:
+            line = pred.path + "\t" + "\t".join(f"{c} {s:.4f}" for c, s in pred.top_k)
+        bar.write(line, file=sys.stdout)
+    bar.close()
+    if n_bad:
+        click.echo(f"{n_ok} images classified, {n_bad} could not be read.", err=True)
+    if n_ok == 0:
+        sys.exit(EXIT_BAD_INPUT)
 
 
 @main.group()

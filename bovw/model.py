@@ -1,0 +1,806 @@
+"""Saved models as plain data: save, load, predict.
+
+A trained BoVW model is written as two files side by side:
+
+``model.npz``
+    The learned arrays only, loaded with ``numpy.load(allow_pickle=False)``:
+
+    ============================  ===========================================
+    ``centers``                   k-means words, ``(n_words, d)`` float32
+    ``gmm_weights``               GMM mixture weights ``(K,)`` (Fisher)
+    ``gmm_means``                 GMM means ``(K, D)``
+    ``gmm_variances``             GMM diagonal variances ``(K, D)``
+    ``pca_mean``                  PCA mean ``(d,)`` (Fisher with PCA)
+    ``pca_components``            PCA components ``(D, d)``
+    ``pca_explained_variance``    PCA variances ``(D,)``, used when whitening
+    ``coef``                      linear SVM weights ``(n_classes or 1, n_features)``
+    ``intercept``                 linear SVM biases ``(n_classes or 1,)``
+    ``classes``                   class index of each SVM row, int64
+    ============================  ===========================================
+
+``model.json``
+    Everything else, as data: the format name and version, every setting of the
+    run (``Config``), the encoder's parameters, the kernel map, the class names,
+    the dataset manifest hash, the versions of the libraries that made it, the
+    shape and dtype of every array and the SHA-256 of ``model.npz``.
+
+Loading never runs code from the files: arrays come from ``.npy`` members
+without pickles, settings from JSON, and the estimators are rebuilt from
+them by this module. Anything unexpected (not an npz, a truncated or
+oversize file, a missing or misshapen array, an unknown format version or
+setting) is refused with a :class:`~bovw.data.BadInputError` of one sentence.
+
+A loaded model reproduces the pipeline's predictions exactly: an image goes
+through the same dense SIFT, the same encoder around the same vocabulary, the
+same kernel map, L2 normalization and linear decision ``X W^T + b``
+(scikit-learn's ``SGDClassifier.decision_function``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import zipfile
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from sklearn.preprocessing import normalize as _l2_normalize
+
+from .classifier import KERNEL_MAPS, make_kernel_map
+from .codebook import GMMVocabulary, KMeansCodebook
+from .config import Config, ConfigError, SiftSettings, config_from_dict
+from .data import BadInputError, read_image
+from .encoding import make_encoder
+from .features import ImageFeatures
+from .features.dsift import dense_sift
+
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MAX_MODEL_BYTES",
+    "BoVWModel",
+    "Prediction",
+    "image_features",
+    "load_model",
+    "model_paths",
+    "save_model",
+]
+
+#: Name written in (and required from) ``model.json``.
+FORMAT = "bovw-model"
+#: The format version this code writes; it reads exactly the versions in ``READABLE_VERSIONS``.
+FORMAT_VERSION = 1
+READABLE_VERSIONS = (1,)
+#: ``model.npz`` files (and the sum of their members, uncompressed) larger than this are refused.
+MAX_MODEL_BYTES = 2 * 1024**3
+#: ``model.json`` files larger than this are refused.
+MAX_JSON_BYTES = 16 * 1024**2
+
+_KMEANS_ARRAYS = ("centers",)
+_GMM_ARRAYS = ("gmm_weights", "gmm_means", "gmm_variances")
+_PCA_ARRAYS = ("pca_mean", "pca_components", "pca_explained_variance")
+_SVM_ARRAYS = ("coef", "intercept", "classes")
+
+
+# --------------------------------------------------------------------------- features
+
+
+def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
+    """Dense SIFT of one decoded image, exactly as the pipeline's extract stage.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W) or (H, W, 3)
+        Gray or BGR (OpenCV's channel order, as :func:`bovw.read_image` returns).
+    sift : SiftSettings
+        The run's dense SIFT settings (``max_side`` resizing included).
+
+    Returns
+    -------
+    ImageFeatures
+    """
+    image = np.asarray(image)
+    if sift.color == "gray" and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif sift.color != "gray" and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape[:2]
+    if sift.max_side and max(h, w) > sift.max_side:
+        scale = sift.max_side / max(h, w)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    frames, descriptors = dense_sift(
+        image,
+        sizes=tuple(sift.sizes),
+        step=sift.step,
+        fast=sift.fast,
+        magnif=sift.magnif,
+        window_size=sift.window_size,
+        contrast_threshold=sift.contrast_threshold,
+        color=sift.color,
+        root=sift.root,
+    )
+    return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
+
+
+def _read(item, sift: SiftSettings) -> np.ndarray:
+    if isinstance(item, np.ndarray):
+        return item
+    return read_image(item, color="gray" if sift.color == "gray" else "bgr")
+
+
+# --------------------------------------------------------------------------- the model
+
+
+@dataclass
+class Prediction:
+    """The prediction for one input of :meth:`BoVWModel.predict_stream`.
+
+    Attributes
+    ----------
+    path : str
+        The input's path (or ``"<array i>"``).
+    label : str or None
+        The predicted class name; None when the input could not be read.
+    score : float or None
+        Its decision value.
+    top_k : list of (str, float)
+        The ``k`` best classes and their decision values, best first.
+    error : str or None
+        Why the input could not be predicted (one sentence), else None.
+    """
+
+    path: str
+    label: str | None = None
+    score: float | None = None
+    top_k: list[tuple[str, float]] = field(default_factory=list)
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: path, label, score and top_k, or path and error."""
+        if self.error is not None:
+            return {"path": self.path, "error": self.error}
+        return {
+            "path": self.path,
+            "label": self.label,
+            "score": self.score,
+            "top_k": [{"label": c, "score": s} for c, s in self.top_k],
+        }
+
+
+class BoVWModel:
+    """A trained BoVW classifier: dense SIFT, vocabulary, encoder, kernel map, linear SVM.
+
+    Build one from a pipeline run (:meth:`from_run`) or load one
+    (:func:`load_model`); it classifies images from their pixels or paths.
+
+    Parameters
+    ----------
+    config : Config
+        Every setting of the run that trained it.
+    classes : list of str
+        Class names; class ``i`` of the classifier is ``classes[i]``.
+    vocabulary : KMeansCodebook or GMMVocabulary
+        Fitted.
+    encoder_params : dict
+        Parameters of the encoder named by ``config.encoding.encoding``
+        (without ``codebook``).
+    kernel_map : dict
+        ``{"name": "none" | "hellinger" | "chi2"}``, plus ``sample_steps`` and
+        ``sample_interval`` for ``chi2``.
+    coef, intercept : ndarray
+        The linear classifier, ``decision = normalize(map(x)) @ coef.T + intercept``.
+    svm_classes : ndarray of int
+        Class index of each row of ``coef`` (two classes: one row, for ``svm_classes[1]``).
+    dataset_manifest : str, optional
+        Hash of the training dataset's manifest.
+    alpha : float, optional
+        The regularization chosen by cross-validation (recorded only).
+
+    Attributes
+    ----------
+    encoder_ : HistogramEncoder, SoftAssignmentEncoder, VLADEncoder or FisherEncoder
+        Fitted around ``vocabulary``.
+    kernel_map_ : transformer or "passthrough"
+    n_features_ : int
+        Length of an encoded image vector.
+
+    Examples
+    --------
+    >>> model = load_model("runs/demo/model.npz")            # doctest: +SKIP
+    >>> model.predict(["data/test/Coast/image_0001.jpg"])     # doctest: +SKIP
+    array(['Coast'], dtype='<U7')
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        classes: Sequence[str],
+        vocabulary,
+        encoder_params: dict[str, Any],
+        kernel_map: dict[str, Any],
+        coef: np.ndarray,
+        intercept: np.ndarray,
+        svm_classes: np.ndarray,
+        dataset_manifest: str | None = None,
+        alpha: float | None = None,
+    ):
+        self.config = config
+        self.classes = list(classes)
+        self.vocabulary = vocabulary
+        self.encoder_params = dict(encoder_params)
+        self.kernel_map = dict(kernel_map)
+        self.coef = np.asarray(coef)
+        self.intercept = np.asarray(intercept)
+        self.svm_classes = np.asarray(svm_classes, dtype=np.int64)
+        self.dataset_manifest = dataset_manifest
+        self.alpha = alpha
+        self.encoder_ = make_encoder(
+            config.encoding.encoding, codebook=vocabulary, **self.encoder_params
+        ).fit([])
+        self.n_features_ = int(self.encoder_.n_features_out_)
+        self.kernel_map_ = _build_kernel_map(self.kernel_map, self.n_features_)
+
+    # -- construction ------------------------------------------------------------------
+
+    @classmethod
+    def from_run(cls, result) -> BoVWModel:
+        """The model of a pipeline run (``bovw.run(..., until="train")`` or later).
+
+        Parameters
+        ----------
+        result : RunResult
+
+        Returns
+        -------
+        BoVWModel
+        """
+        from .pipeline import make_pipeline_encoder
+
+        if result.model is None or result.vocabulary is None:
+            raise ValueError("The run has no trained model; run it until 'train' or later.")
+        config = result.config
+        encoder = make_pipeline_encoder(config.encoding, result.vocabulary)
+        params = {k: v for k, v in encoder.get_params(deep=False).items() if k != "codebook"}
+        if config.encoding.encoding == "soft":
+            params["sigma"] = float(encoder.sigma_)  # fitted width, so no codebook stats needed
+        estimator = getattr(result.model, "best_estimator_", result.model)
+        kmap = estimator.named_steps["kernel_map"]
+        svm = estimator.named_steps["svm"]
+        kernel = {"name": config.classifier.kernel_map}
+        if kernel["name"] == "chi2":
+            sampler = kmap.sampler_
+            kernel["sample_steps"] = int(sampler.sample_steps)
+            kernel["sample_interval"] = sampler.sample_interval
+        return cls(
+            config=config,
+            classes=result.dataset.classes,
+            vocabulary=result.vocabulary,
+            encoder_params=_jsonable(params),
+            kernel_map=kernel,
+            coef=svm.coef_,
+            intercept=svm.intercept_,
+            svm_classes=svm.classes_,
+            dataset_manifest=result.dataset.manifest_hash,
+            alpha=float(svm.alpha),
+        )
+
+    # -- prediction --------------------------------------------------------------------
+
+    def features(self, images: Iterable) -> list[ImageFeatures]:
+        """Dense SIFT of each image (arrays, or paths read with :func:`bovw.read_image`)."""
+        sift = self.config.sift
+        return [image_features(_read(item, sift), sift) for item in images]
+
+    def transform(self, images: Iterable) -> np.ndarray:
+        """Encoded image vectors ``(n_images, n_features_)`` float32, as the pipeline's encode stage.
+
+        ``images`` are arrays (gray or BGR), paths, or :class:`ImageFeatures`.
+        """
+        items = [
+            f if isinstance(f, ImageFeatures) else self.features([f])[0] for f in images
+        ]
+        if not items:
+            return np.zeros((0, self.n_features_), dtype=np.float32)
+        return self.encoder_.transform(items).astype(np.float32, copy=False)
+
+    def decision_from_vectors(self, X: np.ndarray) -> np.ndarray:
+        """Decision values of encoded vectors: one column per class of :attr:`classes`.
+
+        Computes ``normalize_l2(kernel_map(X)) @ coef.T + intercept`` as
+        scikit-learn's linear classifiers do. With two classes the classifier has
+        one row ``s`` for the second class; the columns are then ``(-s, s)``.
+
+        Returns
+        -------
+        ndarray of shape (n_images, n_classes), float64
+            Columns follow ``classes``; classes the classifier never saw get ``-inf``.
+        """
+        X = np.asarray(X)
+        if X.ndim != 2 or X.shape[1] != self.n_features_:
+            raise ValueError(f"Expected encoded vectors of length {self.n_features_}, got {X.shape}.")
+        Z = X if self.kernel_map_ == "passthrough" else self.kernel_map_.transform(X)
+        Z = _l2_normalize(Z, norm="l2", axis=1)
+        raw = Z @ self.coef.T + self.intercept
+        if self.svm_classes.size == 2:
+            raw = np.column_stack([-raw.ravel(), raw.ravel()])
+        scores = np.full((X.shape[0], len(self.classes)), -np.inf)
+        scores[:, self.svm_classes] = raw
+        return scores
+
+    def decision_function(self, images: Iterable) -> np.ndarray:
+        """Decision values ``(n_images, n_classes)`` of images (arrays, paths or features)."""
+        return self.decision_from_vectors(self.transform(images))
+
+    def predict_indices(self, X: np.ndarray) -> np.ndarray:
+        """Class indices predicted for encoded vectors ``X`` (the pipeline's integer labels)."""
+        return np.argmax(self.decision_from_vectors(X), axis=1)
+
+    def predict(self, images: Iterable) -> np.ndarray:
+        """Class names predicted for images (arrays, paths or features).
+
+        Returns
+        -------
+        ndarray of str, shape (n_images,)
+        """
+        idx = self.predict_indices(self.transform(images))
+        return np.asarray(self.classes)[idx]
+
+    def predict_top_k(self, images: Iterable, k: int = 5) -> list[list[tuple[str, float]]]:
+        """The ``k`` best classes of each image with their decision values, best first."""
+        return [self._top_k(row, k) for row in self.decision_function(images)]
+
+    def _top_k(self, row: np.ndarray, k: int) -> list[tuple[str, float]]:
+        k = max(1, min(int(k), len(self.classes)))
+        order = np.argsort(-row, kind="stable")[:k]
+        return [(self.classes[i], float(row[i])) for i in order]
+
+    def predict_stream(
+        self,
+        items: Iterable,
+        *,
+        top_k: int = 1,
+        jobs: int = 1,
+        batch_size: int = 16,
+    ) -> Iterator[Prediction]:
+        """Predict many images lazily, in input order; a bad image yields an error, not an exception.
+
+        Parameters
+        ----------
+        items : iterable of path-like or ndarray
+            May be a generator; it is consumed one batch at a time.
+        top_k : int
+            Number of best classes in each :class:`Prediction`.
+        jobs : int
+            Worker processes.
+        batch_size : int
+            Images per worker call.
+
+        Yields
+        ------
+        Prediction
+        """
+        from joblib import Parallel, delayed
+
+        def batches():
+            batch: list = []
+            for i, item in enumerate(items):
+                name = f"<array {i}>" if isinstance(item, np.ndarray) else str(item)
+                batch.append((name, item))
+                if len(batch) == batch_size:
+                    yield batch
+                    batch = []
+            if batch:
+                yield batch
+
+        if jobs == 1:
+            for batch in batches():
+                yield from self._predict_batch(batch, top_k)
+            return
+        stream = Parallel(n_jobs=jobs, return_as="generator")(
+            delayed(self._predict_batch)(b, top_k, True) for b in batches()
+        )
+        for results in stream:
+            yield from results
+
+    def _predict_batch(self, batch, top_k: int, worker: bool = False) -> list[Prediction]:
+        if worker:
+            from .parallel import limit_worker_threads
+
+            limit_worker_threads()
+        sift = self.config.sift
+        out: list[Prediction] = []
+        rows, where = [], []
+        for name, item in batch:
+            try:
+                rows.append(self.encoder_.encode_one(image_features(_read(item, sift), sift)))
+                where.append(len(out))
+                out.append(Prediction(path=name))
+            except BadInputError as exc:
+                out.append(Prediction(path=name, error=str(exc)))
+            except (cv2.error, ValueError, OSError) as exc:
+                out.append(Prediction(path=name, error=f"Cannot classify {name}: {exc}."))
+        if rows:
+            scores = self.decision_from_vectors(np.vstack(rows).astype(np.float32, copy=False))
+            for j, row in zip(where, scores, strict=True):
+                best = self._top_k(row, top_k)
+                out[j].label, out[j].score = best[0]
+                out[j].top_k = best
+        return out
+
+    # -- as plain data -----------------------------------------------------------------
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The learned arrays, as written to ``model.npz``."""
+        v = self.vocabulary
+        out: dict[str, np.ndarray] = {}
+        if isinstance(v, GMMVocabulary):
+            out["gmm_weights"] = np.asarray(v.weights_, dtype=np.float64)
+            out["gmm_means"] = np.asarray(v.means_, dtype=np.float32)
+            out["gmm_variances"] = np.asarray(v.variances_, dtype=np.float32)
+            if v.pca_ is not None:
+                out["pca_mean"] = np.asarray(v.pca_.mean_)
+                out["pca_components"] = np.asarray(v.pca_.components_)
+                out["pca_explained_variance"] = np.asarray(v.pca_.explained_variance_)
+        else:
+            out["centers"] = np.asarray(v.centers_, dtype=np.float32)
+        out["coef"] = self.coef
+        out["intercept"] = self.intercept
+        out["classes"] = self.svm_classes
+        return out
+
+    def metadata(self) -> dict[str, Any]:
+        """Everything but the arrays, as written to ``model.json`` (without the npz hash)."""
+        v = self.vocabulary
+        if isinstance(v, GMMVocabulary):
+            vocab = {
+                "type": "gmm",
+                "n_words": int(v.means_.shape[0]),
+                "n_features_in": int(v.n_features_in_),
+                "pca": v.pca_ is not None,
+                "whiten": bool(v.whiten),
+            }
+        else:
+            vocab = {"type": "kmeans", "n_words": int(v.centers_.shape[0]),
+                     "n_features_in": int(v.centers_.shape[1])}
+        vocab["chunk_size"] = getattr(v, "chunk_size", None)
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "versions": _versions(),
+            "classes": self.classes,
+            "dataset_manifest": self.dataset_manifest,
+            "config": _jsonable(self.config.to_dict()),
+            "vocabulary": vocab,
+            "encoder": {"name": self.config.encoding.encoding, "params": self.encoder_params},
+            "kernel_map": self.kernel_map,
+            "classifier": {"alpha": self.alpha, "n_features": self.n_features_,
+                           "loss": self.config.classifier.loss},
+        }
+
+
+# --------------------------------------------------------------------------- save / load
+
+
+def model_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """``(model.npz, model.json)`` for a model given as either file or as its run folder."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "model.npz"
+    if p.suffix == ".json":
+        return p.with_suffix(".npz"), p
+    return p, p.with_suffix(".json")
+
+
+def save_model(model, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write a model as ``model.npz`` + ``model.json`` (plain data, no pickle).
+
+    Parameters
+    ----------
+    model : BoVWModel or RunResult
+        A run is converted with :meth:`BoVWModel.from_run`.
+    path : path-like
+        The ``.npz`` file (the JSON goes beside it, same stem), or a folder
+        (``model.npz`` and ``model.json`` inside).
+
+    Returns
+    -------
+    (Path, Path)
+        The npz and JSON files written.
+    """
+    if not isinstance(model, BoVWModel):
+        model = BoVWModel.from_run(model)
+    npz_path, json_path = model_paths(path)
+    if Path(path).suffix not in (".npz", ".json") and not Path(path).exists():
+        Path(path).mkdir(parents=True)
+        npz_path, json_path = model_paths(path)
+    arrays = model.arrays()
+    tmp = npz_path.with_name(npz_path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, npz_path)
+    meta = model.metadata()
+    meta["arrays"] = {k: {"shape": list(a.shape), "dtype": a.dtype.str} for k, a in arrays.items()}
+    meta["npz_sha256"] = _sha256(npz_path)
+    tmp = json_path.with_name(json_path.name + ".tmp")
+    tmp.write_text(json.dumps(meta, indent=2) + "\n")
+    os.replace(tmp, json_path)
+    return npz_path, json_path
+
+
+def load_model(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> BoVWModel:
+    """Load a model written by :func:`save_model`, refusing anything else.
+
+    Nothing in the files is executed: the npz is read with
+    ``allow_pickle=False``, the settings are JSON, and every array is checked
+    for presence, dtype and shape before the estimators are rebuilt.
+
+    Parameters
+    ----------
+    path : path-like
+        ``model.npz``, ``model.json`` or the run folder that holds them.
+    max_bytes : int
+        Size limit of the npz file and of its members uncompressed.
+
+    Returns
+    -------
+    BoVWModel
+
+    Raises
+    ------
+    BadInputError
+        One sentence naming the file and what is wrong with it.
+    """
+    npz_path, json_path = model_paths(path)
+    meta = _read_metadata(json_path, npz_path)
+    arrays = _read_arrays(npz_path, max_bytes)
+    _check_arrays(arrays, meta, npz_path)
+    digest = _sha256(npz_path)
+    if meta.get("npz_sha256") not in (None, digest):
+        raise BadInputError(
+            f"Model file {npz_path} does not match {json_path.name} (different SHA-256); "
+            "keep the model.npz and model.json of one run together."
+        )
+    try:
+        return _rebuild(meta, arrays)
+    except (BadInputError, ConfigError):
+        raise
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        raise BadInputError(
+            f"Model {json_path} has settings this version of bovw cannot honour ({exc}); "
+            "retrain it with this version."
+        ) from None
+
+
+def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
+    if not json_path.is_file():
+        if not npz_path.exists():
+            raise BadInputError(f"Model {npz_path} does not exist; give a run folder or its model.npz.")
+        raise BadInputError(
+            f"Model settings {json_path} are missing; keep model.json beside {npz_path.name}."
+        )
+    size = json_path.stat().st_size
+    if size > MAX_JSON_BYTES:
+        raise BadInputError(
+            f"Model settings {json_path} are {size / 2**20:.0f} MiB, over the "
+            f"{MAX_JSON_BYTES // 2**20} MiB limit; it is not a bovw model.json."
+        )
+    try:
+        meta = json.loads(json_path.read_bytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise BadInputError(f"Model settings {json_path} are not valid JSON; it is not a bovw model.") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise BadInputError(f"{json_path} is not a bovw model description (no \"format\": \"{FORMAT}\").")
+    version = meta.get("format_version")
+    if version not in READABLE_VERSIONS:
+        raise BadInputError(
+            f"Model {json_path} has format version {version!r}, but this bovw reads version "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; retrain it or use the bovw that made it."
+        )
+    return meta
+
+
+def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+    try:
+        size = npz_path.stat().st_size
+    except OSError as exc:
+        raise BadInputError(f"Cannot read model {npz_path}: {exc.strerror or exc}.") from None
+    if size > max_bytes:
+        raise BadInputError(
+            f"Model {npz_path} is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB "
+            "limit; pass a larger max_bytes if you trust it."
+        )
+    with open(npz_path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        raise BadInputError(
+            f"Model {npz_path} is not an .npz archive (a pickle or another file?); "
+            "bovw loads only the model.npz it writes."
+        )
+    try:
+        with zipfile.ZipFile(npz_path) as z:
+            total = sum(info.file_size for info in z.infolist())
+            names = [info.filename for info in z.infolist()]
+        if total > max_bytes:
+            raise BadInputError(
+                f"Model {npz_path} unpacks to {total / 2**20:.0f} MiB, over the "
+                f"{max_bytes / 2**20:.0f} MiB limit; it is not a bovw model."
+            )
+        if any(not n.endswith(".npy") or "/" in n for n in names):
+            raise BadInputError(f"Model {npz_path} holds files other than arrays; it is not a bovw model.")
+        with np.load(npz_path, allow_pickle=False) as data:
+            return {name: np.asarray(data[name]) for name in data.files}
+    except BadInputError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc):
+            raise BadInputError(
+                f"Model {npz_path} contains pickled objects, which bovw never loads; "
+                "it is not a bovw model."
+            ) from None
+        raise BadInputError(f"Model {npz_path} is corrupt or truncated ({exc}); save it again.") from None
+    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
+        raise BadInputError(f"Model {npz_path} is corrupt or truncated ({exc}); save it again.") from None
+
+
+def _check_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], npz_path: Path) -> None:
+    vocab_type = (meta.get("vocabulary") or {}).get("type")
+    if vocab_type == "kmeans":
+        required = _KMEANS_ARRAYS + _SVM_ARRAYS
+    elif vocab_type == "gmm":
+        required = _GMM_ARRAYS + _SVM_ARRAYS
+        if (meta.get("vocabulary") or {}).get("pca"):
+            required += _PCA_ARRAYS
+    else:
+        raise BadInputError(f"Model {npz_path} names an unknown vocabulary type {vocab_type!r}.")
+    missing = [name for name in required if name not in arrays]
+    if missing:
+        raise BadInputError(
+            f"Model {npz_path} lacks the arrays {', '.join(missing)}; it is incomplete, save it again."
+        )
+    described = meta.get("arrays") or {}
+    for name in required:
+        a = arrays[name]
+        if a.dtype.kind not in "fiu":
+            raise BadInputError(f"Model {npz_path}: array {name} has dtype {a.dtype}, not numbers.")
+        want = described.get(name)
+        if want is not None and list(a.shape) != list(want.get("shape", [])):
+            raise BadInputError(
+                f"Model {npz_path}: array {name} has shape {a.shape}, but model.json says "
+                f"{tuple(want['shape'])}; the files do not belong together."
+            )
+        if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
+            raise BadInputError(f"Model {npz_path}: array {name} holds NaN or infinite values.")
+
+
+def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
+    config = config_from_dict(meta["config"], source="model.json").validate()
+    classes = meta["classes"]
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise ValueError("classes must be a list of names")
+    encoder = meta["encoder"]
+    if encoder.get("name") != config.encoding.encoding:
+        raise ValueError(f"encoder {encoder.get('name')!r} differs from the encoding setting")
+    kernel = dict(meta["kernel_map"])
+    if kernel.get("name") not in KERNEL_MAPS:
+        raise ValueError(f"unknown kernel map {kernel.get('name')!r}")
+    vocab_meta = meta["vocabulary"]
+    if vocab_meta["type"] == "kmeans":
+        if config.encoding.encoding == "fisher":
+            raise ValueError("a Fisher encoder needs a GMM vocabulary")
+        vocabulary = KMeansCodebook.from_centers(
+            arrays["centers"], chunk_size=vocab_meta.get("chunk_size")
+        )
+    else:
+        if config.encoding.encoding != "fisher":
+            raise ValueError("a GMM vocabulary needs the fisher encoding")
+        vocabulary = _gmm_from_arrays(arrays, bool(vocab_meta.get("whiten", False)),
+                                      bool(vocab_meta.get("pca", False)))
+        vocabulary.chunk_size = vocab_meta.get("chunk_size")
+    coef, intercept, svm_classes = arrays["coef"], arrays["intercept"], arrays["classes"]
+    n_rows = 1 if svm_classes.size == 2 else svm_classes.size
+    if coef.ndim != 2 or coef.shape[0] != n_rows or intercept.shape != (n_rows,):
+        raise ValueError(f"classifier arrays of shapes {coef.shape}, {intercept.shape} for {svm_classes.size} classes")
+    if svm_classes.size and (svm_classes.min() < 0 or svm_classes.max() >= len(classes)):
+        raise ValueError("classifier classes outside the class names")
+    model = BoVWModel(
+        config=config,
+        classes=classes,
+        vocabulary=vocabulary,
+        encoder_params=encoder.get("params") or {},
+        kernel_map=kernel,
+        coef=coef,
+        intercept=intercept,
+        svm_classes=svm_classes,
+        dataset_manifest=meta.get("dataset_manifest"),
+        alpha=(meta.get("classifier") or {}).get("alpha"),
+    )
+    expected = model.n_features_ * (2 * int(kernel.get("sample_steps", 2)) - 1 if kernel["name"] == "chi2" else 1)
+    if coef.shape[1] != expected:
+        raise ValueError(f"classifier expects {coef.shape[1]} features, the encoder gives {expected}")
+    return model
+
+
+def _gmm_from_arrays(arrays: dict[str, np.ndarray], whiten: bool, pca: bool) -> GMMVocabulary:
+    from sklearn.decomposition import PCA
+
+    means = np.ascontiguousarray(arrays["gmm_means"], dtype=np.float32)
+    K, D = means.shape
+    gmm = GMMVocabulary(n_components=K, n_pca=D if pca else None, whiten=whiten)
+    gmm.weights_ = np.asarray(arrays["gmm_weights"], dtype=np.float64)
+    gmm.means_ = means
+    gmm.variances_ = np.ascontiguousarray(arrays["gmm_variances"], dtype=np.float32)
+    if gmm.weights_.shape != (K,) or gmm.variances_.shape != (K, D):
+        raise ValueError("GMM arrays of inconsistent shapes")
+    if pca:
+        p = PCA(n_components=D, whiten=whiten)
+        p.mean_ = np.asarray(arrays["pca_mean"])
+        p.components_ = np.asarray(arrays["pca_components"])
+        p.explained_variance_ = np.asarray(arrays["pca_explained_variance"])
+        if p.components_.shape != (D, p.mean_.shape[0]) or p.explained_variance_.shape != (D,):
+            raise ValueError("PCA arrays of inconsistent shapes")
+        gmm.pca_ = p
+        gmm.n_features_in_ = int(p.mean_.shape[0])
+    else:
+        gmm.pca_ = None
+        gmm.n_features_in_ = D
+    gmm._prepare()
+    return gmm
+
+
+def _build_kernel_map(kernel: dict[str, Any], n_features: int):
+    name = kernel.get("name", "none")
+    kmap = make_kernel_map(name)
+    if name == "chi2":
+        from sklearn.kernel_approximation import AdditiveChi2Sampler
+
+        steps = int(kernel.get("sample_steps", 2))
+        kmap.set_params(sample_steps=steps)
+        kmap.sampler_ = AdditiveChi2Sampler(
+            sample_steps=steps, sample_interval=kernel.get("sample_interval")
+        ).fit(np.zeros((1, n_features), dtype=np.float32))
+    return kmap
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _versions() -> dict[str, str]:
+    import sklearn
+
+    from . import __version__
+
+    return {
+        "bovw": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "opencv": cv2.__version__,
+    }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _jsonable(value):
+    """Tuples to lists, NumPy scalars to Python ones (recursively)."""
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
