@@ -704,7 +704,7 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
             raise ValueError("a GMM vocabulary needs the fisher encoding")
         vocabulary = _gmm_from_arrays(arrays, bool(vocab_meta.get("whiten", False)),
                                       bool(vocab_meta.get("pca", False)))
-        vocabulary.chunk_size = vocab_meta.get("chunk_size")
+        vocabulary.set_params(chunk_size=vocab_meta.get("chunk_size"))
     coef, intercept, svm_classes = arrays["coef"], arrays["intercept"], arrays["classes"]
     n_rows = 1 if svm_classes.size == 2 else svm_classes.size
     if coef.ndim != 2 or coef.shape[0] != n_rows or intercept.shape != (n_rows,):
@@ -730,30 +730,16 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
 
 
 def _gmm_from_arrays(arrays: dict[str, np.ndarray], whiten: bool, pca: bool) -> GMMVocabulary:
-    from sklearn.decomposition import PCA
-
-    means = np.ascontiguousarray(arrays["gmm_means"], dtype=np.float32)
-    K, D = means.shape
-    gmm = GMMVocabulary(n_components=K, n_pca=D if pca else None, whiten=whiten)
-    gmm.weights_ = np.asarray(arrays["gmm_weights"], dtype=np.float64)
-    gmm.means_ = means
-    gmm.variances_ = np.ascontiguousarray(arrays["gmm_variances"], dtype=np.float32)
-    if gmm.weights_.shape != (K,) or gmm.variances_.shape != (K, D):
-        raise ValueError("GMM arrays of inconsistent shapes")
+    kwargs = {}
     if pca:
-        p = PCA(n_components=D, whiten=whiten)
-        p.mean_ = np.asarray(arrays["pca_mean"])
-        p.components_ = np.asarray(arrays["pca_components"])
-        p.explained_variance_ = np.asarray(arrays["pca_explained_variance"])
-        if p.components_.shape != (D, p.mean_.shape[0]) or p.explained_variance_.shape != (D,):
-            raise ValueError("PCA arrays of inconsistent shapes")
-        gmm.pca_ = p
-        gmm.n_features_in_ = int(p.mean_.shape[0])
-    else:
-        gmm.pca_ = None
-        gmm.n_features_in_ = D
-    gmm._prepare()
-    return gmm
+        kwargs = {
+            "pca_mean": arrays["pca_mean"],
+            "pca_components": arrays["pca_components"],
+            "pca_explained_variance": arrays["pca_explained_variance"],
+        }
+    return GMMVocabulary.from_arrays(
+        arrays["gmm_weights"], arrays["gmm_means"], arrays["gmm_variances"], whiten=whiten, **kwargs
+    )
 
 
 def _build_kernel_map(kernel: dict[str, Any], n_features: int):
