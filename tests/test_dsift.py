@@ -362,6 +362,18 @@ def test_uint8_quantization():
     assert d8.max() > 100  # it is not all zeros
 
 
+def test_uint8_quantization_saturates_at_255():
+    """Four equal entries become 0.5 after clamping and renormalization: 512 * 0.5 > 255."""
+    img = np.zeros((4, 4), np.float32)
+    img[1, 1] = 1.0  # one bright pixel: four gradients, one per spatial bin (size 1)
+    kwargs = dict(sizes=1, step=1, magnif=1000.0, contrast_threshold=0)
+    _, d8 = dense_sift(img, **kwargs)
+    _, df = dense_sift(img, float_descriptors=True, **kwargs)
+    assert np.count_nonzero(df) == 4 and np.allclose(df.max(), 0.5, atol=1e-5)
+    assert (d8 == 255).sum() == 4
+    np.testing.assert_array_equal(d8, np.minimum(512 * df, 255).astype(np.uint8))
+
+
 def test_uint8_input_is_scaled_like_im2single():
     img8 = (smooth_noise(40, 40) * 255).astype(np.uint8)
     f1, d1 = dense_sift(img8, sizes=4, float_descriptors=True)

@@ -189,6 +189,7 @@ class _Workspace(threading.local):
     def __init__(self) -> None:
         self.buffers: dict[str, np.ndarray] = {}
         self.bases: dict[tuple[int, int], np.ndarray] = {}
+        self.plans: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
     def get(self, name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
         need = math.prod(shape)
@@ -196,6 +197,25 @@ class _Workspace(threading.local):
         if buf is None or buf.size < need or buf.dtype != dtype:
             buf = self.buffers[name] = np.empty(max(need, 1), dtype=dtype)
         return buf[:need].reshape(shape)
+
+    def gather_plan(self, h, w, size, step, off, ny, nx, window_size):
+        """Flat pixel index of the 16 bin centres of every keypoint (bin-major, x fastest),
+        the window weight of each of the 128 descriptor entries, and the weights that turn
+        the 16 bin magnitudes into VLFeat's contrast."""
+        key = (h, w, size, step, off, ny, nx, window_size)
+        plan = self.plans.get(key)
+        if plan is None:
+            if len(self.plans) > 32:
+                self.plans.clear()
+            rows = off + step * np.arange(ny)[:, None] + size * np.arange(_NUM_BINS)
+            cols = off + step * np.arange(nx)[:, None] + size * np.arange(_NUM_BINS)
+            idx = (rows[:, None, :, None] * w + cols[None, :, None, :]).reshape(-1)
+            wmean = [_window_mean(size, i, window_size) for i in range(_NUM_BINS)]
+            w16 = np.outer(wmean, wmean).reshape(-1)  # [by, bx]
+            weights = np.repeat(w16, _NUM_ORI).astype(np.float32)
+            cweights = (w16 / ((_NUM_BINS - 1) * size + 1) ** 2).astype(np.float32)
+            plan = self.plans[key] = (idx.astype(np.intp), weights, cweights)
+        return plan
 
     def pixel_base(self, h: int, w: int) -> np.ndarray:
         """Flat index of orientation 0 of every pixel of an (H, W, 8) array."""
@@ -231,6 +251,7 @@ def _orientation_maps(img: np.ndarray, ws: _Workspace = _WS) -> np.ndarray:
     gy[-1, :] *= 2
     mag = ws.get("mag", (h, w))
     cv2.magnitude(gx, gy, mag)
+    np.copyto(ws.get("magsum", (h, w)), mag)  # kept for the contrast
     nt = ws.get("nt", (h, w))
     np.arctan2(gy, gx, out=nt)
     nt *= _ORI_SCALE  # in [-4, 4]
@@ -257,25 +278,17 @@ def _orientation_maps(img: np.ndarray, ws: _Workspace = _WS) -> np.ndarray:
     return maps
 
 
-def _triangle_filter(maps: np.ndarray, size: int, ws: _Workspace = _WS) -> np.ndarray:
-    """Filter each map with the separable kernel ``(size - |dx|)(size - |dy|)``.
+def _triangle_filter(maps: np.ndarray, size: int, name: str, ws: _Workspace = _WS) -> np.ndarray:
+    """Filter each map with the separable kernel ``(1 - |dx| / size)(1 - |dy| / size)``.
 
-    Border pixels are replicated as VLFeat's ``vl_imconvcoltri`` does (the padding is
-    applied to the input, not to intermediate results). The triangle is computed as two
-    running-sum box filters of width ``size`` on the padded maps, so its cost does not
-    depend on ``size``. Returns a view into a workspace buffer.
+    This is bilinear spatial binning: the value at a bin centre is the sum of the pixels
+    within ``size - 1`` of it, weighted by their distance. Border pixels are replicated,
+    as VLFeat's ``vl_imconvcoltri`` (padding by continuity). Returns a workspace buffer.
     """
-    h, w, c = maps.shape
-    p = size - 1
-    if p == 0:
-        return maps
-    shape = (h + 2 * p, w + 2 * p, c)
-    padded = ws.get("padded", shape)
-    box = ws.get("box", shape)
-    cv2.copyMakeBorder(maps, p, p, p, p, cv2.BORDER_REPLICATE, dst=padded)
-    cv2.boxFilter(padded, -1, (size, size), dst=box, anchor=(p, p), normalize=False)
-    cv2.boxFilter(box, -1, (size, size), dst=padded, anchor=(0, 0), normalize=False)
-    return padded[p : p + h, p : p + w]
+    k = _tri_kernel(size)
+    out = ws.get(name, maps.shape)
+    cv2.sepFilter2D(maps, cv2.CV_32F, k, k, dst=out, borderType=cv2.BORDER_REPLICATE)
+    return out
 
 
 def _grid(length: int, size: int, step: int, off: int) -> int:
@@ -300,23 +313,25 @@ def _dsift_channel(
     """
     ny, nx = out.shape[:2]
     maps = _orientation_maps(img, ws)
-    ylen = step * (ny - 1) + 1
-    xlen = step * (nx - 1) + 1
     if fast:
-        filt = _triangle_filter(maps, size, ws)
-        # the triangle filter has height size * size: fold 1 / size**2 into the weights
-        wmean = [_window_mean(size, i, window_size) / size for i in range(_NUM_BINS)]
-        for by in range(_NUM_BINS):
-            y0 = off + by * size
-            rows = filt[y0 : y0 + ylen : step]
-            for bx in range(_NUM_BINS):
-                x0 = off + bx * size
-                np.multiply(
-                    rows[:, x0 : x0 + xlen : step],
-                    np.float32(wmean[by] * wmean[bx]),
-                    out=out[:, :, by, bx, :],
-                )
+        # one gather: the 16 bin centres of every keypoint, 8 orientations at a time
+        h, w = img.shape
+        idx, weights, cweights = ws.gather_plan(h, w, size, step, off, ny, nx, window_size)
+        filt = _triangle_filter(maps, size, "filt", ws)
+        item = np.dtype((np.void, 4 * _NUM_ORI))  # the 8 orientations of one pixel
+        dest = out if out.flags.c_contiguous else ws.get("gather", out.shape)
+        np.take(filt.reshape(-1).view(item), idx, out=dest.reshape(-1).view(item))
+        flat = dest.reshape(ny * nx, _DESCR_SIZE)
+        flat *= weights  # mean of the Gaussian window over each spatial bin
+        if dest is not out:
+            out[...] = dest
+        # contrast: the same bins of the filtered magnitude (the sum over orientations)
+        magsum = _triangle_filter(ws.get("magsum", (h, w)), size, "filtmag", ws)
+        contrast = np.take(magsum.reshape(-1), idx).reshape(ny * nx, _NUM_BINS * _NUM_BINS)
+        return contrast @ cweights
     else:
+        ylen = step * (ny - 1) + 1
+        xlen = step * (nx - 1) + 1
         one = np.ones(1, dtype=np.float32)
         kers = [_gauss_kernel(size, i, window_size) for i in range(_NUM_BINS)]
         for by in range(_NUM_BINS):
@@ -337,21 +352,24 @@ def _dsift_channel(
     return contrast
 
 
-def _normalize(descr: np.ndarray, scale: float = 1.0) -> None:
-    """VLFeat/Lowe normalization in place, times ``scale``.
+def _normalize(descr: np.ndarray, scale: float = 1.0) -> np.ndarray:
+    """VLFeat/Lowe normalization in place, times ``scale``; returns an upper bound per row.
 
     ``d = min(d / (|d| + eps), 0.2)``, then ``d / (|d| + eps)`` with ``eps`` FLT_EPSILON,
     as ``vl_dsift``; computed as ``min(d, 0.2 n1) / (n1 n2)`` to save passes over memory.
     """
     n1 = np.sqrt(np.einsum("ij,ij->i", descr, descr))
     n1 += _EPS
-    np.minimum(descr, (np.float32(0.2) * n1)[:, None], out=descr)
+    limit = np.float32(0.2) * n1
+    np.minimum(descr, limit[:, None], out=descr)
     n2 = np.sqrt(np.einsum("ij,ij->i", descr, descr))
     n2 /= n1
     n2 += _EPS
     n2 *= n1
     np.divide(np.float32(scale), n2, out=n2)
     descr *= n2[:, None]
+    limit *= n2
+    return limit  # no entry of a row exceeds this
 
 
 def _root(descr: np.ndarray) -> None:
@@ -528,17 +546,23 @@ def dense_sift(
         else:
             contrast = contrasts[0]
         scale = 1.0 if (float_descriptors or root) else 512.0
+        peak = np.zeros(n, dtype=np.float32)
         for c in range(nchan):
-            _normalize(work[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE], scale)
+            limit = _normalize(work[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE], scale)
+            np.maximum(peak, limit, out=peak)
         work[contrast < contrast_threshold] = 0
         if root:
             for c in range(nchan):
                 _root(work[:, c * _DESCR_SIZE : (c + 1) * _DESCR_SIZE])
             if not float_descriptors:
                 work *= np.float32(512.0)
+            peak.fill(np.inf)
         if not float_descriptors:
-            np.minimum(work, np.float32(255.0), out=work)
-            np.copyto(descriptors[start:stop], work, casting="unsafe")  # truncation
+            # VLFeat's uint8: min(512 d, 255), truncated; only rows that can exceed 255
+            sat = np.flatnonzero(peak > 255)
+            if len(sat):
+                work[sat] = np.minimum(work[sat], np.float32(255.0))
+            np.copyto(descriptors[start:stop], work, casting="unsafe")
         fr = frames[start:stop]
         centre = off + 1.5 * size
         fr[:, 0].reshape(ny, nx)[:] = centre + step * np.arange(nx, dtype=np.float32)
