@@ -65,6 +65,7 @@ _NUM_ORI = 8  # orientation bins
 _DESCR_SIZE = _NUM_BINS * _NUM_BINS * _NUM_ORI  # 128
 _EPS = np.float32(np.finfo(np.float32).eps)  # VL_EPSILON_F, added to the L2 norms
 _ORI_SCALE = np.float32(_NUM_ORI / (2.0 * math.pi))
+_MAX_CACHED_PIXELS = 512 * 512  # larger images get scratch buffers that are not kept
 
 
 # --------------------------------------------------------------------------- inputs
@@ -523,7 +524,8 @@ def dense_sift(
     total = sum(nx * ny for _, _, nx, ny in grids)
     frames = np.empty((total, 4), dtype=np.float32)
     descriptors = np.empty((total, dim), dtype=out_dtype)
-    ws = _WS
+    # scratch buffers: reused across calls (per thread) for images of usual size
+    ws = _WS if height * width <= _MAX_CACHED_PIXELS else _Workspace()
     start = 0
     for size, off, nx, ny in grids:
         n = nx * ny
