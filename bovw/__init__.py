@@ -8,6 +8,10 @@ The public API, re-exported from the modules that implement it::
     bovw.HistogramEncoder, ... make_encoder     one vector per image         (bovw.encoding)
     bovw.make_classifier                        linear SVM by SGD            (bovw.classifier)
     bovw.Config, bovw.run                       the cached pipeline          (bovw.config, bovw.pipeline)
+    bovw.load_model, bovw.save_model            saved models, prediction     (bovw.model)
+    bovw.make_bovw_pipeline                     one scikit-learn Pipeline    (bovw.model)
+    bovw.write_run_folder                       report, plots, model         (bovw.report)
+    bovw.find_word_patches, plot_visual_words   what the words look like     (bovw.visual_words)
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -26,7 +30,10 @@ from .encoding import (
 )
 from .features import ImageFeatures
 from .features.dsift import DenseSIFT, dense_sift
+from .model import BoVWModel, load_model, make_bovw_pipeline, save_model
 from .pipeline import RunResult, run
+from .report import write_run_folder
+from .visual_words import WordPatches, find_word_patches, plot_visual_words
 
 try:
     __version__ = version("bovw")
@@ -35,6 +42,7 @@ except PackageNotFoundError:  # running from a checkout without installing
 
 __all__ = [
     "BadInputError",
+    "BoVWModel",
     "Config",
     "Dataset",
     "DenseSIFT",
@@ -48,14 +56,21 @@ __all__ = [
     "Sample",
     "SoftAssignmentEncoder",
     "VLADEncoder",
+    "WordPatches",
     "dense_sift",
+    "find_word_patches",
     "fit_classifier",
     "load_config",
     "load_dataset",
+    "load_model",
+    "make_bovw_pipeline",
     "make_classifier",
     "make_encoder",
     "make_kernel_map",
+    "plot_visual_words",
     "read_image",
     "run",
     "sample_descriptors",
+    "save_model",
+    "write_run_folder",
 ]

@@ -288,6 +288,57 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
         sys.exit(EXIT_BAD_INPUT)
 
 
+@main.command("words")
+@click.argument("run_dir", type=click.Path())
+@click.option("--data", "data_path", type=click.Path(), help="Images to search (default: the run's dataset).")
+@click.option("--words", "n_words", type=int, default=16, show_default=True, help="Visual words shown (a random sample).")
+@click.option("--patches", "n_patches", type=int, default=10, show_default=True, help="Patches per word.")
+@click.option("--images", "n_images", type=int, default=60, show_default=True, help="Training images searched, spread over the classes.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image and word samples.")
+@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/visual_words.png).")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@handle_errors
+def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, quiet):
+    """Draw the image patches nearest to a sample of the visual words of a run.
+
+    RUN_DIR is a run folder (or its model.npz). The patches come from the
+    training images of the run's dataset (or of --data).
+    """
+    import numpy as np
+
+    from .data import load_dataset
+    from .model import load_model
+    from .visual_words import find_word_patches, plot_visual_words
+
+    for name, value in (("--words", n_words), ("--patches", n_patches), ("--images", n_images)):
+        if value < 1:
+            raise BadInputError(f"{name} must be at least 1, not {value}.")
+    model = load_model(run_dir)
+    d = model.config.data
+    source = data_path or d.path
+    if not Path(source).exists():
+        raise BadInputError(f"The run's dataset {source} does not exist here; give the images with --data.")
+    ds = load_dataset(
+        source, train_per_class=d.train_per_class, test_per_class=d.test_per_class,
+        split_seed=d.split_seed, skip_bad=True,
+    )
+    # Round robin over the classes, each class shuffled: every class is represented.
+    rng = np.random.default_rng(seed)
+    by_class = [[s.path for s in ds.train if s.label == c] for c in range(len(ds.classes))]
+    for paths in by_class:
+        rng.shuffle(paths)
+    picked: list[Path] = []
+    for i in range(max(map(len, by_class), default=0)):
+        picked += [paths[i] for paths in by_class if i < len(paths)]
+    picked = picked[:n_images]
+    wp = find_word_patches(
+        model, picked, n_words=n_words, n_patches=n_patches, random_state=seed, progress=not quiet
+    )
+    target = Path(out) if out else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent) / "visual_words.png"
+    plot_visual_words(wp, target)
+    click.echo(f"Wrote {target} ({len(wp.words)} words x {n_patches} patches from {len(picked)} images).")
+
+
 @main.group()
 def cache() -> None:
     """Inspect or empty the feature cache."""

@@ -69,6 +69,7 @@ __all__ = [
     "Prediction",
     "image_features",
     "load_model",
+    "make_bovw_pipeline",
     "model_paths",
     "save_model",
 ]
@@ -289,7 +290,7 @@ class BoVWModel:
             intercept=svm.intercept_,
             svm_classes=svm.classes_,
             dataset_manifest=result.dataset.manifest_hash,
-            alpha=float(svm.alpha),
+            alpha=float(svm.alpha) if getattr(svm, "alpha", None) is not None else None,
         )
 
     # -- prediction --------------------------------------------------------------------
@@ -329,7 +330,7 @@ class BoVWModel:
         Z = X if self.kernel_map_ == "passthrough" else self.kernel_map_.transform(X)
         Z = _l2_normalize(Z, norm="l2", axis=1)
         raw = Z @ self.coef.T + self.intercept
-        if self.svm_classes.size == 2:
+        if raw.shape[1] == 1:  # binary: one score s for the second class
             raw = np.column_stack([-raw.ravel(), raw.ravel()])
         scores = np.full((X.shape[0], len(self.classes)), -np.inf)
         scores[:, self.svm_classes] = raw
@@ -485,6 +486,74 @@ class BoVWModel:
             "classifier": {"alpha": self.alpha, "n_features": self.n_features_,
                            "loss": self.config.classifier.loss},
         }
+
+
+# --------------------------------------------------------------------------- as a scikit-learn Pipeline
+
+
+def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int = 1):
+    """The whole BoVW classifier as one unfitted scikit-learn ``Pipeline``.
+
+    ``DenseSIFT -> encoder (fits its own vocabulary) -> classifier``, where the
+    classifier is :func:`bovw.make_classifier` (kernel map, L2 normalization,
+    linear SVM by SGD, ``alpha`` chosen by cross-validation on the training
+    data). It takes a list of decoded images (gray or BGR arrays, as
+    :func:`bovw.read_image` returns) and their labels, and works with
+    scikit-learn's tools (``cross_val_score``, ``clone``, ``GridSearchCV``).
+    With ``memory=`` the Pipeline caches the fitted SIFT and encoder steps with
+    joblib, so refitting with another classifier setting reuses them.
+
+    Unlike :func:`bovw.run`, nothing is cached per image and images are not
+    resized (``sift.max_side`` is ignored); the pipeline suits notebooks and
+    small experiments. Save a fitted one's pieces with :func:`bovw.run` and
+    :func:`save_model` instead.
+
+    Parameters
+    ----------
+    config : Config, optional
+        Settings of the ``sift``, ``codebook``, ``encoding`` and ``classifier``
+        sections (``data`` is not used); default ``Config()``.
+    memory : str, path-like or joblib.Memory, optional
+        Passed to :class:`sklearn.pipeline.Pipeline`.
+    n_jobs : int
+        Processes for the classifier's cross-validation.
+
+    Returns
+    -------
+    sklearn.pipeline.Pipeline
+        Steps ``"sift"``, ``"encode"`` and ``"classify"``.
+
+    Examples
+    --------
+    >>> from bovw.config import Config
+    >>> config = Config().with_overrides({"codebook.words": 50, "sift.step": 8})
+    >>> make_bovw_pipeline(config, memory="/tmp/bovw-cache").named_steps["encode"].n_words
+    50
+    """
+    from sklearn.pipeline import Pipeline
+
+    from .classifier import make_classifier
+    from .features.dsift import DenseSIFT
+
+    config = (config or Config()).validate()
+    s, c, e = config.sift, config.codebook, config.encoding
+    sift = DenseSIFT(
+        sizes=tuple(s.sizes), step=s.step, fast=s.fast, magnif=s.magnif,
+        window_size=s.window_size, contrast_threshold=s.contrast_threshold, color=s.color,
+        root=s.root,
+    )
+    params: dict[str, Any] = {"pyramid": e.pyramid, "random_state": config.seed}
+    if e.encoding == "fisher":
+        params.update(n_words=c.gmm_components, n_pca=c.pca_dims or None)
+    else:
+        params["n_words"] = c.words
+    if e.encoding in ("hist", "soft"):
+        params["normalize"] = e.normalize
+    encoder = make_encoder(e.encoding, **params)
+    classify = make_classifier(config.classifier, random_state=config.seed, n_jobs=n_jobs)
+    if isinstance(memory, os.PathLike):
+        memory = os.fspath(memory)
+    return Pipeline([("sift", sift), ("encode", encoder), ("classify", classify)], memory=memory)
 
 
 # --------------------------------------------------------------------------- save / load
@@ -706,8 +775,8 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
                                       bool(vocab_meta.get("pca", False)))
         vocabulary.set_params(chunk_size=vocab_meta.get("chunk_size"))
     coef, intercept, svm_classes = arrays["coef"], arrays["intercept"], arrays["classes"]
-    n_rows = 1 if svm_classes.size == 2 else svm_classes.size
-    if coef.ndim != 2 or coef.shape[0] != n_rows or intercept.shape != (n_rows,):
+    n_rows = coef.shape[0] if coef.ndim == 2 else -1
+    if n_rows not in ({1, 2} if svm_classes.size == 2 else {svm_classes.size}) or intercept.shape != (n_rows,):
         raise ValueError(f"classifier arrays of shapes {coef.shape}, {intercept.shape} for {svm_classes.size} classes")
     if svm_classes.size and (svm_classes.min() < 0 or svm_classes.max() >= len(classes)):
         raise ValueError("classifier classes outside the class names")

@@ -312,3 +312,30 @@ def test_from_run_needs_a_trained_model(data, cache):
     result = bovw.run(small_config(data), until="encode", cache_dir=cache, progress=False)
     with pytest.raises(ValueError, match="no trained model"):
         BoVWModel.from_run(result)
+
+
+# --------------------------------------------------------------------------- scikit-learn Pipeline
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_make_bovw_pipeline_with_memory(data, tmp_path, monkeypatch):
+    from bovw.features.dsift import DenseSIFT
+    from bovw.model import make_bovw_pipeline
+
+    def load(split):
+        paths = sorted((data / split).rglob("*.png"))
+        return [read_image(p) for p in paths], [p.parent.name for p in paths]
+
+    X_train, y_train = load("train")
+    X_test, y_test = load("test")
+    calls = []
+    original = DenseSIFT.transform
+    monkeypatch.setattr(DenseSIFT, "transform", lambda self, X: calls.append(1) or original(self, X))
+    config = small_config(data)
+    pipe = make_bovw_pipeline(config, memory=tmp_path / "memory").fit(X_train, y_train)
+    assert np.mean(pipe.predict(X_test) == np.array(y_test)) > 0.8
+    n_first = len(calls)
+    # Another classifier setting: the SIFT and encoder steps come from the Pipeline's memory.
+    pipe.set_params(classify__param_grid={"svm__alpha": [1e-3]}).fit(X_train, y_train)
+    assert len(calls) == n_first
+    assert pipe.named_steps["classify"].best_params_ == {"svm__alpha": 1e-3}
