@@ -267,9 +267,9 @@ class KMeansCodebook(BaseEstimator):
     max_iter : int or None, default=None
         Maximum passes (epochs) of MiniBatchKMeans over the sample; it stops
         earlier when its smoothed inertia stops improving. ``None``:
-        ``ceil(min_visits / m)`` epochs, so a sample of ``m >= min_visits``
-        descriptors gets one epoch (the fit time grows linearly with ``m``)
-        and a small sample enough epochs for ``min_visits`` descriptor visits.
+        ``ceil(min_visits / m)`` epochs, at most 20, so a sample of
+        ``m >= min_visits`` descriptors gets one epoch (the fit time grows
+        linearly with ``m``) and a small sample more epochs.
         The Lloyd iterations (``refine_iter``) then polish the words on the
         whole sample.
     min_visits : int, default=250_000
@@ -404,7 +404,7 @@ class KMeansCodebook(BaseEstimator):
 
         max_iter = self.max_iter
         if max_iter is None:
-            max_iter = max(1, -(-int(self.min_visits) // train.shape[0]))
+            max_iter = min(20, max(1, -(-int(self.min_visits) // train.shape[0])))
         km = MiniBatchKMeans(
             n_clusters=k,
             batch_size=int(self.batch_size),
@@ -595,14 +595,24 @@ class KMeansCodebook(BaseEstimator):
         idx = np.empty((X.shape[0], r), dtype=np.int32)
         dist2 = np.empty((X.shape[0], r), dtype=np.float32)
         for start, stop, xc, scores in self.chunks(X):
-            if r < k:
-                part = np.argpartition(scores, r - 1, axis=1)[:, :r]
+            if r <= 16:
+                # r argmin passes (each masks its winner): far cheaper than a
+                # per-row argpartition for the few neighbours soft assignment uses.
+                rows = np.arange(stop - start)
+                s = np.empty((stop - start, r), dtype=np.float32)
+                for j in range(r):
+                    a = np.argmin(scores, axis=1)
+                    idx[start:stop, j] = a
+                    s[:, j] = scores[rows, a]
+                    scores[rows, a] = np.inf
             else:
-                part = np.broadcast_to(np.arange(k), scores.shape)
-            s = np.take_along_axis(scores, part, axis=1)
-            order = np.argsort(s, axis=1, kind="stable")
-            idx[start:stop] = np.take_along_axis(part, order, axis=1)
-            s = np.take_along_axis(s, order, axis=1)
+                part = np.argpartition(scores, r - 1, axis=1)[:, :r] if r < k else None
+                if part is None:
+                    part = np.broadcast_to(np.arange(k), scores.shape)
+                s = np.take_along_axis(scores, part, axis=1)
+                order = np.argsort(s, axis=1, kind="stable")
+                idx[start:stop] = np.take_along_axis(part, order, axis=1)
+                s = np.take_along_axis(s, order, axis=1)
             dist2[start:stop] = np.maximum(s + np.einsum("ij,ij->i", xc, xc)[:, None], 0)
         return idx, dist2
 

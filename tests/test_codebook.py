@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from threadpoolctl import threadpool_limits
 
 from bovw.codebook import GMMVocabulary, KMeansCodebook, sample_descriptors
 from bovw.features import ImageFeatures
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: one BLAS/OpenMP thread avoids thread start-up and spinning costs."""
+    with threadpool_limits(1):
+        yield
 
 
 def _sets(sizes, d=8, seed=0, dtype=np.uint8):
@@ -306,3 +314,17 @@ def test_gmm_from_arrays_round_trip(whiten):
     g2 = GMMVocabulary(n_components=2, n_pca=None).fit(X)
     h2 = GMMVocabulary.from_arrays(g2.weights_, g2.means_, g2.variances_)
     np.testing.assert_allclose(h2.posteriors(X[:20]), g2.posteriors(X[:20]), atol=1e-6)
+
+
+@pytest.mark.parametrize("r", [1, 4, 17, 30, 40])
+def test_knn_both_paths(r):
+    cb = KMeansCodebook(n_words=30).fit(np.random.default_rng(0).normal(size=(900, 5)))
+    X = np.random.default_rng(1).normal(size=(40, 5))
+    idx, d2 = cb.knn(X, r)
+    full = ((X[:, None] - cb.centers_.astype(np.float64)[None]) ** 2).sum(-1)
+    r = min(r, 30)
+    assert idx.shape == (40, r)
+    np.testing.assert_allclose(d2, np.sort(full, axis=1)[:, :r], rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(
+        np.take_along_axis(full, idx.astype(int), 1), d2, rtol=1e-4, atol=1e-4
+    )

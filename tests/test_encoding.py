@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.base import clone
+from threadpoolctl import threadpool_limits
 
 from bovw.codebook import GMMVocabulary, KMeansCodebook
 from bovw.encoding import (
@@ -27,6 +28,13 @@ from bovw.features import ImageFeatures
 
 D = 8
 W, H = 90, 60
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny problems: one BLAS/OpenMP thread avoids thread start-up and spinning costs."""
+    with threadpool_limits(1):
+        yield
 
 
 def _image(n, seed, d=D, width=W, height=H):
