@@ -69,9 +69,10 @@ def cache_info(location: str | os.PathLike | None = None) -> list[tuple[str, int
     for dirpath, dirnames, _ in os.walk(base):
         here = Path(dirpath)
         # A memoized function's folder holds one folder per call, each with output.pkl.
-        if any((here / d / "output.pkl").exists() for d in dirnames[:50]) or (
-            here / "func_code.py"
-        ).exists():
+        if (
+            any((here / d / "output.pkl").exists() for d in dirnames[:50])
+            or (here / "func_code.py").exists()
+        ):
             size, entries = _folder_size(here)
             name = here.name
             rows.append((name, size, entries))

@@ -30,8 +30,23 @@ import numpy as np
 
 #: File extensions treated as images; anything else is skipped with a warning.
 IMAGE_EXTENSIONS = frozenset(
-    {".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".webp",
-     ".pgm", ".ppm", ".pbm", ".pnm", ".jp2"}
+    {
+        ".jpg",
+        ".jpeg",
+        ".jpe",
+        ".png",
+        ".bmp",
+        ".dib",
+        ".gif",
+        ".tif",
+        ".tiff",
+        ".webp",
+        ".pgm",
+        ".ppm",
+        ".pbm",
+        ".pnm",
+        ".jp2",
+    }
 )
 
 #: Images with more pixels than this are refused before decoding (a decompression bomb guard).
@@ -306,9 +321,7 @@ def _is_image(path: Path) -> bool:
 
 
 def _class_folders(root: Path) -> list[Path]:
-    return sorted(
-        p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")
-    )
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def _list_files(folder: Path) -> tuple[list[Path], list[Path]]:
@@ -460,7 +473,9 @@ def load_dataset(
     if others:
         shown = ", ".join(str(p) for p in others[:10])
         more = f" and {len(others) - 10} more" if len(others) > 10 else ""
-        warnings.warn(f"Skipped {len(others)} files that are not images: {shown}{more}.", stacklevel=2)
+        warnings.warn(
+            f"Skipped {len(others)} files that are not images: {shown}{more}.", stacklevel=2
+        )
 
     if given_split is not None:
         classes = sorted({c for _, c, s in given_split if s == "train"})

@@ -77,7 +77,13 @@ def extract_image(digest: str, sift: SiftSettings, path: str) -> ImageFeatures:
 def _vocabulary_spec(codebook: CodebookSettings, encoding: EncodingSettings) -> tuple:
     """The settings a vocabulary depends on (so that e.g. --words leaves a GMM a hit)."""
     if encoding.encoding == "fisher":
-        return ("gmm", codebook.gmm_components, codebook.pca_dims, codebook.whiten, codebook.samples)
+        return (
+            "gmm",
+            codebook.gmm_components,
+            codebook.pca_dims,
+            codebook.whiten,
+            codebook.samples,
+        )
     return ("kmeans", codebook.words, codebook.samples)
 
 
@@ -207,7 +213,12 @@ class _Context:
     """What the memoized stages share without it being part of their keys."""
 
     def __init__(
-        self, config: Config, dataset: Dataset, memory, jobs: int, progress: bool,
+        self,
+        config: Config,
+        dataset: Dataset,
+        memory,
+        jobs: int,
+        progress: bool,
         scheduler: str | None = None,
     ):
         self.config = config
@@ -246,7 +257,12 @@ class _Context:
     def evaluate_call(self):
         c = self.config
         args = (
-            self.keys["test"], self.keys["train"], c.sift, self.spec, c.encoding, c.classifier,
+            self.keys["test"],
+            self.keys["train"],
+            c.sift,
+            self.spec,
+            c.encoding,
+            c.classifier,
             c.seed,
         )
         return self.evaluate_model, args, {"ctx": self}

@@ -24,7 +24,9 @@ def invoke(*args, cache):
 
 
 def stages(out):
-    return {k: v["cache"] for k, v in json.loads((out / "metrics.json").read_text())["stages"].items()}
+    return {
+        k: v["cache"] for k, v in json.loads((out / "metrics.json").read_text())["stages"].items()
+    }
 
 
 def test_run_then_rerun_hits_every_stage(tiny_dataset, tmp_path):
@@ -34,7 +36,9 @@ def test_run_then_rerun_hits_every_stage(tiny_dataset, tmp_path):
     m1 = json.loads((tmp_path / "r1" / "metrics.json").read_text())
     assert set(m1["stages"]) == {"extract", "codebook", "encode", "train", "evaluate"}
     assert all(v["cache"] == "miss" for v in m1["stages"].values())
-    assert m1["n_train"] == 24 and m1["n_test"] == 12 and m1["classes"] == ["alpha", "beta", "gamma"]
+    assert (
+        m1["n_train"] == 24 and m1["n_test"] == 12 and m1["classes"] == ["alpha", "beta", "gamma"]
+    )
     assert m1["mean_class_accuracy"] > 0.8
     assert (tmp_path / "r1" / "config.toml").exists()
 
@@ -45,7 +49,15 @@ def test_run_then_rerun_hits_every_stage(tiny_dataset, tmp_path):
     assert m2["accuracy"] == m1["accuracy"]
 
     # The resolved config repeats the run exactly.
-    r3 = invoke("run", "--config", str(tmp_path / "r1" / "config.toml"), "-q", "--out", str(tmp_path / "r3"), cache=cache)
+    r3 = invoke(
+        "run",
+        "--config",
+        str(tmp_path / "r1" / "config.toml"),
+        "-q",
+        "--out",
+        str(tmp_path / "r3"),
+        cache=cache,
+    )
     assert r3.exit_code == 0, r3.output
     assert all(v == "hit" for v in stages(tmp_path / "r3").values())
 
@@ -53,9 +65,22 @@ def test_run_then_rerun_hits_every_stage(tiny_dataset, tmp_path):
 def test_changing_later_stages_reuses_earlier_ones(tiny_dataset, tmp_path):
     cache = tmp_path / "cache"
     invoke("run", str(tiny_dataset), *FAST, "--out", str(tmp_path / "a"), cache=cache)
-    invoke("run", str(tiny_dataset), *FAST, "--alphas", "1e-4", "--out", str(tmp_path / "b"), cache=cache)
+    invoke(
+        "run",
+        str(tiny_dataset),
+        *FAST,
+        "--alphas",
+        "1e-4",
+        "--out",
+        str(tmp_path / "b"),
+        cache=cache,
+    )
     assert stages(tmp_path / "b") == {
-        "extract": "hit", "codebook": "hit", "encode": "hit", "train": "miss", "evaluate": "miss"
+        "extract": "hit",
+        "codebook": "hit",
+        "encode": "hit",
+        "train": "miss",
+        "evaluate": "miss",
     }
     fewer_words = [a if a != "24" else "16" for a in FAST]
     invoke("run", str(tiny_dataset), *fewer_words, "--out", str(tmp_path / "c"), cache=cache)
@@ -79,7 +104,13 @@ def test_stage_by_stage_equals_run(tiny_dataset, tmp_path):
     [
         (lambda p: p / "does-not-exist", "does not exist"),
         (lambda p: (p / "empty").mkdir() or p / "empty", "no images"),
-        (lambda p: [write_image(p / "one" / "c" / f"{i}.png", textured_image(0, i)) for i in range(3)] and p / "one", "at least two class"),
+        (
+            lambda p: (
+                [write_image(p / "one" / "c" / f"{i}.png", textured_image(0, i)) for i in range(3)]
+                and p / "one"
+            ),
+            "at least two class",
+        ),
     ],
     ids=["missing", "empty", "one-class"],
 )
@@ -116,8 +147,21 @@ def test_interrupted_extraction_resumes(tmp_path):
         for i in range(60):
             write_image(root / f"c{k}" / f"{i}.png", textured_image(k, 100 * k + i, size=160))
     cache = tmp_path / "cache"
-    cmd = [sys.executable, str(REPO / "cli.py"), "extract", str(root), "--cache-dir", str(cache),
-           "--sizes", "4,6,8,10", "--step", "2", "-q", "--out", str(tmp_path / "r")]
+    cmd = [
+        sys.executable,
+        str(REPO / "cli.py"),
+        "extract",
+        str(root),
+        "--cache-dir",
+        str(cache),
+        "--sizes",
+        "4,6,8,10",
+        "--step",
+        "2",
+        "-q",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     entries = lambda: len(list(cache.rglob("extract_image/*/output.pkl")))  # noqa: E731

@@ -7,8 +7,14 @@ from bovw.config import Config, ConfigError, load_config
 
 def test_toml_round_trip(tmp_path):
     config = Config().with_overrides(
-        {"seed": 3, "sift.sizes": (6, 8), "codebook.words": 50, "data.train_per_class": 7,
-         "classifier.alphas": (1e-5, 1e-4), "encoding.pyramid": "1,2x2,3x1"}
+        {
+            "seed": 3,
+            "sift.sizes": (6, 8),
+            "codebook.words": 50,
+            "data.train_per_class": 7,
+            "classifier.alphas": (1e-5, 1e-4),
+            "encoding.pyramid": "1,2x2,3x1",
+        }
     )
     path = tmp_path / "config.toml"
     path.write_text(config.to_toml())

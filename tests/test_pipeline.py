@@ -30,7 +30,9 @@ def test_run_returns_everything(tiny_dataset, tmp_path):
 
 
 def test_until_stops_early(tiny_dataset, tmp_path):
-    result = bovw.run(small_config(tiny_dataset), until="codebook", cache_dir=tmp_path / "c", progress=False)
+    result = bovw.run(
+        small_config(tiny_dataset), until="codebook", cache_dir=tmp_path / "c", progress=False
+    )
     assert [s.name for s in result.stages] == ["extract", "codebook"]
     assert result.vocabulary.centers_.shape == (24, 128)
     with pytest.raises(ValueError, match="until"):
@@ -59,7 +61,9 @@ def test_changing_one_image_recomputes_only_that_image(tiny_dataset, tmp_path):
 
     bovw.run(small_config(tiny_dataset), until="extract", cache_dir=tmp_path / "c", progress=False)
     write_image(tiny_dataset / "test" / "beta" / "0.png", textured_image(1, 4242))
-    result = bovw.run(small_config(tiny_dataset), until="extract", cache_dir=tmp_path / "c", progress=False)
+    result = bovw.run(
+        small_config(tiny_dataset), until="extract", cache_dir=tmp_path / "c", progress=False
+    )
     assert result.stages[0].cache == "partial"
     assert result.stages[0].detail == "35 of 36 images cached"
 
@@ -67,8 +71,13 @@ def test_changing_one_image_recomputes_only_that_image(tiny_dataset, tmp_path):
 @pytest.mark.parametrize("encoding", ["soft", "vlad", "fisher"])
 def test_other_encodings_run(tiny_dataset, tmp_path, encoding):
     cfg = small_config(
-        tiny_dataset, **{"encoding.encoding": encoding, "encoding.pyramid": "1,2",
-                         "codebook.gmm_components": 4, "codebook.pca_dims": 16}
+        tiny_dataset,
+        **{
+            "encoding.encoding": encoding,
+            "encoding.pyramid": "1,2",
+            "codebook.gmm_components": 4,
+            "codebook.pca_dims": 16,
+        },
     )
     result = bovw.run(cfg, cache_dir=tmp_path / "c", progress=False)
     X = result.features["train"]
@@ -89,6 +98,12 @@ def test_cache_folder_rules(tmp_path, monkeypatch):
 def test_cache_info_lists_stages(tiny_dataset, tmp_path):
     bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
     names = {name for name, size, entries in cache_info(tmp_path / "c")}
-    assert {"extract_image", "fit_vocabulary", "encode_split", "train_model", "evaluate_model"} <= names
+    assert {
+        "extract_image",
+        "fit_vocabulary",
+        "encode_split",
+        "train_model",
+        "evaluate_model",
+    } <= names
     assert clear_cache(tmp_path / "c") > 0
     assert cache_info(tmp_path / "c") == []

@@ -30,7 +30,9 @@ def test_dask_cluster_gives_the_same_features_and_metrics(tiny_dataset, tmp_path
         n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
     ) as cluster:
         remote = bovw.run(
-            small_config(tiny_dataset), cache_dir=tmp_path / "shared", progress=False,
+            small_config(tiny_dataset),
+            cache_dir=tmp_path / "shared",
+            progress=False,
             scheduler=cluster.scheduler_address,
         )
     for split in ("train", "test"):
@@ -41,9 +43,23 @@ def test_dask_cluster_gives_the_same_features_and_metrics(tiny_dataset, tmp_path
 
 def _cli(dataset, cache, out):
     return [
-        sys.executable, str(REPO / "cli.py"), "run", str(dataset), "--cache-dir", str(cache),
-        "--out", str(out), "-q", "--sizes", "4,6,8", "--step", "3", "--words", "32",
-        "--samples", "20000",
+        sys.executable,
+        str(REPO / "cli.py"),
+        "run",
+        str(dataset),
+        "--cache-dir",
+        str(cache),
+        "--out",
+        str(out),
+        "-q",
+        "--sizes",
+        "4,6,8",
+        "--step",
+        "3",
+        "--words",
+        "32",
+        "--samples",
+        "20000",
     ]
 
 
@@ -52,7 +68,9 @@ def _bigger_dataset(root):
         for i in range(12):
             write_image(root / "train" / f"c{k}" / f"{i}.png", textured_image(k, 50 * k + i, 128))
         for i in range(5):
-            write_image(root / "test" / f"c{k}" / f"{i}.png", textured_image(k, 900 + 50 * k + i, 128))
+            write_image(
+                root / "test" / f"c{k}" / f"{i}.png", textured_image(k, 900 + 50 * k + i, 128)
+            )
     return root
 
 
@@ -63,16 +81,27 @@ def _metrics(out):
 
 def test_sigkill_at_any_moment_then_rerun_gives_the_same_metrics(tmp_path):
     data = _bigger_dataset(tmp_path / "data")
-    reference = subprocess.run(_cli(data, tmp_path / "ref-cache", tmp_path / "ref"), capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        _cli(data, tmp_path / "ref-cache", tmp_path / "ref"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reference.returncode == 0, reference.stderr
     cache = tmp_path / "cache"
     # Kill at several moments: during extraction, and later stages.
     for delay in (1.5, 3.0, 5.0):
-        proc = subprocess.Popen(_cli(data, cache, tmp_path / "killed"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            _cli(data, cache, tmp_path / "killed"),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    final = subprocess.run(_cli(data, cache, tmp_path / "final"), capture_output=True, text=True, timeout=300)
+    final = subprocess.run(
+        _cli(data, cache, tmp_path / "final"), capture_output=True, text=True, timeout=300
+    )
     assert final.returncode == 0, final.stderr
     assert _metrics(tmp_path / "final") == _metrics(tmp_path / "ref")
 
@@ -81,13 +110,23 @@ def test_two_runs_sharing_one_cache_at_once(tmp_path):
     data = _bigger_dataset(tmp_path / "data")
     cache = tmp_path / "cache"
     procs = [
-        subprocess.Popen(_cli(data, cache, tmp_path / f"run{i}"), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            _cli(data, cache, tmp_path / f"run{i}"),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for i in range(2)
     ]
     for p in procs:
         _, err = p.communicate(timeout=300)
         assert p.returncode == 0, err
-    reference = subprocess.run(_cli(data, tmp_path / "ref-cache", tmp_path / "ref"), capture_output=True, text=True, timeout=300)
+    reference = subprocess.run(
+        _cli(data, tmp_path / "ref-cache", tmp_path / "ref"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert reference.returncode == 0
     assert _metrics(tmp_path / "run0") == _metrics(tmp_path / "run1") == _metrics(tmp_path / "ref")
 
@@ -97,7 +136,10 @@ def test_odd_images_in_a_dataset(tiny_dataset, tmp_path):
 
     alpha = tiny_dataset / "train" / "alpha"
     write_image(alpha / "tiny 1x1 ü.png", np.full((1, 1), 200, np.uint8))
-    write_image(alpha / "rgba.png", np.dstack([textured_image(0, 77)] * 3 + [np.full((64, 64), 128, np.uint8)]))
+    write_image(
+        alpha / "rgba.png",
+        np.dstack([textured_image(0, 77)] * 3 + [np.full((64, 64), 128, np.uint8)]),
+    )
     write_image(alpha / "deep.png", textured_image(0, 78).astype(np.uint16) * 257)
     Image.fromarray(textured_image(0, 79)).convert("P").save(alpha / "palette.gif")
     Image.fromarray(textured_image(0, 80)).convert("P").save(alpha / "palette.bmp")

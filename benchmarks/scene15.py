@@ -1,0 +1,187 @@
+"""The standard 15-Scene protocol for each encoding: accuracy, time per stage, peak memory.
+
+Train on ``train/`` (100 images per class), report on ``test/`` (2,985 images):
+mean per-class accuracy (the figure the papers quote) and overall accuracy.
+Each encoding runs in a fresh process, watched by this one, so that its peak
+memory (the process and its workers together) can be measured.
+
+    python benchmarks/scene15.py                       # all encodings, shared cache
+    python benchmarks/scene15.py --encodings fisher --cold   # fisher from images, cold cache
+    python benchmarks/scene15.py --record              # and write benchmarks/RESULTS.md
+
+References: Lazebnik, Schmid & Ponce, CVPR 2006 (spatial pyramid: 81.4 % at 200 words, L=2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import machine_line, update_section  # noqa: E402
+
+DATA = HERE.parent.parent / "shared" / "datasets" / "scene15"
+
+#: The settings of each encoding, as ``Config.with_overrides`` keys.
+#: PHOW: four bin sizes, a dense grid; Fisher and VLAD use small vocabularies
+#: and a 1 + 2x2 + 3x1 pyramid, as in Perronnin et al. 2010 and Jegou et al. 2012.
+PRESETS: dict[str, dict] = {
+    "hist": {"encoding.encoding": "hist", "codebook.words": 1000, "encoding.pyramid": "1,2,4"},
+    "soft": {"encoding.encoding": "soft", "codebook.words": 1000, "encoding.pyramid": "1,2,4"},
+    "vlad": {"encoding.encoding": "vlad", "codebook.words": 64, "encoding.pyramid": "1,2x2,3x1"},
+    "fisher": {
+        "encoding.encoding": "fisher",
+        "codebook.gmm_components": 64,
+        "codebook.pca_dims": 64,
+        "encoding.pyramid": "1,2x2,3x1",
+    },
+}
+
+
+def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) -> dict:
+    """Run the pipeline for one encoding in this process and return its figures."""
+    import bovw
+    from bovw.config import Config
+
+    config = Config().with_overrides({"data.path": data, **PRESETS[encoding], **extra})
+    t = time.perf_counter()
+    result = bovw.run(config, cache_dir=cache_dir, jobs=jobs, progress=False)
+    total = time.perf_counter() - t
+    return {
+        "encoding": encoding,
+        "settings": {k: v for k, v in {**PRESETS[encoding], **extra}.items()},
+        "sift": f"sizes {','.join(map(str, config.sift.sizes))} step {config.sift.step}",
+        "dim": int(result.features["train"].shape[1]),
+        "mean_class_accuracy": result.metrics["mean_class_accuracy"],
+        "accuracy": result.metrics["accuracy"],
+        "stages": {s.name: [round(s.seconds, 1), s.cache] for s in result.stages},
+        "total_seconds": total,
+        "n_train": len(result.dataset.train),
+        "n_test": len(result.dataset.test),
+    }
+
+
+def _tree_rss(pid: int) -> int:
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def measure(encoding: str, args, extra: dict) -> dict:
+    """Run one encoding in a child process, polling the RSS of its process tree."""
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        encoding,
+        "--data",
+        args.data,
+        "--jobs",
+        str(args.jobs),
+        "--cache-dir",
+        args.cache_dir,
+        "--set",
+        json.dumps(extra),
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def poll():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, _tree_rss(proc.pid))
+            stop.wait(0.25)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    stop.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{encoding} failed with exit code {proc.returncode}")
+    figures = json.loads(out.strip().splitlines()[-1])
+    figures["peak_memory_gb"] = peak / 1e9
+    return figures
+
+
+def table(rows: list[dict]) -> str:
+    head = (
+        "| encoding | settings | dim | mean class acc. | accuracy | extract s | codebook s "
+        "| encode s | train s | total s | peak GB |\n|---|---|---|---|---|---|---|---|---|---|---|"
+    )
+    lines = [head]
+    for r in rows:
+        s = r["stages"]
+        settings = ", ".join(
+            f"{k.split('.')[-1]}={v}" for k, v in r["settings"].items() if k != "encoding.encoding"
+        )
+        lines.append(
+            f"| {r['encoding']} | {r['sift']}; {settings} | {r['dim']:,} | {r['mean_class_accuracy']:.4f} "
+            f"| {r['accuracy']:.4f} | {s['extract'][0]} ({s['extract'][1]}) | {s['codebook'][0]} "
+            f"| {s['encode'][0]} | {s['train'][0]} | {r['total_seconds']:.0f} | {r['peak_memory_gb']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--encodings", default="hist,soft,vlad,fisher")
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "bovw-bench"))
+    p.add_argument("--cold", action="store_true", help="a fresh, empty cache for each encoding")
+    p.add_argument("--set", default="{}", help="extra settings as JSON, e.g. '{\"sift.step\": 3}'")
+    p.add_argument("--record", action="store_true", help="write the table to benchmarks/RESULTS.md")
+    p.add_argument("--child", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    extra = json.loads(args.set)
+    if args.child:
+        print(json.dumps(run_one(args.child, args.data, args.cache_dir, args.jobs, extra)))
+        return
+    if not Path(args.data).is_dir():
+        raise SystemExit(f"15-Scene not found at {args.data}; pass --data.")
+    rows = []
+    for encoding in args.encodings.split(","):
+        if args.cold:
+            with tempfile.TemporaryDirectory(prefix="bovw-cold-") as cold:
+                args_cold = argparse.Namespace(**{**vars(args), "cache_dir": cold})
+                rows.append(measure(encoding, args_cold, extra))
+        else:
+            rows.append(measure(encoding, args, extra))
+        print(json.dumps(rows[-1]), flush=True)
+    print()
+    print(table(rows))
+    if args.record:
+        command = "python benchmarks/scene15.py " + " ".join(sys.argv[1:])
+        body = (
+            f"Standard protocol on 15-Scene (train/ 1,500 images, test/ 2,985), linear SVM by SGD, "
+            f"`--jobs {args.jobs}`{' , cold cache' if args.cold else ''}.\n\n"
+            f"    {command}\n\n{table(rows)}\n\n{machine_line()}"
+        )
+        title = "15-Scene accuracy" + (" (cold cache)" if args.cold else "")
+        update_section(title, body)
+
+
+if __name__ == "__main__":
+    main()
