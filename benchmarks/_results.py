@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import platform
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -25,7 +25,7 @@ def machine_line() -> str:
                 break
     except OSError:
         pass
-    when = datetime.now(timezone.utc).strftime("%Y-%m-%d")
+    when = datetime.now(UTC).strftime("%Y-%m-%d")
     return f"Measured {when} on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}."
 
 
