@@ -177,6 +177,16 @@ class CNNSettings:
         base.update(overrides)
         return cls(**base)
 
+    @classmethod
+    def for_dataset(cls, n_train: int, **overrides: Any) -> CNNSettings:
+        """:meth:`small_data` below 1,000 training images, else the defaults; then ``overrides``.
+
+        This is what ``bovw compare`` and ``bovw run --cnn`` use unless settings are given.
+        """
+        if n_train < 1000:
+            return cls.small_data(**overrides)
+        return cls(**overrides)
+
     def validate(self) -> CNNSettings:
         """Check every setting; raise ValueError with one sentence naming a bad one.
 
