@@ -526,6 +526,35 @@ def test_fuzz_shapes_and_finiteness(
 # ----------------------------------------------------------------------------------
 
 
+def test_input_not_modified_and_outputs_independent():
+    img = smooth_noise(40, 44)
+    before = img.copy()
+    f1, d1 = dense_sift(img, sizes=(4, 6), step=3, magnif=1000.0, float_descriptors=True)
+    np.testing.assert_array_equal(img, before)
+    keep = d1.copy()
+    dense_sift(smooth_noise(40, 44, seed=5), sizes=(4, 6), step=3, float_descriptors=True)
+    np.testing.assert_array_equal(d1, keep)  # not a view of reused scratch memory
+
+
+def test_thread_safety():
+    from concurrent.futures import ThreadPoolExecutor
+
+    images = [smooth_noise(48 + 4 * i, 52, seed=i) for i in range(6)]
+    serial = [dense_sift(im, sizes=(4, 6), step=3) for im in images]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        parallel = list(pool.map(lambda im: dense_sift(im, sizes=(4, 6), step=3), images))
+    for (fa, da), (fb, db) in zip(serial, parallel, strict=True):
+        np.testing.assert_allclose(fa, fb, rtol=1e-5)
+        assert np.abs(da.astype(int) - db.astype(int)).max() <= 1
+
+
+def test_large_image_uses_temporary_buffers():
+    img = smooth_noise(530, 520)  # above the size kept in the per-thread scratch space
+    frames, descr = dense_sift(img, sizes=8, step=24)
+    assert len(frames) == ((520 - 1 - 24) // 24 + 1) * ((530 - 1 - 24) // 24 + 1)
+    assert descr.any()
+
+
 def test_transformer_api():
     images = [(smooth_noise(40, 50, seed=i) * 255).astype(np.uint8) for i in range(3)]
     est = DenseSIFT(sizes=(4, 6), step=5)

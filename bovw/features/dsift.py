@@ -30,17 +30,23 @@ Algorithm (written from VLFeat's definition, ``vl/dsift.c`` of VLFeat 0.9.21)
 2. Soft orientation binning: the gradient magnitude is split linearly between the two
    nearest of 8 orientation bins, giving 8 orientation maps.
 3. Spatial binning as a separable filtering of the 8 maps with a triangular kernel of
-   half-width ``size`` (bilinear spatial interpolation), border pixels replicated.
-   ``fast=True`` (flat window): one filtering, then each spatial bin is multiplied by
-   the mean of the Gaussian window over that bin. ``fast=False``: the Gaussian window
-   (sigma ``window_size * size``, centred on the descriptor) is folded into 4 + 4
-   bin-specific separable kernels.
-4. One strided gather reads the 16 bin values of every keypoint from the filtered maps.
+   half-width ``size`` (bilinear spatial interpolation), border pixels replicated
+   (VLFeat's padding by continuity). ``fast=True`` (flat window): one filtering of the
+   8 maps at once, then each spatial bin is multiplied by the mean of the Gaussian
+   window over that bin. ``fast=False``: the Gaussian window (sigma
+   ``window_size * size``, centred on the descriptor) is folded into 4 + 4
+   bin-specific separable kernels (the rows are subsampled before the second pass).
+4. ``fast=True``: one gather (``np.take``) reads the 8 orientations at the 16 bin
+   centres of every keypoint from the filtered maps; ``fast=False``: one strided slice
+   per spatial bin.
 5. VLFeat's normalization: L2-normalize, clamp at 0.2, L2-normalize (Lowe 2004);
    descriptors whose contrast is below ``contrast_threshold`` are set to zero.
 
 There is no Python loop over keypoints; the loops run over scales, channels and the
-16 spatial bins only.
+16 spatial bins only. The per-pixel work is float32 OpenCV and NumPy calls writing
+into per-thread scratch buffers that are reused between calls (fresh large arrays
+cost page faults that can exceed the arithmetic); :func:`dense_sift` is thread-safe
+and never returns a view of these buffers, nor modifies its input.
 """
 
 from __future__ import annotations
@@ -79,9 +85,7 @@ def _as_float(image: np.ndarray) -> np.ndarray:
     if np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
         return image.astype(np.float32) * np.float32(1.0 / info.max)
-    if image.dtype == np.bool_:
-        return image.astype(np.float32)
-    return image.astype(np.float32)
+    return image.astype(np.float32)  # float (kept as it is) or bool
 
 
 def _channels(image: np.ndarray, color: str) -> list[np.ndarray]:
