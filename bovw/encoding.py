@@ -420,7 +420,10 @@ class HistogramEncoder(_PyramidEncoder):
         Weight of each grid's counts (:func:`pyramid_level_weights`). Every
         grid holds the same mass (each descriptor votes once per grid), so
         ``"uniform"`` weighs the levels equally; with the Hellinger map the
-        weights scale each level's share of the linear kernel.
+        weights scale each level's share of the linear kernel. Measured on
+        15-Scene (30 train and 30 test images per class, dense SIFT, 400
+        words, 1+2x2+4x4, sqrt, LinearSVC): mean per-class accuracy 0.767
+        uniform, 0.758 Lazebnik, 0.713 without pyramid, hence the default.
     n_words : int, default=1000
         Vocabulary size when the encoder fits its own codebook.
     random_state : int or None, default=0
