@@ -453,6 +453,19 @@ def test_bgr_to_gray_and_channel_order():
         np.testing.assert_allclose(rgb[:, 128 * k : 128 * (k + 1)], dc, atol=1e-6)
 
 
+def test_bgra_and_single_channel_inputs():
+    img = color_image()
+    bgra = cv2.cvtColor(img, cv2.COLOR_BGR2BGRA)
+    for color in ("gray", "rgb"):
+        _, a = dense_sift(img, sizes=4, step=4, color=color)
+        _, b = dense_sift(bgra, sizes=4, step=4, color=color)
+        np.testing.assert_array_equal(a, b)  # alpha is dropped
+    gray = img[:, :, 1]
+    _, a = dense_sift(gray, sizes=4, step=4)
+    _, b = dense_sift(gray[:, :, None], sizes=4, step=4)
+    np.testing.assert_array_equal(a, b)
+
+
 def test_opponent_matches_reference_channels():
     img = color_image(36, 39)
     f = img.astype(np.float64) / 255
