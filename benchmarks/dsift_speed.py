@@ -27,6 +27,7 @@ Usage::
 
     python benchmarks/dsift_speed.py                # 100 images, 3 repeats
     python benchmarks/dsift_speed.py --n 20 --repeats 1 --no-write   # quick look
+    python benchmarks/dsift_speed.py --gauss        # also the Gaussian window (fast=False)
 """
 
 from __future__ import annotations
@@ -110,8 +111,8 @@ def load_images(root: Path, n: int, longest: int = 256) -> list[np.ndarray]:
 # ------------------------------------------------------------------------ methods
 
 
-def run_bovw(img_f32, img_u8, sizes, step, _kps):
-    return dense_sift(img_f32, sizes=sizes, step=step, fast=True)
+def run_bovw(img_f32, img_u8, sizes, step, _kps, fast=True):
+    return dense_sift(img_f32, sizes=sizes, step=step, fast=fast)
 
 
 def vl_smooth(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -165,7 +166,7 @@ def opencv_keypoints(frames: np.ndarray) -> list:
 # ---------------------------------------------------------------------- measuring
 
 
-def measure(images, setting, methods, repeats):
+def measure(images, setting, methods, repeats, fast=True):
     sizes, step = SETTINGS[setting]["sizes"], SETTINGS[setting]["step"]
     prepared = []
     for img in images:
@@ -184,7 +185,10 @@ def measure(images, setting, methods, repeats):
             for m in methods[k:] + methods[:k]:  # rotate the order
                 fn = METHODS[m]
                 t0, c0 = time.perf_counter(), time.thread_time()
-                out = fn(f32, u8, sizes, step, kps)
+                if m == "opencv":
+                    out = fn(f32, u8, sizes, step, kps)
+                else:
+                    out = fn(f32, u8, sizes, step, kps, fast=fast)
                 c1, t1 = time.thread_time(), time.perf_counter()
                 cpu[m] += c1 - c0
                 wall[m] += t1 - t0
@@ -199,7 +203,7 @@ def measure(images, setting, methods, repeats):
         ms = 1e3 * best_cpu[m] / n
         rows.append(
             {
-                "setting": setting,
+                "setting": setting if fast else f"{setting} gauss",
                 "method": m,
                 "ms": ms,
                 "wall_ms": 1e3 * best_wall[m] / n,
@@ -302,6 +306,11 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="repeats; the best is kept")
     ap.add_argument("--settings", default="S1,S2", help="comma-separated: S1,S2")
     ap.add_argument("--no-opencv", action="store_true", help="skip OpenCV's SIFT")
+    ap.add_argument(
+        "--gauss",
+        action="store_true",
+        help="also time the Gaussian window (fast=False) of bovw and VLFeat (no target)",
+    )
     ap.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     ap.add_argument("--no-write", action="store_true", help="do not update RESULTS.md")
     args = ap.parse_args(argv)
@@ -326,8 +335,15 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         rows += measure(images, setting, methods, args.repeats)
         print(f"{SETTINGS[setting]['label']}: measured in {time.perf_counter() - t:.0f} s")
+        if args.gauss:
+            t = time.perf_counter()
+            gm = [m for m in methods if m != "opencv"]
+            rows += measure(images, setting, gm, args.repeats, fast=False)
+            print(f"{SETTINGS[setting]['label']}, Gaussian window: {time.perf_counter() - t:.0f} s")
         if "vlfeat" in methods:
             fid[setting] = fidelity(images, setting)
+            if args.gauss:
+                fid[f"{setting} gauss"] = fidelity(images, setting, fast=False)
     load1 = os.getloadavg()
     tab = table(rows)
     targets = target_lines(rows)
@@ -336,7 +352,7 @@ def main(argv=None) -> int:
     print()
     print("\n".join(targets))
     for s, c in fid.items():
-        print(f"- fidelity {s} (fast): mean cosine bovw vs VLFeat = {c:.5f}")
+        print(f"- fidelity {s}: mean cosine bovw vs VLFeat = {c:.5f}")
 
     cmd = "python benchmarks/dsift_speed.py" + (
         " " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:]))
@@ -358,7 +374,9 @@ def main(argv=None) -> int:
             "threshold 0.005), OpenCV `SIFT.compute` on the same keypoints (bin = 1.5 x "
             f"KeyPoint.size). {vl_note}. Best of {args.repeats} interleaved repeats; "
             "CPU time per thread (wall time beside it). Each scale's smoothing is included "
-            "for bovw and VLFeat.",
+            "for bovw and VLFeat. Rows without a suffix use the flat window (`fast=True`); "
+            "rows marked `gauss` (with `--gauss`) the exact Gaussian window (`fast=False`), "
+            "which has no target.",
             "",
             tab,
             "",
@@ -366,7 +384,8 @@ def main(argv=None) -> int:
             "",
             *targets,
             *[
-                f"- fidelity {s} (fast, float): mean cosine bovw vs VLFeat {c:.5f}"
+                f"- fidelity {s}: mean cosine of bovw's and VLFeat's float descriptors "
+                f"{c:.5f} (first 10 images; issue 3 asks for >= 0.999)"
                 for s, c in fid.items()
             ],
         ]
