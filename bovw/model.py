@@ -629,6 +629,7 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> 
         One sentence naming the file and what is wrong with it.
     """
     npz_path, json_path = model_paths(path)
+    _check_npz_file(npz_path, max_bytes)  # cheap checks first: existence, size, zip magic
     meta = _read_metadata(json_path, npz_path)
     arrays = _read_arrays(npz_path, max_bytes)
     _check_arrays(arrays, meta, npz_path)
@@ -677,7 +678,9 @@ def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
     return meta
 
 
-def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+def _check_npz_file(npz_path: Path, max_bytes: int) -> None:
+    if not npz_path.exists():
+        raise BadInputError(f"Model {npz_path} does not exist; give a run folder or its model.npz.")
     try:
         size = npz_path.stat().st_size
     except OSError as exc:
@@ -694,6 +697,9 @@ def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
             f"Model {npz_path} is not an .npz archive (a pickle or another file?); "
             "bovw loads only the model.npz it writes."
         )
+
+
+def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
     try:
         with zipfile.ZipFile(npz_path) as z:
             total = sum(info.file_size for info in z.infolist())

@@ -43,7 +43,8 @@ def cache(tmp_path_factory) -> Path:
 def run_dir(data, cache, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("run") / "r"
     r = CliRunner().invoke(
-        main, ["run", str(data), *FAST, "--out", str(out), "--cache-dir", str(cache)],
+        main,
+        ["run", str(data), *FAST, "--out", str(out), "--cache-dir", str(cache)],
         catch_exceptions=False,
     )
     assert r.exit_code == 0, r.output
@@ -52,8 +53,13 @@ def run_dir(data, cache, tmp_path_factory) -> Path:
 
 def small_config(data: Path, **overrides) -> Config:
     base = {
-        "data.path": str(data), "sift.sizes": (6, 8), "sift.step": 6, "codebook.words": 24,
-        "codebook.samples": 20000, "codebook.gmm_components": 4, "codebook.pca_dims": 16,
+        "data.path": str(data),
+        "sift.sizes": (6, 8),
+        "sift.step": 6,
+        "codebook.words": 24,
+        "codebook.samples": 20000,
+        "codebook.gmm_components": 4,
+        "codebook.pca_dims": 16,
         "encoding.pyramid": "1,2",
     }
     return Config().with_overrides({**base, **overrides})
@@ -64,7 +70,9 @@ def small_config(data: Path, **overrides) -> Config:
 
 def test_predict_cli_reproduces_the_run_accuracy(run_dir, data):
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    r = CliRunner().invoke(main, ["predict", str(run_dir / "model.npz"), str(data / "test"), "--json", "-q"])
+    r = CliRunner().invoke(
+        main, ["predict", str(run_dir / "model.npz"), str(data / "test"), "--json", "-q"]
+    )
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == metrics["n_test"] == 12
@@ -110,7 +118,10 @@ def test_model_json_records_settings_versions_and_manifest(run_dir):
     assert meta["format"] == "bovw-model" and meta["format_version"] == 1
     assert meta["classes"] == CLASSES
     assert {"bovw", "numpy", "scikit-learn", "opencv", "python"} <= set(meta["versions"])
-    assert meta["dataset_manifest"] == json.loads((run_dir / "metrics.json").read_text())["dataset_manifest"]
+    assert (
+        meta["dataset_manifest"]
+        == json.loads((run_dir / "metrics.json").read_text())["dataset_manifest"]
+    )
     assert meta["config"]["codebook"]["words"] == 24
     assert meta["arrays"]["centers"]["shape"] == [24, 128]
 
@@ -168,6 +179,11 @@ def test_refuses_a_pickle_without_running_it(model_copy, tmp_path):
     model_copy.write_bytes(pickle.dumps(_Exploit(marker)))
     with pytest.raises(BadInputError, match="not an .npz archive"):
         load_model(model_copy)
+    lone = tmp_path / "elsewhere" / "model.pkl"  # no model.json beside it
+    lone.parent.mkdir()
+    lone.write_bytes(model_copy.read_bytes())
+    with pytest.raises(BadInputError, match="not an .npz archive"):
+        load_model(lone)
     assert not marker.exists()
 
 
@@ -245,7 +261,9 @@ def test_refuses_other_files(model_copy, tmp_path):
     evil.parent.mkdir()
     with zipfile.ZipFile(evil, "w") as z:
         z.writestr("../../escape.txt", "x")
-    (evil.parent / "model.json").write_text(json.dumps({"format": "bovw-model", "format_version": 1}))
+    (evil.parent / "model.json").write_text(
+        json.dumps({"format": "bovw-model", "format_version": 1})
+    )
     with pytest.raises(BadInputError, match="other than arrays"):
         load_model(evil)
 
@@ -269,7 +287,9 @@ def test_predict_reports_bad_images_and_predicts_the_rest(run_dir, data, tmp_pat
     (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
     (folder / "notes.txt").write_text("not an image")  # not an image extension: not listed
     missing = tmp_path / "missing.jpg"
-    r = CliRunner().invoke(main, ["predict", str(run_dir), str(folder), str(missing), "--json", "-q"])
+    r = CliRunner().invoke(
+        main, ["predict", str(run_dir), str(folder), str(missing), "--json", "-q"]
+    )
     assert r.exit_code == 0, r.output
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert len(rows) == 4
@@ -330,7 +350,9 @@ def test_make_bovw_pipeline_with_memory(data, tmp_path, monkeypatch):
     X_test, y_test = load("test")
     calls = []
     original = DenseSIFT.transform
-    monkeypatch.setattr(DenseSIFT, "transform", lambda self, X: calls.append(1) or original(self, X))
+    monkeypatch.setattr(
+        DenseSIFT, "transform", lambda self, X: calls.append(1) or original(self, X)
+    )
     config = small_config(data)
     pipe = make_bovw_pipeline(config, memory=tmp_path / "memory").fit(X_train, y_train)
     assert np.mean(pipe.predict(X_test) == np.array(y_test)) > 0.8
