@@ -235,7 +235,7 @@ def _expand_inputs(inputs) -> list[Path]:
 
 @main.command("predict")
 @click.argument("model", type=click.Path())
-@click.argument("images", nargs=-1, required=True, type=click.Path())
+@click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
 @click.option("--top-k", "-k", type=int, default=1, show_default=True, help="Best classes shown per image.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (errors too).")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes.")
