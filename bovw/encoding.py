@@ -260,6 +260,11 @@ class _PyramidEncoder(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Fit the encoder (and its vocabulary when ``codebook`` is None or unfitted).
 
+        A fitted ``codebook`` is used as it is (not copied) and ``X`` may then
+        be empty: ``fit([])`` only derives the pyramid layout. Note that
+        :func:`sklearn.base.clone` (grid search, pipelines) replaces the
+        codebook by an unfitted copy, which ``fit`` then fits on ``X``.
+
         Parameters
         ----------
         X : sequence of (ImageFeatures or ndarray of shape (n_i, d))
