@@ -317,7 +317,11 @@ def plot_per_class(
         ax.set_title(f"Per-class accuracy (mean {mean:.1%}, dashed)", fontsize=label_size + 3)
     for yi, (c, a) in zip(y, items, strict=True):
         note = f"{a:.0%}" + (f" (n={support[c]})" if support and c in support else "")
-        ax.text(min(a + 0.01, 1.0), yi, note, va="center", fontsize=label_size - 1)
+        if a >= 0.35:  # inside the bar, clear of the mean line's usual place
+            ax.text(a - 0.01, yi, note, va="center", ha="right", color="white",
+                    fontsize=label_size - 1, zorder=3)
+        else:
+            ax.text(a + 0.01, yi, note, va="center", fontsize=label_size - 1, zorder=3)
     ax.grid(axis="x", color="0.9")
     ax.set_axisbelow(True)
     if path is not None:
