@@ -316,6 +316,14 @@ class KMeansCodebook(BaseEstimator):
 
     Notes
     -----
+    Cost, measured on 1,000,000 dense SIFT descriptors of 15-Scene with
+    ``n_words=1000`` on one core (AMD EPYC): MiniBatchKMeans one epoch 8.5 s,
+    one assignment pass 3.1 s, one Lloyd pass 3.1 s, so the default fit takes
+    about 18 s of one core. Held-out mean squared error: 63,011 after the
+    epoch, 62,759 after the two Lloyd passes, against 62,744 for
+    MiniBatchKMeans run to its own early stop (2.6 epochs, k-means++ on
+    12,288 descriptors), which costs about twice as much.
+
     ``fit`` accepts either per-image descriptor sets (then it samples them
     evenly itself) or a single 2-D ``(m, d)`` array, which means "already
     sampled": it is used as it is, except that all-zero rows are dropped and a
