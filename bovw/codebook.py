@@ -30,6 +30,7 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.decomposition import PCA
 from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
 
 from bovw.features import ImageFeatures
 
@@ -294,6 +295,11 @@ class KMeansCodebook(BaseEstimator):
     chunk_size : int or None, default=None
         Descriptors per assignment chunk; ``None`` sizes chunks so that one
         distance block takes about 16 MiB.
+    n_threads : int or None, default=None
+        BLAS / OpenMP threads during :meth:`fit` (threadpoolctl); ``None``
+        leaves the libraries' setting. On a machine shared with other busy
+        processes ``1`` can be faster: OpenMP threads spin while they wait for
+        a descheduled sibling.
 
     Attributes
     ----------
@@ -359,6 +365,7 @@ class KMeansCodebook(BaseEstimator):
         init_size: int | None = None,
         random_state: int | None = 0,
         chunk_size: int | None = None,
+        n_threads: int | None = None,
     ):
         self.n_words = n_words
         self.n_samples = n_samples
@@ -372,6 +379,7 @@ class KMeansCodebook(BaseEstimator):
         self.init_size = init_size
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.n_threads = n_threads
 
     # -- fitting -------------------------------------------------------------
 
@@ -390,6 +398,12 @@ class KMeansCodebook(BaseEstimator):
         -------
         self
         """
+        if self.n_threads is not None:
+            with threadpool_limits(int(self.n_threads)):
+                return self._fit(descriptor_sets)
+        return self._fit(descriptor_sets)
+
+    def _fit(self, descriptor_sets) -> KMeansCodebook:
         t0 = time.perf_counter()
         if not isinstance(self.n_words, numbers.Integral) or self.n_words < 1:
             raise ValueError(f"n_words must be a positive integer, got {self.n_words!r}.")

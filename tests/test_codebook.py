@@ -328,3 +328,10 @@ def test_knn_both_paths(r):
     np.testing.assert_allclose(
         np.take_along_axis(full, idx.astype(int), 1), d2, rtol=1e-4, atol=1e-4
     )
+
+
+def test_n_threads_gives_the_same_codebook():
+    sets = _sets([300] * 4, d=8)
+    a = KMeansCodebook(n_words=6, n_threads=1).fit(sets)
+    b = KMeansCodebook(n_words=6).fit(sets)
+    np.testing.assert_allclose(a.centers_, b.centers_, rtol=1e-5, atol=1e-3)
