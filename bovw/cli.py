@@ -97,6 +97,11 @@ def common_options(func):
     func = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder (default $BOVW_CACHE_DIR or ~/.cache/bovw).")(func)
     func = click.option("--scheduler", envvar="BOVW_SCHEDULER", help="Dask scheduler address, e.g. tcp://host:8786.")(func)
     func = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(func)
+    func = click.option(
+        "--keep-descriptors/--no-keep-descriptors",
+        default=True,
+        help="Keep per-image descriptors in the cache after encoding (default: keep).",
+    )(func)
     func = click.argument("data", required=False, type=click.Path())(func)
     return func
 
@@ -157,14 +162,22 @@ def _stage_command(stage: str, help_text: str):
     @main.command(stage, help=help_text)
     @common_options
     @handle_errors
-    def command(data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, **options):
+    def command(
+        data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, keep_descriptors, **options
+    ):
         until = "evaluate" if stage == "run" else stage
-        _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options)
+        _run_stages(
+            until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options,
+            keep_descriptors=keep_descriptors,
+        )
 
     return command
 
 
-def _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options):
+def _run_stages(
+    until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options,
+    *, keep_descriptors=True,
+):
     from . import pipeline
     from .report import format_table, write_run_folder
 
@@ -181,7 +194,7 @@ def _run_stages(until, data, config_file, seed, out, jobs, cache_dir, scheduler,
     click.echo(f"bovw {until}: {config.data.path}", err=True)
     result = pipeline.run(
         config, until=until, cache_dir=cache_dir, jobs=jobs, scheduler=scheduler,
-        progress=not quiet, on_stage=on_stage,
+        progress=not quiet, on_stage=on_stage, keep_descriptors=keep_descriptors,
     )
     total = time.perf_counter() - t0
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")

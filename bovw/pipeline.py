@@ -362,6 +362,7 @@ def run(
     progress: bool = True,
     on_stage: Callable[[StageResult], None] | None = None,
     dataset: Dataset | None = None,
+    keep_descriptors: bool = True,
 ) -> RunResult:
     """Run the pipeline up to and including stage ``until``.
 
@@ -383,6 +384,10 @@ def run(
         Called with each :class:`StageResult` as soon as the stage finishes.
     dataset : Dataset, optional
         An already loaded dataset (else loaded from ``config.data``).
+    keep_descriptors : bool
+        Keep the per-image descriptors in the cache after encoding. Without
+        them the cache holds only the encoded features (a fraction of the
+        size), and a later run with another codebook or encoding extracts again.
 
     Returns
     -------
@@ -403,10 +408,25 @@ def run(
         )
     ctx = _Context(config, dataset, get_memory(cache_dir), jobs, progress, scheduler)
     with cluster_session(ctx.scheduler):
-        return _run_stages(ctx, until, on_stage)
+        return _run_stages(ctx, until, on_stage, keep_descriptors)
 
 
-def _run_stages(ctx: _Context, until: str, on_stage) -> RunResult:
+def _encoded_features_cached(ctx: _Context) -> bool:
+    """True when the vocabulary and both splits' features are cached: no descriptor is needed."""
+    calls = [ctx.vocabulary_call(), ctx.encode_call("train"), ctx.encode_call("test")]
+    return all(_cached(*call) for call in calls)
+
+
+def _forget_descriptors(ctx: _Context) -> None:
+    """Delete this dataset's per-image descriptors from the cache (``keep_descriptors=False``)."""
+    sift = ctx.config.sift
+    for s in {s.digest: s for s in ctx.dataset.train + ctx.dataset.test}.values():
+        call = (s.digest, sift, str(s.path))
+        if _cached(ctx.extract, call, {}):
+            ctx.extract.call_and_shelve(*call).clear()
+
+
+def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> RunResult:
     result = RunResult(config=ctx.config, dataset=ctx.dataset)
 
     def done(stage: StageResult) -> None:
@@ -414,7 +434,10 @@ def _run_stages(ctx: _Context, until: str, on_stage) -> RunResult:
         if on_stage is not None:
             on_stage(stage)
 
-    done(_extract_all(ctx))
+    if until not in ("extract", "codebook") and _encoded_features_cached(ctx):
+        done(StageResult("extract", 0.0, "hit", "not needed: encoded features are cached"))
+    else:
+        done(_extract_all(ctx))
     if until == "extract":
         return result
 
@@ -430,6 +453,8 @@ def _run_stages(ctx: _Context, until: str, on_stage) -> RunResult:
     for split in ("train", "test"):
         result.features[split] = ctx.features(split)
     status = "hit" if all(hits) else ("miss" if not any(hits) else "partial")
+    if not keep_descriptors:
+        _forget_descriptors(ctx)
     done(StageResult("encode", time.perf_counter() - t, status))
     if until == "encode":
         return result

@@ -107,3 +107,21 @@ def test_cache_info_lists_stages(tiny_dataset, tmp_path):
     } <= names
     assert clear_cache(tmp_path / "c") > 0
     assert cache_info(tmp_path / "c") == []
+
+
+def test_no_keep_descriptors_leaves_only_encoded_features(tiny_dataset, tmp_path):
+    cache = tmp_path / "c"
+    first = bovw.run(
+        small_config(tiny_dataset), cache_dir=cache, progress=False, keep_descriptors=False
+    )
+    sizes = {name: entries for name, size, entries in cache_info(cache)}
+    assert sizes.get("extract_image", 0) == 0 and sizes["encode_split"] == 2
+    # Everything downstream is cached, so extraction is not needed again...
+    again = bovw.run(small_config(tiny_dataset), cache_dir=cache, progress=False)
+    assert again.stages[0].cache == "hit" and "not needed" in again.stages[0].detail
+    assert again.metrics["predictions"] == first.metrics["predictions"]
+    # ...but a new codebook must extract once more.
+    other = bovw.run(
+        small_config(tiny_dataset, **{"codebook.words": 12}), cache_dir=cache, progress=False
+    )
+    assert other.stages[0].cache == "miss"
