@@ -305,9 +305,7 @@ class BoVWModel:
 
         ``images`` are arrays (gray or BGR), paths, or :class:`ImageFeatures`.
         """
-        items = [
-            f if isinstance(f, ImageFeatures) else self.features([f])[0] for f in images
-        ]
+        items = [f if isinstance(f, ImageFeatures) else self.features([f])[0] for f in images]
         if not items:
             return np.zeros((0, self.n_features_), dtype=np.float32)
         return self.encoder_.transform(items).astype(np.float32, copy=False)
@@ -326,7 +324,9 @@ class BoVWModel:
         """
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_:
-            raise ValueError(f"Expected encoded vectors of length {self.n_features_}, got {X.shape}.")
+            raise ValueError(
+                f"Expected encoded vectors of length {self.n_features_}, got {X.shape}."
+            )
         Z = X if self.kernel_map_ == "passthrough" else self.kernel_map_.transform(X)
         Z = _l2_normalize(Z, norm="l2", axis=1)
         raw = Z @ self.coef.T + self.intercept
@@ -369,7 +369,7 @@ class BoVWModel:
         *,
         top_k: int = 1,
         jobs: int = 1,
-        batch_size: int = 16,
+        batch_size: int | None = None,
     ) -> Iterator[Prediction]:
         """Predict many images lazily, in input order; a bad image yields an error, not an exception.
 
@@ -381,14 +381,18 @@ class BoVWModel:
             Number of best classes in each :class:`Prediction`.
         jobs : int
             Worker processes.
-        batch_size : int
-            Images per worker call.
+        batch_size : int, optional
+            Images per call (default 16, or 64 with several workers, to amortize
+            sending the model to them).
 
         Yields
         ------
         Prediction
         """
         from joblib import Parallel, delayed
+
+        if batch_size is None:
+            batch_size = 16 if jobs == 1 else 64
 
         def batches():
             batch: list = []
@@ -469,8 +473,11 @@ class BoVWModel:
                 "whiten": bool(v.whiten),
             }
         else:
-            vocab = {"type": "kmeans", "n_words": int(v.centers_.shape[0]),
-                     "n_features_in": int(v.centers_.shape[1])}
+            vocab = {
+                "type": "kmeans",
+                "n_words": int(v.centers_.shape[0]),
+                "n_features_in": int(v.centers_.shape[1]),
+            }
         vocab["chunk_size"] = getattr(v, "chunk_size", None)
         return {
             "format": FORMAT,
@@ -483,8 +490,11 @@ class BoVWModel:
             "vocabulary": vocab,
             "encoder": {"name": self.config.encoding.encoding, "params": self.encoder_params},
             "kernel_map": self.kernel_map,
-            "classifier": {"alpha": self.alpha, "n_features": self.n_features_,
-                           "loss": self.config.classifier.loss},
+            "classifier": {
+                "alpha": self.alpha,
+                "n_features": self.n_features_,
+                "loss": self.config.classifier.loss,
+            },
         }
 
 
@@ -538,8 +548,13 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     config = (config or Config()).validate()
     s, c, e = config.sift, config.codebook, config.encoding
     sift = DenseSIFT(
-        sizes=tuple(s.sizes), step=s.step, fast=s.fast, magnif=s.magnif,
-        window_size=s.window_size, contrast_threshold=s.contrast_threshold, color=s.color,
+        sizes=tuple(s.sizes),
+        step=s.step,
+        fast=s.fast,
+        magnif=s.magnif,
+        window_size=s.window_size,
+        contrast_threshold=s.contrast_threshold,
+        color=s.color,
         root=s.root,
     )
     params: dict[str, Any] = {"pyramid": e.pyramid, "random_state": config.seed}
@@ -653,7 +668,9 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> 
 def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
     if not json_path.is_file():
         if not npz_path.exists():
-            raise BadInputError(f"Model {npz_path} does not exist; give a run folder or its model.npz.")
+            raise BadInputError(
+                f"Model {npz_path} does not exist; give a run folder or its model.npz."
+            )
         raise BadInputError(
             f"Model settings {json_path} are missing; keep model.json beside {npz_path.name}."
         )
@@ -666,9 +683,13 @@ def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
     try:
         meta = json.loads(json_path.read_bytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
-        raise BadInputError(f"Model settings {json_path} are not valid JSON; it is not a bovw model.") from None
+        raise BadInputError(
+            f"Model settings {json_path} are not valid JSON; it is not a bovw model."
+        ) from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise BadInputError(f"{json_path} is not a bovw model description (no \"format\": \"{FORMAT}\").")
+        raise BadInputError(
+            f'{json_path} is not a bovw model description (no "format": "{FORMAT}").'
+        )
     version = meta.get("format_version")
     if version not in READABLE_VERSIONS:
         raise BadInputError(
@@ -710,7 +731,9 @@ def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
                 f"{max_bytes / 2**20:.0f} MiB limit; it is not a bovw model."
             )
         if any(not n.endswith(".npy") or "/" in n for n in names):
-            raise BadInputError(f"Model {npz_path} holds files other than arrays; it is not a bovw model.")
+            raise BadInputError(
+                f"Model {npz_path} holds files other than arrays; it is not a bovw model."
+            )
         with np.load(npz_path, allow_pickle=False) as data:
             return {name: np.asarray(data[name]) for name in data.files}
     except BadInputError:
@@ -721,9 +744,13 @@ def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
                 f"Model {npz_path} contains pickled objects, which bovw never loads; "
                 "it is not a bovw model."
             ) from None
-        raise BadInputError(f"Model {npz_path} is corrupt or truncated ({exc}); save it again.") from None
+        raise BadInputError(
+            f"Model {npz_path} is corrupt or truncated ({exc}); save it again."
+        ) from None
     except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise BadInputError(f"Model {npz_path} is corrupt or truncated ({exc}); save it again.") from None
+        raise BadInputError(
+            f"Model {npz_path} is corrupt or truncated ({exc}); save it again."
+        ) from None
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], npz_path: Path) -> None:
@@ -777,13 +804,18 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
     else:
         if config.encoding.encoding != "fisher":
             raise ValueError("a GMM vocabulary needs the fisher encoding")
-        vocabulary = _gmm_from_arrays(arrays, bool(vocab_meta.get("whiten", False)),
-                                      bool(vocab_meta.get("pca", False)))
+        vocabulary = _gmm_from_arrays(
+            arrays, bool(vocab_meta.get("whiten", False)), bool(vocab_meta.get("pca", False))
+        )
         vocabulary.set_params(chunk_size=vocab_meta.get("chunk_size"))
     coef, intercept, svm_classes = arrays["coef"], arrays["intercept"], arrays["classes"]
     n_rows = coef.shape[0] if coef.ndim == 2 else -1
-    if n_rows not in ({1, 2} if svm_classes.size == 2 else {svm_classes.size}) or intercept.shape != (n_rows,):
-        raise ValueError(f"classifier arrays of shapes {coef.shape}, {intercept.shape} for {svm_classes.size} classes")
+    if n_rows not in (
+        {1, 2} if svm_classes.size == 2 else {svm_classes.size}
+    ) or intercept.shape != (n_rows,):
+        raise ValueError(
+            f"classifier arrays of shapes {coef.shape}, {intercept.shape} for {svm_classes.size} classes"
+        )
     if svm_classes.size and (svm_classes.min() < 0 or svm_classes.max() >= len(classes)):
         raise ValueError("classifier classes outside the class names")
     model = BoVWModel(
@@ -798,9 +830,13 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
         dataset_manifest=meta.get("dataset_manifest"),
         alpha=(meta.get("classifier") or {}).get("alpha"),
     )
-    expected = model.n_features_ * (2 * int(kernel.get("sample_steps", 2)) - 1 if kernel["name"] == "chi2" else 1)
+    expected = model.n_features_ * (
+        2 * int(kernel.get("sample_steps", 2)) - 1 if kernel["name"] == "chi2" else 1
+    )
     if coef.shape[1] != expected:
-        raise ValueError(f"classifier expects {coef.shape[1]} features, the encoder gives {expected}")
+        raise ValueError(
+            f"classifier expects {coef.shape[1]} features, the encoder gives {expected}"
+        )
     return model
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -265,8 +266,13 @@ def plot_confusion_matrix(
                 if cm[i, j]:
                     v = frac[i, j]
                     ax.text(
-                        j, i, f"{100 * v:.0f}", ha="center", va="center",
-                        fontsize=label_size - 1, color="white" if v > 0.55 else "black",
+                        j,
+                        i,
+                        f"{100 * v:.0f}",
+                        ha="center",
+                        va="center",
+                        fontsize=label_size - 1,
+                        color="white" if v > 0.55 else "black",
                     )
     cbar = fig.colorbar(im, ax=ax, shrink=0.6 if n > 30 else 0.8)
     cbar.set_label("fraction of the true class's test images", fontsize=11)
@@ -318,8 +324,16 @@ def plot_per_class(
     for yi, (c, a) in zip(y, items, strict=True):
         note = f"{a:.0%}" + (f" (n={support[c]})" if support and c in support else "")
         if a >= 0.35:  # inside the bar, clear of the mean line's usual place
-            ax.text(a - 0.01, yi, note, va="center", ha="right", color="white",
-                    fontsize=label_size - 1, zorder=3)
+            ax.text(
+                a - 0.01,
+                yi,
+                note,
+                va="center",
+                ha="right",
+                color="white",
+                fontsize=label_size - 1,
+                zorder=3,
+            )
         else:
             ax.text(a + 0.01, yi, note, va="center", fontsize=label_size - 1, zorder=3)
     ax.grid(axis="x", color="0.9")
@@ -378,59 +392,102 @@ def format_report(result, metrics: dict[str, Any], files: dict[str, str] | None 
             "## Results",
             "",
             _md_table(
-                ["encoding", "kernel map", "mean class accuracy", "accuracy", "train", "test",
-                 "feature dim"],
-                [[config.encoding.encoding, config.classifier.kernel_map,
-                  f"{metrics['mean_class_accuracy']:.4f}", f"{metrics['accuracy']:.4f}",
-                  metrics["n_train"], metrics["n_test"], metrics.get("feature_dim", "")]],
+                [
+                    "encoding",
+                    "kernel map",
+                    "mean class accuracy",
+                    "accuracy",
+                    "train",
+                    "test",
+                    "feature dim",
+                ],
+                [
+                    [
+                        config.encoding.encoding,
+                        config.classifier.kernel_map,
+                        f"{metrics['mean_class_accuracy']:.4f}",
+                        f"{metrics['accuracy']:.4f}",
+                        metrics["n_train"],
+                        metrics["n_test"],
+                        metrics.get("feature_dim", ""),
+                    ]
+                ],
             ),
             "",
             "Mean class accuracy is the mean of the diagonal of the row-normalized "
             "confusion matrix (the figure 15-Scene papers quote).",
         ]
         if "confusion_matrix" in files:
-            out += ["", f"![Confusion matrix]({files['confusion_matrix']})", "",
-                    "Rows are true classes, columns predicted ones; each cell is the percentage "
-                    "of the row's test images."]
+            out += [
+                "",
+                f"![Confusion matrix]({files['confusion_matrix']})",
+                "",
+                "Rows are true classes, columns predicted ones; each cell is the percentage "
+                "of the row's test images.",
+            ]
         rows = []
         for i, c in enumerate(ds.classes):
             a = metrics["per_class_accuracy"].get(c)
             rows.append([c, int(support[i]), int(counts[i, i]), "" if a is None else f"{a:.3f}"])
-        out += ["", "## Per-class accuracy", "", _md_table(["class", "test images", "correct",
-                                                              "accuracy"], rows)]
+        out += [
+            "",
+            "## Per-class accuracy",
+            "",
+            _md_table(["class", "test images", "correct", "accuracy"], rows),
+        ]
         if "per_class" in files:
             out += ["", f"![Per-class accuracy]({files['per_class']})"]
         pairs = metrics.get("most_confused", [])
         out += ["", "## Most confused class pairs", ""]
         if pairs:
-            out.append(_md_table(
-                ["true class", "predicted as", "images", "share of the true class"],
-                [[p["true"], p["predicted"], p["count"], f"{p['fraction']:.1%}"] for p in pairs],
-            ))
+            out.append(
+                _md_table(
+                    ["true class", "predicted as", "images", "share of the true class"],
+                    [
+                        [p["true"], p["predicted"], p["count"], f"{p['fraction']:.1%}"]
+                        for p in pairs
+                    ],
+                )
+            )
         else:
             out.append("No test image was misclassified.")
     out += ["", "## Dataset", ""]
     train_counts = np.bincount(ds.labels("train"), minlength=len(ds.classes))
     test_counts = np.bincount(ds.labels("test"), minlength=len(ds.classes))
-    out.append(_md_table(
-        ["class", "train", "test"],
-        [[c, int(a), int(b)] for c, a, b in zip(ds.classes, train_counts, test_counts, strict=True)]
-        + [["**total**", int(train_counts.sum()), int(test_counts.sum())]],
-    ))
+    out.append(
+        _md_table(
+            ["class", "train", "test"],
+            [
+                [c, int(a), int(b)]
+                for c, a, b in zip(ds.classes, train_counts, test_counts, strict=True)
+            ]
+            + [["**total**", int(train_counts.sum()), int(test_counts.sum())]],
+        )
+    )
     out += ["", f"Manifest hash `{ds.manifest_hash}`."]
     if ds.skipped:
         out.append(f"{len(ds.skipped)} files were skipped (not images, or undecodable).")
     out += ["", "## Stages", ""]
-    out.append(_md_table(
-        ["stage", "seconds", "cache", "detail"],
-        [[s.name, f"{s.seconds:.2f}", s.cache, s.detail] for s in result.stages]
-        + [["**total**", f"{metrics['total_seconds']:.2f}", "", ""]],
-    ))
+    out.append(
+        _md_table(
+            ["stage", "seconds", "cache", "detail"],
+            [[s.name, f"{s.seconds:.2f}", s.cache, s.detail] for s in result.stages]
+            + [["**total**", f"{metrics['total_seconds']:.2f}", "", ""]],
+        )
+    )
     if "codebook" in metrics:
         cb = metrics["codebook"]
-        out += ["", "Vocabulary: " + ", ".join(f"{k.replace('_', ' ')} {v:.4g}"
-                                                if isinstance(v, float) else f"{k.replace('_', ' ')} {v}"
-                                                for k, v in cb.items()) + "."]
+        out += [
+            "",
+            "Vocabulary: "
+            + ", ".join(
+                f"{k.replace('_', ' ')} {v:.4g}"
+                if isinstance(v, float)
+                else f"{k.replace('_', ' ')} {v}"
+                for k, v in cb.items()
+            )
+            + ".",
+        ]
     if "model" in files:
         out += [
             "",
@@ -491,7 +548,9 @@ def write_run_folder(
         if plots:
             plot_confusion_matrix(cm, ds.classes, run_dir / "confusion_matrix.png")
             support = dict(zip(ds.classes, (int(v) for v in cm.sum(axis=1)), strict=True))
-            plot_per_class(metrics["per_class_accuracy"], run_dir / "per_class.png", support=support)
+            plot_per_class(
+                metrics["per_class_accuracy"], run_dir / "per_class.png", support=support
+            )
             files.update(confusion_matrix="confusion_matrix.png", per_class="per_class.png")
         predicted = result.metrics.get("predictions")
         if predicted is not None and len(predicted) == len(ds.test):
@@ -499,9 +558,15 @@ def write_run_folder(
     if model and result.model is not None and result.vocabulary is not None:
         from .model import save_model
 
-        save_model(result, run_dir / "model.npz")
-        files["model"] = "model.npz"
-        metrics["model"] = {"npz": "model.npz", "json": "model.json"}
+        try:
+            save_model(result, run_dir / "model.npz")
+        except (ValueError, TypeError, KeyError, AttributeError, OSError) as exc:
+            # The metrics and the report are still worth writing; say what went wrong.
+            warnings.warn(f"The model of this run could not be saved: {exc}", stacklevel=2)
+            metrics["model"] = {"error": str(exc)}
+        else:
+            files["model"] = "model.npz"
+            metrics["model"] = {"npz": "model.npz", "json": "model.json"}
     write_json(run_dir / "metrics.json", metrics)
     tmp = run_dir / "report.md.tmp"
     tmp.write_text(format_report(result, metrics, files))

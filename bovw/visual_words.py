@@ -172,8 +172,11 @@ def find_word_patches(
             gray = cv2.resize(gray, (feats.width, feats.height), interpolation=cv2.INTER_AREA)
         desc = as_descriptors(feats.descriptors)
         keep = np.any(desc != 0, axis=1)
-        labels, scores = _assign(vocabulary, desc[keep]) if keep.any() else (
-            np.zeros(0, np.int64), np.zeros(0, np.float32))
+        labels, scores = (
+            _assign(vocabulary, desc[keep])
+            if keep.any()
+            else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        )
         per_image.append((labels, scores, feats.frames[keep]))
         grays.append(gray)
         names.append(f"<array {i}>" if isinstance(item, np.ndarray) else str(item))
@@ -264,7 +267,8 @@ def plot_visual_words(
         fontsize=9,
     )
     ax.set_xticks(
-        [c * (p + gap) + p / 2 for c in range(n_cols)], [str(c + 1) for c in range(n_cols)],
+        [c * (p + gap) + p / 2 for c in range(n_cols)],
+        [str(c + 1) for c in range(n_cols)],
         fontsize=8,
     )
     ax.tick_params(length=0)

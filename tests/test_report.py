@@ -31,10 +31,15 @@ def result(tmp_path_factory):
             write_image(root / "train" / name / f"{i}.png", textured_image(k, 100 * k + i))
         for i in range(4):
             write_image(root / "test" / name / f"{i}.png", textured_image(k, 1000 + 100 * k + i))
-    config = Config().with_overrides({
-        "data.path": str(root), "sift.sizes": (6, 8), "sift.step": 6, "codebook.words": 24,
-        "codebook.samples": 20000,
-    })
+    config = Config().with_overrides(
+        {
+            "data.path": str(root),
+            "sift.sizes": (6, 8),
+            "sift.step": 6,
+            "codebook.words": 24,
+            "codebook.samples": 20000,
+        }
+    )
     return bovw.run(config, cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
 
 
@@ -45,7 +50,9 @@ def test_row_normalize_and_most_confused():
     np.testing.assert_array_equal(frac[2], 0)  # a class without test images stays zero
     pairs = most_confused(cm, ["a", "b", "c"], n=5)
     assert [(p["true"], p["predicted"], p["count"]) for p in pairs] == [
-        ("b", "c", 4), ("a", "b", 2), ("b", "a", 1)
+        ("b", "c", 4),
+        ("a", "b", 2),
+        ("b", "a", 1),
     ]
     assert pairs[0]["fraction"] == pytest.approx(0.4)
     assert most_confused(np.eye(3, dtype=int), ["a", "b", "c"]) == []
@@ -84,33 +91,63 @@ def test_confusion_matrix_png_is_labelled_and_grows_with_classes(n, tmp_path):
 def test_write_run_folder(result, tmp_path):
     metrics = write_run_folder(tmp_path / "run", result, total_seconds=1.5)
     run = tmp_path / "run"
-    for name in ("metrics.json", "report.md", "confusion_matrix.png", "per_class.png",
-                 "predictions.csv", "model.npz", "model.json", "config.toml"):
+    for name in (
+        "metrics.json",
+        "report.md",
+        "confusion_matrix.png",
+        "per_class.png",
+        "predictions.csv",
+        "model.npz",
+        "model.json",
+        "config.toml",
+    ):
         assert (run / name).is_file(), name
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
-    for key in ("stages", "n_train", "n_test", "classes", "accuracy", "mean_class_accuracy",
-                "per_class_accuracy", "confusion_matrix", "most_confused", "dataset_manifest",
-                "codebook", "feature_dim", "total_seconds"):
+    for key in (
+        "stages",
+        "n_train",
+        "n_test",
+        "classes",
+        "accuracy",
+        "mean_class_accuracy",
+        "per_class_accuracy",
+        "confusion_matrix",
+        "most_confused",
+        "dataset_manifest",
+        "codebook",
+        "feature_dim",
+        "total_seconds",
+    ):
         assert key in saved, key
     assert saved["n_train"] == 24 and saved["n_test"] == 12
     assert saved["accuracy"] == result.metrics["accuracy"]
     report = (run / "report.md").read_text()
-    for heading in ("## Results", "## Per-class accuracy", "## Most confused class pairs",
-                    "## Dataset", "## Stages", "## Settings", "## Model"):
+    for heading in (
+        "## Results",
+        "## Per-class accuracy",
+        "## Most confused class pairs",
+        "## Dataset",
+        "## Stages",
+        "## Settings",
+        "## Model",
+    ):
         assert heading in report, heading
     assert "![Confusion matrix](confusion_matrix.png)" in report
     assert f"{saved['mean_class_accuracy']:.4f}" in report
     assert all(name in report for name in ("alpha", "beta", "gamma", "extract", "codebook"))
-    assert 'words = 24' in report
+    assert "words = 24" in report
     lines = (run / "predictions.csv").read_text().splitlines()
     assert lines[0] == "path,true,predicted,correct" and len(lines) == 13
 
 
 def test_write_run_folder_before_evaluate(result, tmp_path):
     early = bovw.pipeline.RunResult(
-        config=result.config, dataset=result.dataset, stages=result.stages[:3],
-        vocabulary=result.vocabulary, features=result.features,
+        config=result.config,
+        dataset=result.dataset,
+        stages=result.stages[:3],
+        vocabulary=result.vocabulary,
+        features=result.features,
     )
     metrics = write_run_folder(tmp_path, early)
     assert "accuracy" not in metrics and "model" not in metrics
@@ -119,3 +156,17 @@ def test_write_run_folder_before_evaluate(result, tmp_path):
     report = (tmp_path / "report.md").read_text()
     assert "## Stages" in report and "## Results" not in report
     assert Path(tmp_path / "metrics.json").is_file()
+
+
+def test_run_folder_is_written_when_the_model_cannot_be_saved(result, tmp_path, monkeypatch):
+    import bovw.model
+
+    def fail(*args, **kwargs):
+        raise ValueError("unsupported classifier")
+
+    monkeypatch.setattr(bovw.model, "save_model", fail)
+    with pytest.warns(UserWarning, match="could not be saved: unsupported classifier"):
+        metrics = write_run_folder(tmp_path, result)
+    assert metrics["model"] == {"error": "unsupported classifier"}
+    assert (tmp_path / "report.md").is_file() and not (tmp_path / "model.npz").exists()
+    assert "## Model" not in (tmp_path / "report.md").read_text()

@@ -28,8 +28,23 @@ def run_dir(tmp_path_factory) -> Path:
         for i in range(4):
             write_image(root / "test" / name / f"{i}.png", textured_image(k, 1000 + 100 * k + i))
     out = tmp_path_factory.mktemp("run") / "r"
-    args = ["run", str(root), "--sizes", "6,8", "--step", "6", "--words", "24", "--samples",
-            "20000", "-q", "--out", str(out), "--cache-dir", str(tmp_path_factory.mktemp("c"))]
+    args = [
+        "run",
+        str(root),
+        "--sizes",
+        "6,8",
+        "--step",
+        "6",
+        "--words",
+        "24",
+        "--samples",
+        "20000",
+        "-q",
+        "--out",
+        str(out),
+        "--cache-dir",
+        str(tmp_path_factory.mktemp("c")),
+    ]
     r = CliRunner().invoke(main, args, catch_exceptions=False)
     assert r.exit_code == 0, r.output
     return out
@@ -93,8 +108,9 @@ def test_model_and_grid_png(run_dir, tmp_path):
 
 
 def test_words_command(run_dir, tmp_path):
-    r = CliRunner().invoke(main, ["words", str(run_dir), "--words", "5", "--patches", "4",
-                                  "--images", "9", "-q"])
+    r = CliRunner().invoke(
+        main, ["words", str(run_dir), "--words", "5", "--patches", "4", "--images", "9", "-q"]
+    )
     assert r.exit_code == 0, r.output
     assert (run_dir / "visual_words.png").is_file()
     out = tmp_path / "w.png"
