@@ -94,8 +94,9 @@ def test_predict_cli_reproduces_the_run_accuracy(run_dir, data):
         {"encoding.encoding": "soft", "classifier.kernel_map": "hellinger"},
         {"encoding.encoding": "vlad", "codebook.words": 8},
         {"encoding.encoding": "fisher"},
+        {"sift.max_side": 48, "sift.color": "opponent", "sift.root": True},
     ],
-    ids=["hist", "hist-chi2", "soft-hellinger", "vlad", "fisher"],
+    ids=["hist", "hist-chi2", "soft-hellinger", "vlad", "fisher", "resized-colour-rootsift"],
 )
 def test_loaded_model_reproduces_pipeline_exactly(overrides, data, cache, tmp_path):
     result = bovw.run(small_config(data, **overrides), cache_dir=cache, progress=False)
