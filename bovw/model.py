@@ -59,7 +59,7 @@ from .config import Config, ConfigError, SiftSettings, config_from_dict
 from .data import BadInputError, read_image
 from .encoding import make_encoder
 from .features import ImageFeatures
-from .features.dsift import dense_sift
+from .pipeline import image_features, make_pipeline_encoder
 
 __all__ = [
     "FORMAT",
@@ -91,44 +91,6 @@ _SVM_ARRAYS = ("coef", "intercept", "classes")
 
 
 # --------------------------------------------------------------------------- features
-
-
-def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
-    """Dense SIFT of one decoded image, exactly as the pipeline's extract stage.
-
-    Parameters
-    ----------
-    image : ndarray of uint8, shape (H, W) or (H, W, 3)
-        Gray or BGR (OpenCV's channel order, as :func:`bovw.read_image` returns).
-    sift : SiftSettings
-        The run's dense SIFT settings (``max_side`` resizing included).
-
-    Returns
-    -------
-    ImageFeatures
-    """
-    image = np.asarray(image)
-    if sift.color == "gray" and image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    elif sift.color != "gray" and image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    h, w = image.shape[:2]
-    if sift.max_side and max(h, w) > sift.max_side:
-        scale = sift.max_side / max(h, w)
-        w, h = max(1, round(w * scale)), max(1, round(h * scale))
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    frames, descriptors = dense_sift(
-        image,
-        sizes=tuple(sift.sizes),
-        step=sift.step,
-        fast=sift.fast,
-        magnif=sift.magnif,
-        window_size=sift.window_size,
-        contrast_threshold=sift.contrast_threshold,
-        color=sift.color,
-        root=sift.root,
-    )
-    return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
 
 
 def _read(item, sift: SiftSettings) -> np.ndarray:
@@ -263,7 +225,6 @@ class BoVWModel:
         -------
         BoVWModel
         """
-        from .pipeline import make_pipeline_encoder
 
         if result.model is None or result.vocabulary is None:
             raise ValueError("The run has no trained model; run it until 'train' or later.")

@@ -54,7 +54,28 @@ BATCH = 16
 def extract_image(digest: str, sift: SiftSettings, path: str) -> ImageFeatures:
     """Dense SIFT of one image (cached by content hash and settings; ``path`` is not a key)."""
     limit_worker_threads()
-    image = read_image(path, color="gray" if sift.color == "gray" else "bgr")
+    return image_features(read_image(path, color="gray" if sift.color == "gray" else "bgr"), sift)
+
+
+def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
+    """Dense SIFT of one decoded image, as the extract stage computes it.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W) or (H, W, 3)
+        Gray or BGR (OpenCV's channel order, as :func:`bovw.read_image` returns).
+    sift : SiftSettings
+        The run's dense SIFT settings (``max_side`` resizing included).
+
+    Returns
+    -------
+    ImageFeatures
+    """
+    image = np.asarray(image)
+    if sift.color == "gray" and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif sift.color != "gray" and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h, w = image.shape[:2]
     if sift.max_side and max(h, w) > sift.max_side:
         scale = sift.max_side / max(h, w)
