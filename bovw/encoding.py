@@ -529,8 +529,13 @@ class SoftAssignmentEncoder(_PyramidEncoder):
         Kernel width in descriptor units. ``None``: ``sigma_scale`` times the
         root mean squared distance of a descriptor to its nearest word (the
         codebook's ``quantization_error_``).
-    sigma_scale : float, default=0.5
-        Used when ``sigma`` is None.
+    sigma_scale : float, default=0.25
+        Used when ``sigma`` is None. Measured on 15-Scene (30 train and 30
+        test images per class, dense SIFT, 400 words, 1+2x2+4x4, LinearSVC
+        C=1): mean per-class accuracy 0.769 at 0.25, 0.751 at 0.5, 0.749 at
+        1.0, against 0.767 for hard assignment: a sharp kernel is best here
+        (as Liu, Wang & Liu 2011 found), and the gain over hard assignment is
+        within the noise of this small test.
     normalize : {"sqrt", "l1", "l2", "none"}, default="sqrt"
     level_weights : {"uniform", "lazebnik"} or sequence, default="uniform"
     n_words : int, default=1000
@@ -559,7 +564,7 @@ class SoftAssignmentEncoder(_PyramidEncoder):
         pyramid=(1, 2, 4),
         n_neighbors: int = 5,
         sigma: float | None = None,
-        sigma_scale: float = 0.5,
+        sigma_scale: float = 0.25,
         normalize: str = "sqrt",
         level_weights="uniform",
         n_words: int = 1000,

@@ -403,7 +403,7 @@ def test_soft_assignment_limits(images, codebook):
     enc = SoftAssignmentEncoder(codebook, n_neighbors=3, normalize="none", pyramid=1).fit(images)
     # Each descriptor spreads exactly one unit of mass.
     np.testing.assert_allclose(enc.transform(images).sum(1), [len(im) for im in images], rtol=1e-5)
-    assert enc.sigma_ == pytest.approx(0.5 * math.sqrt(codebook.quantization_error_))
+    assert enc.sigma_ == pytest.approx(0.25 * math.sqrt(codebook.quantization_error_))
 
 
 def test_vlad_and_fisher_norms(images, codebook, gmm):
