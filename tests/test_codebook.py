@@ -335,3 +335,34 @@ def test_n_threads_gives_the_same_codebook():
     a = KMeansCodebook(n_words=6, n_threads=1).fit(sets)
     b = KMeansCodebook(n_words=6).fit(sets)
     np.testing.assert_allclose(a.centers_, b.centers_, rtol=1e-5, atol=1e-3)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n=st.integers(0, 60),
+    k=st.integers(1, 12),
+    d=st.integers(1, 10),
+    chunk=st.integers(1, 50),
+    seed=st.integers(0, 10_000),
+)
+def test_fuzz_assign_and_knn_vs_brute_force(n, k, d, chunk, seed):
+    rng = np.random.default_rng(seed)
+    C = rng.integers(0, 256, (k, d)).astype(np.float32)
+    X = rng.integers(0, 256, (n, d)).astype(np.uint8)
+    cb = KMeansCodebook.from_centers(C, chunk_size=chunk)
+    labels = cb.assign(X)
+    assert labels.shape == (n,) and labels.dtype == np.int32
+    _, best = _brute_assign(X, C)
+    full = ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
+    # Integer data: float32 distances are exact, so the chosen word is a true nearest one.
+    np.testing.assert_array_equal(full[np.arange(n), labels], best)
+    idx, d2 = cb.knn(X, 3)
+    np.testing.assert_allclose(d2, np.sort(full, axis=1)[:, : min(3, k)], rtol=1e-5, atol=1e-2)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import bovw.codebook
+
+    assert doctest.testmod(bovw.codebook).failed == 0

@@ -467,3 +467,11 @@ def test_fuzz_no_nan_and_shapes(codebook, gmm, name, sizes, seed, pyramid, zeros
     assert np.isfinite(Z).all()
     norms = np.linalg.norm(Z, axis=1)
     np.testing.assert_allclose(norms, [1.0 if n else 0.0 for n in sizes], atol=1e-4)
+
+
+def test_docstring_examples():
+    import doctest
+
+    import bovw.encoding
+
+    assert doctest.testmod(bovw.encoding).failed == 0
