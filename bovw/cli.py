@@ -54,29 +54,105 @@ def _setting(key: str, *decls: str, convert=None, **kwargs):
     _SETTINGS.append((decls, key, convert, kwargs))
 
 
-_setting("data.train_per_class", "--train-per-class", type=int, help="Training images per class (single-folder datasets: the split protocol).")
-_setting("data.test_per_class", "--test-per-class", type=int, help="At most this many test images per class.")
+_setting(
+    "data.train_per_class",
+    "--train-per-class",
+    type=int,
+    help="Training images per class (single-folder datasets: the split protocol).",
+)
+_setting(
+    "data.test_per_class",
+    "--test-per-class",
+    type=int,
+    help="At most this many test images per class.",
+)
 _setting("data.split_seed", "--split-seed", type=int, help="Seed of the random train/test split.")
-_setting("data.skip_bad", "--skip-bad", is_flag=True, default=None, help="Skip images that cannot be decoded instead of stopping.")
-_setting("sift.sizes", "--sizes", convert=_csv_ints, help="Dense SIFT bin sizes, e.g. 4,6,8,10 (one per scale).")
+_setting(
+    "data.skip_bad",
+    "--skip-bad",
+    is_flag=True,
+    default=None,
+    help="Skip images that cannot be decoded instead of stopping.",
+)
+_setting(
+    "sift.sizes",
+    "--sizes",
+    convert=_csv_ints,
+    help="Dense SIFT bin sizes, e.g. 4,6,8,10 (one per scale).",
+)
 _setting("sift.step", "--step", type=int, help="Dense SIFT grid step in pixels.")
-_setting("sift.fast", "--fast/--no-fast", default=None, help="Flat (fast) or Gaussian spatial window.")
-_setting("sift.color", "--color", type=click.Choice(["gray", "rgb", "hsv", "opponent"]), help="Color space of the descriptors.")
+_setting(
+    "sift.fast", "--fast/--no-fast", default=None, help="Flat (fast) or Gaussian spatial window."
+)
+_setting(
+    "sift.color",
+    "--color",
+    type=click.Choice(["gray", "rgb", "hsv", "opponent"]),
+    help="Color space of the descriptors.",
+)
 _setting("sift.root", "--root-sift/--no-root-sift", default=None, help="RootSIFT descriptors.")
-_setting("sift.max_side", "--max-side", type=int, help="Resize images to this longest side before extraction (0: no resize).")
+_setting(
+    "sift.max_side",
+    "--max-side",
+    type=int,
+    help="Resize images to this longest side before extraction (0: no resize).",
+)
 _setting("codebook.words", "--words", type=int, help="Visual words in the k-means codebook.")
 _setting("codebook.samples", "--samples", type=int, help="Descriptors sampled to fit the codebook.")
-_setting("codebook.gmm_components", "--gmm-components", type=int, help="Gaussians in the Fisher vector GMM.")
-_setting("codebook.pca_dims", "--pca-dims", type=int, help="PCA dimensions before the GMM (0: no PCA).")
-_setting("encoding.encoding", "--encoding", type=click.Choice(["hist", "soft", "vlad", "fisher"]), help="How descriptors become one vector per image.")
+_setting(
+    "codebook.gmm_components",
+    "--gmm-components",
+    type=int,
+    help="Gaussians in the Fisher vector GMM.",
+)
+_setting(
+    "codebook.pca_dims", "--pca-dims", type=int, help="PCA dimensions before the GMM (0: no PCA)."
+)
+_setting(
+    "encoding.encoding",
+    "--encoding",
+    type=click.Choice(["hist", "soft", "vlad", "fisher"]),
+    help="How descriptors become one vector per image.",
+)
 _setting("encoding.pyramid", "--pyramid", help="Spatial pyramid, e.g. 1,2,4 or 1,2x2,3x1.")
-_setting("encoding.normalize", "--normalize", type=click.Choice(["l1", "l2", "sqrt", "none"]), help="Histogram normalization.")
-_setting("classifier.kernel_map", "--kernel-map", type=click.Choice(["none", "hellinger", "chi2"]), help="Explicit kernel map before the linear SVM.")
-_setting("classifier.alphas", "--alphas", convert=_csv_floats, help="SGD regularization values tried by cross-validation.")
-_setting("classifier.cv_folds", "--cv-folds", type=int, help="Cross-validation folds on the training split.")
-_setting("classifier.loss", "--loss", type=click.Choice(["hinge", "log_loss", "modified_huber", "squared_hinge"]), help="SGD loss (hinge: linear SVM).")
+_setting(
+    "encoding.normalize",
+    "--normalize",
+    type=click.Choice(["l1", "l2", "sqrt", "none"]),
+    help="Histogram normalization.",
+)
+_setting(
+    "classifier.kernel_map",
+    "--kernel-map",
+    type=click.Choice(["none", "hellinger", "chi2"]),
+    help="Explicit kernel map before the linear SVM.",
+)
+_setting(
+    "classifier.alphas",
+    "--alphas",
+    convert=_csv_floats,
+    help="SGD regularization values tried by cross-validation.",
+)
+_setting(
+    "classifier.cv_folds",
+    "--cv-folds",
+    type=int,
+    help="Cross-validation folds on the training split.",
+)
+_setting(
+    "classifier.loss",
+    "--loss",
+    type=click.Choice(["hinge", "log_loss", "modified_huber", "squared_hinge"]),
+    help="SGD loss (hinge: linear SVM).",
+)
 _setting("classifier.average", "--average/--no-average", default=None, help="Averaged SGD.")
 _setting("classifier.max_iter", "--max-iter", type=int, help="SGD epochs at most.")
+_setting(
+    "classifier.solver",
+    "--solver",
+    type=click.Choice(["sgd", "sklearn"]),
+    help="Linear SVM solver: sgd (bovw's mini-batch LinearSVM) or sklearn (SGDClassifier).",
+)
 
 
 def _option_name(decls) -> str:
@@ -90,12 +166,25 @@ def common_options(func):
         func = click.option(*decls, _option_name(decls), show_default=False, **kwargs)(func)
     func = click.option("--seed", type=int, help="Seed of sampling, k-means and SGD.")(func)
     func = click.option(
-        "--config", "config_file", type=click.Path(dir_okay=False), help="Settings from a TOML file (flags override it)."
+        "--config",
+        "config_file",
+        type=click.Path(dir_okay=False),
+        help="Settings from a TOML file (flags override it).",
     )(func)
-    func = click.option("--out", type=click.Path(file_okay=False), help="Run folder (default runs/<date-time>).")(func)
-    func = click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes.")(func)
-    func = click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder (default $BOVW_CACHE_DIR or ~/.cache/bovw).")(func)
-    func = click.option("--scheduler", envvar="BOVW_SCHEDULER", help="Dask scheduler address, e.g. tcp://host:8786.")(func)
+    func = click.option(
+        "--out", type=click.Path(file_okay=False), help="Run folder (default runs/<date-time>)."
+    )(func)
+    func = click.option(
+        "--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes."
+    )(func)
+    func = click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        help="Cache folder (default $BOVW_CACHE_DIR or ~/.cache/bovw).",
+    )(func)
+    func = click.option(
+        "--scheduler", envvar="BOVW_SCHEDULER", help="Dask scheduler address, e.g. tcp://host:8786."
+    )(func)
     func = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(func)
     func = click.option(
         "--keep-descriptors/--no-keep-descriptors",
@@ -106,7 +195,9 @@ def common_options(func):
     return func
 
 
-def build_config(data: str | None, config_file: str | None, seed: int | None, options: dict) -> Config:
+def build_config(
+    data: str | None, config_file: str | None, seed: int | None, options: dict
+) -> Config:
     """Defaults, then the TOML file, then the flags given on the command line."""
     config = load_config(config_file) if config_file else Config()
     overrides: dict[str, Any] = {"seed": seed}
@@ -135,14 +226,19 @@ def handle_errors(func):
         except KeyboardInterrupt:
             if debug:
                 raise
-            click.echo("\nInterrupted. Finished work is cached; run the same command to resume.", err=True)
+            click.echo(
+                "\nInterrupted. Finished work is cached; run the same command to resume.", err=True
+            )
             sys.exit(130)
         except click.ClickException:
             raise
         except Exception as exc:  # noqa: BLE001 - the last line of defence for users
             if debug:
                 raise
-            click.echo(f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback).", err=True)
+            click.echo(
+                f"Error: {type(exc).__name__}: {exc} (run with --debug for the traceback).",
+                err=True,
+            )
             sys.exit(1)
 
     return wrapper
@@ -165,9 +261,17 @@ def _stage_command(stage: str, help_text: str):
     def command(
         data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, keep_descriptors, **options
     ):
-        until = "evaluate" if stage == "run" else stage
         _run_stages(
-            until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options,
+            stage,
+            data,
+            config_file,
+            seed,
+            out,
+            jobs,
+            cache_dir,
+            scheduler,
+            quiet,
+            options,
             keep_descriptors=keep_descriptors,
         )
 
@@ -175,8 +279,19 @@ def _stage_command(stage: str, help_text: str):
 
 
 def _run_stages(
-    until, data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, options,
-    *, keep_descriptors=True,
+    until,
+    data,
+    config_file,
+    seed,
+    out,
+    jobs,
+    cache_dir,
+    scheduler,
+    quiet,
+    options,
+    *,
+    keep_descriptors=True,
+    cnn=None,
 ):
     from . import pipeline
     from .report import format_table, write_run_folder
@@ -189,12 +304,22 @@ def _run_stages(
     t0 = time.perf_counter()
 
     def on_stage(stage):
-        click.echo(f"  {stage.name:<9} {stage.seconds:8.2f} s  cache {stage.cache}" + (f" ({stage.detail})" if stage.detail else ""), err=True)
+        click.echo(
+            f"  {stage.name:<9} {stage.seconds:8.2f} s  cache {stage.cache}"
+            + (f" ({stage.detail})" if stage.detail else ""),
+            err=True,
+        )
 
     click.echo(f"bovw {until}: {config.data.path}", err=True)
     result = pipeline.run(
-        config, until=until, cache_dir=cache_dir, jobs=jobs, scheduler=scheduler,
-        progress=not quiet, on_stage=on_stage, keep_descriptors=keep_descriptors,
+        config,
+        until=until,
+        cache_dir=cache_dir,
+        jobs=jobs,
+        scheduler=scheduler,
+        progress=not quiet,
+        on_stage=on_stage,
+        keep_descriptors=keep_descriptors,
     )
     total = time.perf_counter() - t0
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -212,14 +337,178 @@ def _run_stages(
         click.echo("")
         click.echo(
             format_table(
-                [[config.encoding.encoding, f"{m['mean_class_accuracy']:.4f}", f"{m['accuracy']:.4f}", str(len(ds.train)), str(len(ds.test))]],
+                [
+                    [
+                        config.encoding.encoding,
+                        f"{m['mean_class_accuracy']:.4f}",
+                        f"{m['accuracy']:.4f}",
+                        str(len(ds.train)),
+                        str(len(ds.test)),
+                    ]
+                ],
                 ["encoding", "mean class acc.", "accuracy", "train", "test"],
             )
         )
-    click.echo(f"\nRun folder: {run_dir}  (total {total:.1f} s)")
+    if cnn is not None and result.metrics is not None:
+        _compare_with_cnn(result, run_dir, cnn, jobs=jobs, quiet=quiet)
+    click.echo(f"\nRun folder: {run_dir}  (total {time.perf_counter() - t0:.1f} s)")
 
 
-run_command = _stage_command("run", "Run every stage: extract, codebook, encode, train, evaluate.")
+def _compare_with_cnn(result, run_dir: Path, cnn: dict, *, jobs: int, quiet: bool) -> None:
+    """Train the CNN on the same split; print and write the side-by-side comparison."""
+    import json
+
+    from .compare import (
+        bovw_figures,
+        cnn_settings_for,
+        format_comparison,
+        run_cnn,
+        write_comparison,
+    )
+    from .report import write_json
+
+    device = cnn.pop("device", "auto")
+    try:
+        settings = cnn_settings_for(result.dataset, **cnn).validate()
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    click.echo(f"\nCNN: training on the same split ({settings.epochs} epochs)...", err=True)
+    figures = {
+        "BoVW": bovw_figures(result, run_dir),
+        "CNN": run_cnn(
+            result.dataset, run_dir / "cnn", settings, jobs=jobs, device=device, progress=not quiet
+        ),
+    }
+    click.echo("")
+    click.echo(format_comparison(figures))
+    metrics_path = run_dir / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    metrics["bovw"] = figures["BoVW"]
+    metrics["cnn"] = figures["CNN"]
+    write_json(metrics_path, metrics)
+    md, png = write_comparison(run_dir, figures, result.dataset)
+    click.echo(f"Comparison: {md}, {png}")
+
+
+def _cnn_overrides(epochs, image_size, widths, optimizer, device) -> dict:
+    overrides: dict = {"device": device}
+    if epochs is not None:
+        overrides["epochs"] = epochs
+        # Keep the warm-up a small part of a short schedule (the default is 2 epochs).
+        overrides["warmup_epochs"] = min(2.0, epochs / 10)
+    if image_size is not None:
+        overrides["image_size"] = image_size
+        overrides["test_size"] = image_size + image_size // 6
+    if widths is not None:
+        overrides["widths"] = _csv_ints(widths)
+    if optimizer is not None:
+        overrides["optimizer"] = optimizer
+    return overrides
+
+
+def cnn_options(func):
+    """The CNN settings that the command line exposes (the rest: Python API)."""
+    func = click.option("--cnn-epochs", type=int, help="CNN training epochs.")(func)
+    func = click.option("--cnn-image-size", type=int, help="CNN training crop side in pixels.")(
+        func
+    )
+    func = click.option("--cnn-widths", help="CNN block widths, e.g. 32,64,128,256.")(func)
+    func = click.option(
+        "--cnn-optimizer", type=click.Choice(["sgd", "adamw"]), help="CNN optimizer."
+    )(func)
+    func = click.option(
+        "--device",
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        default="auto",
+        show_default=True,
+        help="Where the CNN runs (auto: CUDA when available).",
+    )(func)
+    return func
+
+
+@main.command("run")
+@common_options
+@click.option("--cnn", is_flag=True, help="Also train the CNN on the same split and compare.")
+@cnn_options
+@handle_errors
+def run_command(
+    data,
+    config_file,
+    seed,
+    out,
+    jobs,
+    cache_dir,
+    scheduler,
+    quiet,
+    keep_descriptors,
+    cnn,
+    cnn_epochs,
+    cnn_image_size,
+    cnn_widths,
+    cnn_optimizer,
+    device,
+    **options,
+):
+    """Run every stage: extract, codebook, encode, train, evaluate (--cnn: and compare)."""
+    overrides = (
+        _cnn_overrides(cnn_epochs, cnn_image_size, cnn_widths, cnn_optimizer, device)
+        if cnn
+        else None
+    )
+    _run_stages(
+        "evaluate",
+        data,
+        config_file,
+        seed,
+        out,
+        jobs,
+        cache_dir,
+        scheduler,
+        quiet,
+        options,
+        keep_descriptors=keep_descriptors,
+        cnn=overrides,
+    )
+
+
+@main.command("compare")
+@common_options
+@cnn_options
+@handle_errors
+def compare_command(
+    data,
+    config_file,
+    seed,
+    out,
+    jobs,
+    cache_dir,
+    scheduler,
+    quiet,
+    keep_descriptors,
+    cnn_epochs,
+    cnn_image_size,
+    cnn_widths,
+    cnn_optimizer,
+    device,
+    **options,
+):
+    """BoVW and the CNN on the same split, side by side (the same as run --cnn)."""
+    _run_stages(
+        "evaluate",
+        data,
+        config_file,
+        seed,
+        out,
+        jobs,
+        cache_dir,
+        scheduler,
+        quiet,
+        options,
+        keep_descriptors=keep_descriptors,
+        cnn=_cnn_overrides(cnn_epochs, cnn_image_size, cnn_widths, cnn_optimizer, device),
+    )
+
+
 _stage_command("extract", "Dense SIFT for every image (cached per image).")
 _stage_command("codebook", "Extract, then fit the visual vocabulary.")
 _stage_command("encode", "Up to encoding every image as one vector.")
@@ -249,7 +538,9 @@ def _expand_inputs(inputs) -> list[Path]:
 @main.command("predict")
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
-@click.option("--top-k", "-k", type=int, default=1, show_default=True, help="Best classes shown per image.")
+@click.option(
+    "--top-k", "-k", type=int, default=1, show_default=True, help="Best classes shown per image."
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line (errors too).")
 @click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Worker processes.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
@@ -303,12 +594,36 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
 
 @main.command("words")
 @click.argument("run_dir", type=click.Path())
-@click.option("--data", "data_path", type=click.Path(), help="Images to search (default: the run's dataset).")
-@click.option("--words", "n_words", type=int, default=16, show_default=True, help="Visual words shown (a random sample).")
-@click.option("--patches", "n_patches", type=int, default=10, show_default=True, help="Patches per word.")
-@click.option("--images", "n_images", type=int, default=60, show_default=True, help="Training images searched, spread over the classes.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the image and word samples.")
-@click.option("--out", type=click.Path(dir_okay=False), help="PNG to write (default RUN_DIR/visual_words.png).")
+@click.option(
+    "--data", "data_path", type=click.Path(), help="Images to search (default: the run's dataset)."
+)
+@click.option(
+    "--words",
+    "n_words",
+    type=int,
+    default=16,
+    show_default=True,
+    help="Visual words shown (a random sample).",
+)
+@click.option(
+    "--patches", "n_patches", type=int, default=10, show_default=True, help="Patches per word."
+)
+@click.option(
+    "--images",
+    "n_images",
+    type=int,
+    default=60,
+    show_default=True,
+    help="Training images searched, spread over the classes.",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of the image and word samples."
+)
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False),
+    help="PNG to write (default RUN_DIR/visual_words.png).",
+)
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @handle_errors
 def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, quiet):
@@ -330,10 +645,15 @@ def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, q
     d = model.config.data
     source = data_path or d.path
     if not Path(source).exists():
-        raise BadInputError(f"The run's dataset {source} does not exist here; give the images with --data.")
+        raise BadInputError(
+            f"The run's dataset {source} does not exist here; give the images with --data."
+        )
     ds = load_dataset(
-        source, train_per_class=d.train_per_class, test_per_class=d.test_per_class,
-        split_seed=d.split_seed, skip_bad=True,
+        source,
+        train_per_class=d.train_per_class,
+        test_per_class=d.test_per_class,
+        split_seed=d.split_seed,
+        skip_bad=True,
     )
     # Round robin over the classes, each class shuffled: every class is represented.
     rng = np.random.default_rng(seed)
@@ -347,9 +667,16 @@ def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, q
     wp = find_word_patches(
         model, picked, n_words=n_words, n_patches=n_patches, random_state=seed, progress=not quiet
     )
-    target = Path(out) if out else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent) / "visual_words.png"
+    target = (
+        Path(out)
+        if out
+        else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
+        / "visual_words.png"
+    )
     plot_visual_words(wp, target)
-    click.echo(f"Wrote {target} ({len(wp.words)} words x {n_patches} patches from {len(picked)} images).")
+    click.echo(
+        f"Wrote {target} ({len(wp.words)} words x {n_patches} patches from {len(picked)} images)."
+    )
 
 
 @main.group()
@@ -398,6 +725,135 @@ def _human(n: int) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n} B"
+
+
+@main.group()
+def cnn() -> None:
+    """The small CNN baseline: summary, training, evaluation."""
+
+
+@cnn.command("summary")
+@click.option("--widths", default="32,64,128,256", show_default=True, help="Block widths.")
+@click.option("--image-size", type=int, default=80, show_default=True, help="Input side in pixels.")
+@click.option("--channels", type=int, default=1, show_default=True, help="Input channels.")
+@click.option("--classes", type=int, default=15, show_default=True, help="Output classes.")
+@handle_errors
+def cnn_summary_command(widths, image_size, channels, classes):
+    """Per-layer output shape, parameters, FLOPs and receptive field."""
+    from .cnn import SmallCNN, format_summary, summarize
+
+    try:
+        model = SmallCNN(in_channels=channels, num_classes=classes, widths=_csv_ints(widths))
+        shape = (channels, image_size, image_size)
+        click.echo(format_summary(summarize(model, shape), shape))
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+
+
+def _dataset_from_options(data, train_per_class, test_per_class, split_seed, skip_bad, jobs):
+    from .data import load_dataset
+
+    return load_dataset(
+        data or DEMO_DATA,
+        train_per_class=train_per_class,
+        test_per_class=test_per_class,
+        split_seed=split_seed or 0,
+        skip_bad=skip_bad,
+        n_jobs=jobs,
+    )
+
+
+def data_options(func):
+    """Where the images are and how they are split (as in the BoVW commands)."""
+    func = click.option("--skip-bad", is_flag=True, help="Skip undecodable images.")(func)
+    func = click.option("--split-seed", type=int, help="Seed of the random split.")(func)
+    func = click.option(
+        "--test-per-class", type=int, help="At most this many test images per class."
+    )(func)
+    func = click.option("--train-per-class", type=int, help="Training images per class.")(func)
+    func = click.argument("data", required=False, type=click.Path())(func)
+    return func
+
+
+@cnn.command("train")
+@data_options
+@cnn_options
+@click.option(
+    "--out", type=click.Path(file_okay=False), help="Run folder (default runs/cnn-<date-time>)."
+)
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Torch threads.")
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed of weights, batches, augmentation."
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@handle_errors
+def cnn_train_command(
+    data,
+    train_per_class,
+    test_per_class,
+    split_seed,
+    skip_bad,
+    cnn_epochs,
+    cnn_image_size,
+    cnn_widths,
+    cnn_optimizer,
+    device,
+    out,
+    jobs,
+    seed,
+    quiet,
+):
+    """Train the CNN (resuming from the run folder's last checkpoint), then evaluate it."""
+    from .compare import FIGURES, _fmt, cnn_settings_for, run_cnn
+    from .report import format_table, write_json
+
+    dataset = _dataset_from_options(
+        data, train_per_class, test_per_class, split_seed, skip_bad, jobs
+    )
+    overrides = _cnn_overrides(cnn_epochs, cnn_image_size, cnn_widths, cnn_optimizer, device)
+    device = overrides.pop("device")
+    try:
+        settings = cnn_settings_for(dataset, seed=seed, **overrides).validate()
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("cnn-%Y%m%d-%H%M%S")
+    click.echo(f"bovw cnn train: {dataset.summary()}", err=True)
+    figures = run_cnn(dataset, run_dir, settings, jobs=jobs, device=device, progress=not quiet)
+    rows = [[label, _fmt(key, figures[key])] for key, label in FIGURES.items() if key in figures]
+    click.echo(format_table(rows, ["", "CNN"]))
+    write_json(run_dir / "metrics.json", {"cnn": figures, "classes": dataset.classes})
+    click.echo(f"\nRun folder: {run_dir}")
+
+
+@cnn.command("evaluate")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@data_options
+@click.option("--jobs", "-j", type=int, default=1, show_default=True, help="Torch threads.")
+@click.option(
+    "--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True
+)
+@handle_errors
+def cnn_evaluate_command(
+    run_dir, data, train_per_class, test_per_class, split_seed, skip_bad, jobs, device
+):
+    """Evaluate a trained CNN (its run folder) on a dataset's test split."""
+    from .cnn import evaluate_cnn, load_cnn
+    from .compare import FIGURES, _fmt
+    from .report import format_table
+
+    try:
+        model = load_cnn(run_dir)
+    except (ValueError, OSError) as exc:
+        raise BadInputError(f"Cannot load a CNN from {run_dir}: {exc}") from None
+    dataset = _dataset_from_options(
+        data, train_per_class, test_per_class, split_seed, skip_bad, jobs
+    )
+    try:
+        m = evaluate_cnn(model, dataset, jobs=jobs, device=device)
+    except ValueError as exc:
+        raise BadInputError(str(exc)) from None
+    rows = [[label, _fmt(key, m[key])] for key, label in FIGURES.items() if key in m]
+    click.echo(format_table(rows, ["", "CNN"]))
 
 
 if __name__ == "__main__":  # pragma: no cover
