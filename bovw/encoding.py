@@ -786,6 +786,11 @@ class FisherEncoder(_PyramidEncoder):
     def _cell_dim(self) -> int:
         return int(2 * self.codebook_.means_.size)
 
+    def _fit_params(self, X) -> None:
+        sizes = [r * c for r, c in self.grids_]
+        self._grid_sizes = tuple(sizes)
+        self._cell_offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+
     def _encode(self, desc, cells, out):
         gmm = self.codebook_
         K, D = gmm.means_.shape
@@ -798,19 +803,22 @@ class FisherEncoder(_PyramidEncoder):
             z = gmm.project(desc[start:stop])
             gamma = gmm.posteriors_projected(z)
             z2 = z * z
-            for g in range(cells.shape[1]):
-                cg = cells[start:stop, g]
-                order = np.argsort(cg, kind="stable")
-                cs = cg[order]
-                bounds = np.flatnonzero(np.r_[True, cs[1:] != cs[:-1], True])
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                    rows = order[a:b]
-                    c = cs[a]
-                    gr = gamma[rows]
-                    T[c] += b - a
-                    S0[c] += gr.sum(axis=0, dtype=np.float64)
-                    S1[c] += gr.T @ z[rows]
-                    S2[c] += gr.T @ z2[rows]
+            # Descriptors lying in the same cell of every grid share all their
+            # cells: compute their statistics once (one pass of products over
+            # the chunk, whatever the number of grids) and add them to each cell.
+            cc = cells[start:stop]
+            key = np.ravel_multi_index((cc - self._cell_offsets).T, self._grid_sizes)
+            order = np.argsort(key, kind="stable")
+            ks = key[order]
+            bounds = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                rows = order[a:b]
+                combo = cc[rows[0]]  # one cell per grid, all distinct
+                gr = gamma[rows]
+                T[combo] += b - a
+                S0[combo] += gr.sum(axis=0, dtype=np.float64)
+                S1[combo] += gr.T @ z[rows]
+                S2[combo] += gr.T @ z2[rows]
         mu = gmm.means_.astype(np.float64)
         var = gmm.variances_.astype(np.float64)
         sd = np.sqrt(var)
