@@ -96,6 +96,8 @@ class ClassifierSettings:
     average: bool = True
     max_iter: int = 30
     kernel_map: str = "none"
+    solver: str = "sgd"
+    batch_size: int = 32
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class Config:
         _at_least("classifier.cv_folds", k.cv_folds, 2)
         _at_least("classifier.max_iter", k.max_iter, 1)
         _choice("classifier.kernel_map (--kernel-map)", k.kernel_map, ("none", "hellinger", "chi2"))
+        _choice("classifier.solver (--solver)", k.solver, ("sgd", "sklearn"))
+        _at_least("classifier.batch_size", k.batch_size, 1)
         dd = self.data
         for name in ("train_per_class", "test_per_class"):
             value = getattr(dd, name)

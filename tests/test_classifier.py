@@ -5,7 +5,7 @@ import pytest
 from sklearn.linear_model import SGDClassifier
 from sklearn.svm import LinearSVC
 
-from bovw.classifier import fit_classifier, make_kernel_map
+from bovw.classifier import LinearSVM, fit_classifier, make_classifier, make_kernel_map
 from bovw.config import ClassifierSettings
 
 
@@ -68,3 +68,134 @@ def test_chi2_refuses_signed_features():
     m = make_kernel_map("chi2")
     with pytest.raises(ValueError, match="non-negative"):
         m.fit(np.abs(X)).transform(X)
+
+
+# -- LinearSVM: the mini-batch SGD solver ---------------------------------------------------
+
+
+def _sqrt_l2(A):
+    R = np.sqrt(A)
+    return (R / np.linalg.norm(R, axis=1, keepdims=True)).astype(np.float32)
+
+
+def _objective(model, X, y, alpha):
+    """LinearSVM's objective evaluated at another estimator's weights."""
+    ref = LinearSVM(alpha=alpha)
+    ref.classes_, ref.n_features_in_ = model.classes_, X.shape[1]
+    ref.coef_ = np.asarray(model.coef_, np.float32)
+    ref.intercept_ = np.asarray(model.intercept_, np.float32)
+    return ref.objective(X, y)
+
+
+@pytest.mark.parametrize("alpha", [1e-3, 1e-2])
+def test_linear_svm_objective_close_to_optimum(alpha):
+    X, y = _histograms(seed=1, weight=0.1)
+    X = _sqrt_l2(X)
+    n = len(y)
+    # LinearSVC's dual solver to high precision is the optimum of the same objective
+    # (C = 1 / (alpha n)); a large intercept scaling leaves the intercept nearly free.
+    svc = LinearSVC(
+        loss="hinge", C=1 / (alpha * n), intercept_scaling=10, tol=1e-6, max_iter=100_000
+    ).fit(X, y)
+    best = _objective(svc, X, y, alpha)
+    svm = LinearSVM(alpha=alpha, batch_size=8, max_iter=60, random_state=0).fit(X, y)
+    gap = svm.objective(X, y) / best - 1
+    sgd = SGDClassifier(alpha=alpha, average=True, max_iter=60, tol=None, random_state=0)
+    sgd_gap = _objective(sgd.fit(X, y), X, y, alpha) / best - 1
+    assert gap >= -1e-3  # nothing beats the optimum
+    assert gap < {1e-3: 0.35, 1e-2: 0.02}[alpha], gap
+    assert gap < sgd_gap * 1.2 + 0.005, (gap, sgd_gap)
+
+
+def test_linear_svm_is_deterministic_and_keeps_float32():
+    X, y = _histograms(n_per_class=20)
+    X = _sqrt_l2(X)
+    a = LinearSVM(alpha=1e-3, random_state=3).fit(X, y)
+    b = LinearSVM(alpha=1e-3, random_state=3).fit(X, y)
+    c = LinearSVM(alpha=1e-3, random_state=4).fit(X, y)
+    assert np.array_equal(a.coef_, b.coef_) and np.array_equal(a.intercept_, b.intercept_)
+    assert not np.array_equal(a.coef_, c.coef_)
+    assert a.coef_.dtype == np.float32 and a.coef_.shape == (4, X.shape[1])
+    assert a.decision_function(X).dtype == np.float32
+    assert a.objective_curve_ and a.n_iter_ == len(a.objective_curve_)
+
+
+def test_linear_svm_does_not_copy_float32_input():
+    import tracemalloc
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 300)
+    X = rng.random((y.size, 4000), dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    X.flags.writeable = False  # an in-place change would fail
+    tracemalloc.start()
+    try:
+        svm = LinearSVM(alpha=1e-3, max_iter=2, random_state=0).fit(X, y)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # A float32 or float64 copy of X would take X.nbytes or twice that.
+    assert peak < 0.25 * X.nbytes, (peak, X.nbytes)
+    assert svm.coef_.dtype == np.float32
+
+
+def test_linear_svm_binary_case():
+    X, y = _histograms(n_per_class=30, n_classes=2)
+    X = _sqrt_l2(X)
+    labels = np.array(["forest", "coast"])[y]
+    svm = LinearSVM(alpha=1e-3, random_state=0).fit(X, labels)
+    assert svm.coef_.shape == (1, X.shape[1]) and svm.intercept_.shape == (1,)
+    assert list(svm.classes_) == ["coast", "forest"]
+    scores = svm.decision_function(X)
+    assert scores.shape == (len(y),)
+    assert np.array_equal(svm.predict(X), svm.classes_[(scores > 0).astype(int)])
+    svc = LinearSVC(C=1.0).fit(X, labels)
+    assert (svm.predict(X) == labels).mean() >= (svc.predict(X) == labels).mean() - 0.05
+
+
+@pytest.mark.parametrize("loss", ["hinge", "squared_hinge", "log_loss", "modified_huber"])
+def test_linear_svm_losses_and_sparse_input(loss):
+    from scipy import sparse
+
+    X, y = _histograms(n_per_class=20)
+    X = _sqrt_l2(X)
+    dense = LinearSVM(loss=loss, alpha=1e-3, max_iter=10, random_state=0).fit(X, y)
+    assert (dense.predict(X) == y).mean() > 0.9
+    sp = LinearSVM(loss=loss, alpha=1e-3, max_iter=10, random_state=0).fit(sparse.csr_matrix(X), y)
+    np.testing.assert_allclose(sp.coef_, dense.coef_, rtol=1e-3, atol=1e-4)
+
+
+def test_linear_svm_rejects_bad_parameters():
+    X, y = _histograms(n_per_class=5)
+    with pytest.raises(ValueError, match="loss"):
+        LinearSVM(loss="perceptron").fit(X, y)
+    with pytest.raises(ValueError, match="alpha"):
+        LinearSVM(alpha=0).fit(X, y)
+    with pytest.raises(ValueError, match="2 classes"):
+        LinearSVM().fit(X, np.zeros(len(y)))
+
+
+@pytest.mark.parametrize("solver", ["sgd", "sklearn"])
+def test_solver_setting_picks_the_svm(solver):
+    X, y = _histograms(n_per_class=15)
+    model = fit_classifier(X, y, ClassifierSettings(solver=solver, alphas=(1e-4, 1e-2)))
+    svm = model.best_estimator_.named_steps["svm"]
+    assert isinstance(svm, LinearSVM if solver == "sgd" else SGDClassifier)
+    assert (model.predict(X) == y).mean() > 0.8
+
+
+@pytest.mark.parametrize("name", ["hellinger", "chi2"])
+def test_precomputed_map_gives_the_plain_grid_search(name):
+    # fit_classifier maps the features once; the result equals GridSearchCV on the Pipeline.
+    X, y = _histograms(n_per_class=15)
+    settings = ClassifierSettings(kernel_map=name, alphas=(1e-4, 1e-3, 1e-2))
+    fast = fit_classifier(X, y, settings, random_state=0)
+    plain = make_classifier(settings, random_state=0).fit(X, y)
+    np.testing.assert_allclose(
+        fast.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"], atol=1e-9
+    )
+    assert fast.best_params_ == plain.best_params_
+    np.testing.assert_allclose(
+        fast.decision_function(X), plain.decision_function(X), rtol=1e-4, atol=1e-5
+    )
+    assert list(fast.best_estimator_.named_steps) == ["kernel_map", "normalize", "svm"]
