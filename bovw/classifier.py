@@ -316,6 +316,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
 
         W = np.zeros((k, d), np.float32)
         b = np.zeros(k, np.float32)
+        buf = np.empty_like(W)
         W_avg = np.zeros_like(W) if average_start is not None else None
         b_avg = np.zeros_like(b) if average_start is not None else None
         weight_sum = 0.0
@@ -336,9 +337,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
                 S = _scores(Xb, W, b)
                 _, G = _loss_and_dloss(self.loss, Yb * S, Yb, need_loss=False)
                 eta = min(1.0 / (alpha * (step + t0)), eta_max)
-                W *= np.float32(1.0 - eta * alpha)
-                grad = G.T @ Xb if not sparse.issparse(Xb) else (Xb.T @ G).T
-                W -= np.float32(eta / m) * np.asarray(grad, np.float32)
+                _shrink_and_step(W, 1.0 - eta * alpha, -eta / m, G, Xb, buf)
                 if self.fit_intercept:
                     b -= np.float32(eta / m) * G.sum(0)
                 t += m
@@ -347,9 +346,9 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
                     # Weights growing linearly with the step: the later, better iterates
                     # count more (Lacoste-Julien, Schmidt & Bach 2012).
                     weight_sum += step
-                    rho = np.float32(step / weight_sum)
-                    W_avg += rho * (W - W_avg)
-                    b_avg += rho * (b - b_avg)
+                    rho = step / weight_sum
+                    _blend(W_avg, W, rho, buf)
+                    b_avg += np.float32(rho) * (b - b_avg)
             if self.tol is not None:
                 Wr, br = (W_avg, b_avg) if weight_sum else (W, b)
                 objective = self._objective(X, Y, Wr, br)
@@ -412,6 +411,24 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+def _shrink_and_step(W: np.ndarray, beta: float, scale: float, G: np.ndarray, Xb, buf) -> None:
+    """``W <- beta W + scale G.T @ Xb`` in place, through the preallocated ``buf``."""
+    W *= np.float32(beta)
+    Gs = (G * np.float32(scale)).T
+    if sparse.issparse(Xb):
+        W += np.asarray((Xb.T @ Gs.T).T, np.float32)
+    else:
+        np.matmul(Gs, Xb, out=buf)
+        W += buf
+
+
+def _blend(A: np.ndarray, W: np.ndarray, rho: float, buf: np.ndarray) -> None:
+    """``A <- (1 - rho) A + rho W`` in place, through the preallocated ``buf``."""
+    A *= np.float32(1.0 - rho)
+    np.multiply(W, np.float32(rho), out=buf)
+    A += buf
 
 
 def _scores(X, W: np.ndarray, b: np.ndarray) -> np.ndarray:
