@@ -333,7 +333,7 @@ def test_knn_both_paths(r):
 def test_n_threads_gives_the_same_codebook():
     sets = _sets([300] * 4, d=8)
     a = KMeansCodebook(n_words=6, n_threads=1).fit(sets)
-    b = KMeansCodebook(n_words=6).fit(sets)
+    b = KMeansCodebook(n_words=6, n_threads=None).fit(sets)
     np.testing.assert_allclose(a.centers_, b.centers_, rtol=1e-5, atol=1e-3)
 
 
