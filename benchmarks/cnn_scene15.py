@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     timing = m
 
     s = result.model.settings
-    print(format_summary(summarize(result.model.model, (s.in_channels, s.test_size, s.test_size))))
+    size = s.test_sizes[-1]
+    print(format_summary(summarize(result.model.model, (s.in_channels, size, size))))
     figures = {
         "mean_class_accuracy": m["mean_class_accuracy"],
         "accuracy": m["accuracy"],

@@ -132,7 +132,9 @@ from bovw.cnn.train import (  # noqa: E402
 TINY = dict(
     widths=(4, 8),
     image_size=16,
-    test_size=20,
+    train_size=20,
+    test_load_size=24,
+    test_sizes=(20, 24),
     epochs=3,
     batch_size=8,
     warmup_epochs=1.0,
