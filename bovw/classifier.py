@@ -165,8 +165,9 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
     alpha : float, default=1e-4
         Regularization strength, with the meaning it has in ``SGDClassifier``
         (``C = 1 / (alpha * n_samples)`` in ``LinearSVC``'s terms).
-    batch_size : int, default=32
-        Samples per SGD step.
+    batch_size : int, default=8
+        Samples per SGD step. Larger batches make each epoch cheaper but need
+        more epochs (on 15-Scene Fisher vectors 8 beat 16 and 32 for a given time).
     max_iter : int, default=30
         Epochs (passes over the training data) at most.
     tol : float or None, default=1e-4
@@ -237,7 +238,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         loss: str = "hinge",
         *,
         alpha: float = 1e-4,
-        batch_size: int = 32,
+        batch_size: int = 8,
         max_iter: int = 30,
         tol: float | None = 1e-4,
         n_iter_no_change: int = 3,
@@ -304,11 +305,18 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
 
         alpha = float(self.alpha)
         batch = min(int(self.batch_size), n)
-        # eta_k = 1 / (alpha (k + t0)) for step k on the mean gradient of a batch: Pegasos'
-        # schedule, offset by Bottou's t0 so that the first step is about the typical
-        # weight typw = alpha^(-1/4) (|dloss| <= 1 at the heuristic's point for all three
-        # losses, so eta_0 = typw and t0 = 1 / (alpha typw)).
+        # Bottou's "optimal" schedule eta_t = 1 / (alpha (t + t0)) per sample: t0 makes the
+        # first step about the typical weight typw = alpha^(-1/4) (|dloss| <= 1 at the
+        # heuristic's point for these losses, so eta_0 = typw and t0 = 1 / (alpha typw)).
         t0 = alpha**-0.75
+        rng = check_random_state(self.random_state)
+        # Center the features: with an unregularized intercept, w.(x - mu) + b' is the same
+        # model (b = b' - w.mu) and the same objective, but SGD is far better conditioned
+        # when the samples share a large common component (Fisher vectors, histograms).
+        # X is not copied: mu rides along as row 0 of each batch buffer.
+        center = self.fit_intercept and not sparse.issparse(X)
+        mu = X.mean(0, dtype=np.float64).astype(np.float32) if center else None
+        coherence = _batch_coherence(X, batch, rng, mu)
         if self.average is True:
             average_start = 1
         elif self.average is False or self.average is None:
@@ -328,12 +336,23 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         W = np.zeros((k, d), np.float32)
         b = np.zeros(k, np.float32)
         buf = np.empty_like(W)
+        if center:
+            xbuf = np.empty((batch + 1, d), np.float32)
+            xbuf[0] = mu
+            gbuf = np.empty((batch + 1, k), np.float32)
+
+        def intercept(W, b):
+            return b - (W @ mu).astype(np.float32) if center else b
+
         W_avg = np.zeros_like(W) if average_start is not None else None
         b_avg = np.zeros_like(b) if average_start is not None else None
-        weight_sum = 0.0
-        rng = check_random_state(self.random_state)
+        weight_sum = pending = 0.0
+        scale = 1.0
+        # Averaging touches all the weights: about once per 32 samples is enough.
+        average_every = max(1, 32 // batch)
         order = np.arange(n)
-        t = step = 0
+        t = 0.0
+        seen = step = 0
         best, no_change = np.inf, 0
         self.objective_curve_ = []
         epoch = 0
@@ -344,25 +363,56 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
             for start in range(0, n, batch):
                 idx = order[start : start + batch]
                 m = idx.size
-                Xb, Yb = X[idx], Y[idx]
-                S = _scores(Xb, W, b)
+                Yb = Y[idx]
+                if center:
+                    Xb = xbuf[: m + 1]
+                    np.take(X, idx, axis=0, out=Xb[1:])
+                    S = Xb @ W.T
+                    S = (S[1:] - S[0]) * np.float32(scale) + b
+                else:
+                    Xb = X[idx]
+                    S = _scores(Xb, W, np.zeros_like(b))
+                    S = S * np.float32(scale) + b
                 _, G = _loss_and_dloss(self.loss, Yb * S, Yb, need_loss=False)
-                eta = min(1.0 / (alpha * (step + t0)), eta_max)
-                _shrink_and_step(W, 1.0 - eta * alpha, -eta / m, G, Xb, buf)
+                g_sum = G.sum(0)
+                if center:
+                    Ge = gbuf[: m + 1]
+                    Ge[0] = -g_sum
+                    Ge[1:] = G
+                    G = Ge
+                # A batch of m samples counts as m / rho independent ones, rho the largest
+                # eigenvalue of its (normalized) Gram matrix: 1 for orthogonal samples (the
+                # step is that of m per-sample steps), m for identical ones (one step).
+                rho = 1.0 + (coherence - 1.0) * (m - 1) / max(batch - 1, 1)
+                m_eff = m / rho
+                eta = min(1.0 / (alpha * (t + t0 + 0.5 * m_eff)), eta_max)
+                # The weights are scale * W: the shrinkage of the L2 term is a scalar update.
+                scale *= (1.0 - eta * alpha) ** m_eff
+                _shrink_and_step(W, 1.0, -eta / rho / scale, G, Xb, buf)
                 if self.fit_intercept:
-                    b -= np.float32(eta / m) * G.sum(0)
-                t += m
+                    b -= np.float32(eta / rho) * g_sum
+                if scale < 1e-3:
+                    W *= np.float32(scale)
+                    scale = 1.0
+                t += m_eff
+                seen += m
                 step += 1
-                if average_start is not None and t >= average_start:
+                if average_start is not None and seen >= average_start:
                     # Weights growing linearly with the step: the later, better iterates
-                    # count more (Lacoste-Julien, Schmidt & Bach 2012).
-                    weight_sum += step
-                    rho = step / weight_sum
-                    _blend(W_avg, W, rho, buf)
-                    b_avg += np.float32(rho) * (b - b_avg)
+                    # count more (Lacoste-Julien, Schmidt & Bach 2012). The average takes
+                    # the iterate every `average_every` steps (and at each epoch's end),
+                    # with the weight of the steps in between.
+                    pending += step
+                    last = start + batch >= n
+                    if step % average_every == 0 or last:
+                        weight_sum += pending
+                        r = pending / weight_sum
+                        _blend(W_avg, W, r, buf, scale)
+                        b_avg += np.float32(r) * (b - b_avg)
+                        pending = 0.0
             if self.tol is not None:
-                Wr, br = (W_avg, b_avg) if weight_sum else (W, b)
-                objective = self._objective(X, Y, Wr, br)
+                Wr, br = (W_avg, b_avg) if weight_sum else (W * np.float32(scale), b)
+                objective = self._objective(X, Y, Wr, intercept(Wr, br))
                 self.objective_curve_.append(objective)
                 if objective > best - self.tol:
                     no_change += 1
@@ -373,10 +423,13 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
                     break
         if weight_sum:
             W, b = W_avg, b_avg
+        else:
+            W *= np.float32(scale)
         self.coef_ = W
-        self.intercept_ = b if self.fit_intercept else np.zeros(k, np.float32)
+        self.intercept_ = intercept(W, b) if self.fit_intercept else np.zeros(k, np.float32)
         self.n_iter_ = epoch
-        self.t_ = t
+        self.t_ = seen
+        self.batch_coherence_ = coherence
         return self
 
     def _objective(self, X, Y, W, b, chunk: int = 1024) -> float:
@@ -424,9 +477,34 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         return tags
 
 
+def _batch_coherence(X, batch: int, rng, mu=None, probes: int = 4) -> float:
+    """Mean largest eigenvalue of ``Xb Xb^T / mean |x|^2`` over a few random batches.
+
+    ``mu``, when given, is subtracted from the samples first.
+
+    Between 1 (the samples of a batch are orthogonal, as high-dimensional
+    Fisher vectors nearly are) and ``batch`` (they are all alike, as
+    positive histograms nearly are).
+    """
+    n = X.shape[0]
+    if batch < 2:
+        return 1.0
+    values = []
+    for _ in range(probes):
+        idx = rng.choice(n, size=batch, replace=False)
+        Xb = X[idx] if mu is None else X[idx] - mu
+        gram = Xb @ Xb.T
+        gram = np.asarray(gram.toarray() if sparse.issparse(gram) else gram, np.float64)
+        scale = np.trace(gram) / batch
+        if scale > 0:
+            values.append(np.linalg.eigvalsh(gram)[-1] / scale)
+    return float(np.clip(np.mean(values), 1.0, batch)) if values else 1.0
+
+
 def _shrink_and_step(W: np.ndarray, beta: float, scale: float, G: np.ndarray, Xb, buf) -> None:
     """``W <- beta W + scale G.T @ Xb`` in place, through the preallocated ``buf``."""
-    W *= np.float32(beta)
+    if beta != 1.0:
+        W *= np.float32(beta)
     Gs = (G * np.float32(scale)).T
     if sparse.issparse(Xb):
         W += np.asarray((Xb.T @ Gs.T).T, np.float32)
@@ -435,10 +513,10 @@ def _shrink_and_step(W: np.ndarray, beta: float, scale: float, G: np.ndarray, Xb
         W += buf
 
 
-def _blend(A: np.ndarray, W: np.ndarray, rho: float, buf: np.ndarray) -> None:
-    """``A <- (1 - rho) A + rho W`` in place, through the preallocated ``buf``."""
+def _blend(A: np.ndarray, W: np.ndarray, rho: float, buf: np.ndarray, scale: float = 1.0) -> None:
+    """``A <- (1 - rho) A + rho scale W`` in place, through the preallocated ``buf``."""
     A *= np.float32(1.0 - rho)
-    np.multiply(W, np.float32(rho), out=buf)
+    np.multiply(W, np.float32(rho * scale), out=buf)
     A += buf
 
 

@@ -97,7 +97,7 @@ class ClassifierSettings:
     max_iter: int = 30
     kernel_map: str = "none"
     solver: str = "sgd"
-    batch_size: int = 32
+    batch_size: int = 8
 
 
 @dataclass(frozen=True)
