@@ -72,6 +72,8 @@ class CodebookSettings:
 
     words: int = 1000
     samples: int = 1_000_000
+    #: Descriptors sampled for PCA + GMM (EM costs several passes, so fewer than k-means).
+    gmm_samples: int = 256_000
     gmm_components: int = 64
     pca_dims: int = 64
     whiten: bool = False
@@ -140,6 +142,7 @@ class Config:
         _choice("sift.color", s.color, ("gray", "rgb", "hsv", "opponent"))
         _at_least("codebook.words (--words)", c.words, 1)
         _at_least("codebook.samples (--samples)", c.samples, 1)
+        _at_least("codebook.gmm_samples", c.gmm_samples, 1)
         _at_least("codebook.gmm_components", c.gmm_components, 1)
         _at_least("codebook.pca_dims", c.pca_dims, 0)
         _choice("encoding.encoding (--encoding)", e.encoding, ENCODINGS)

@@ -103,7 +103,7 @@ def _vocabulary_spec(codebook: CodebookSettings, encoding: EncodingSettings) -> 
             codebook.gmm_components,
             codebook.pca_dims,
             codebook.whiten,
-            codebook.samples,
+            codebook.gmm_samples,
         )
     return ("kmeans", codebook.words, codebook.samples)
 
