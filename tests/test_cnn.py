@@ -200,6 +200,10 @@ def test_settings_validate_names_the_bad_setting():
         assert str(info.value).count(".") >= 1 and "\n" not in str(info.value)
     s = CNNSettings(widths=(8, 16))
     assert CNNSettings.from_dict(s.to_dict()) == s
+    half = CNNSettings().with_image_size(48)
+    assert (half.image_size, half.train_size, half.test_load_size) == (48, 56, 72)
+    assert half.test_sizes == (48, 56, 64)
+    half.validate()
     with pytest.raises(ValueError, match="bogus"):
         CNNSettings.from_dict({"bogus": 1})
 

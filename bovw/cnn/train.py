@@ -157,7 +157,7 @@ class CNNSettings:
     image_size: int = 96
     train_size: int = 112
     test_load_size: int = 144
-    test_sizes: tuple[int, ...] = (128,)
+    test_sizes: tuple[int, ...] = (96, 112, 128)
     crop_scale: tuple[float, float] = (0.4, 1.0)
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
@@ -193,12 +193,27 @@ class CNNSettings:
             train_size=72,
             test_load_size=96,
             test_sizes=(80,),
-            epochs=30,
+            epochs=60,
             batch_size=32,
             lr=0.05,
         )
         base.update(overrides)
         return cls(**base)
+
+    def with_image_size(self, image_size: int) -> CNNSettings:
+        """A copy whose training crops are ``image_size`` px, other sides scaled alike.
+
+        ``train_size``, ``test_load_size`` and ``test_sizes`` keep their ratios to
+        ``image_size`` (for the defaults, 96 -> 112, 144 and 96/112/128 px).
+        """
+        r = image_size / self.image_size
+        return dataclasses.replace(
+            self,
+            image_size=int(image_size),
+            train_size=round(self.train_size * r),
+            test_load_size=round(self.test_load_size * r),
+            test_sizes=tuple(round(v * r) for v in self.test_sizes),
+        )
 
     @classmethod
     def for_dataset(cls, n_train: int, **overrides: Any) -> CNNSettings:
@@ -435,7 +450,7 @@ def random_resized_crop(
     x: torch.Tensor,
     out_size: int,
     generator: torch.Generator,
-    scale: tuple[float, float] = (0.25, 1.0),
+    scale: tuple[float, float] = (0.4, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     hflip: bool = True,
 ) -> torch.Tensor:
