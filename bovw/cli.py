@@ -398,7 +398,6 @@ def _cnn_overrides(epochs, image_size, widths, optimizer, device) -> dict:
         overrides["warmup_epochs"] = min(2.0, epochs / 10)
     if image_size is not None:
         overrides["image_size"] = image_size
-        overrides["test_size"] = image_size + image_size // 6
     if widths is not None:
         overrides["widths"] = _csv_ints(widths)
     if optimizer is not None:

@@ -86,13 +86,15 @@ def bovw_figures(result, run_dir: str | Path) -> dict[str, Any]:
     }
 
 
-def cnn_settings_for(dataset: Dataset, **overrides: Any):
-    """The default CNN recipe, or its small-data variant for fewer than 1,000 training images."""
+def cnn_settings_for(dataset: Dataset, image_size: int | None = None, **overrides: Any):
+    """The CNN recipe for ``dataset`` (small-data preset below 1,000 training images).
+
+    ``image_size`` rescales the training crop and, in proportion, the other image sides.
+    """
     from .cnn.train import CNNSettings
 
-    if len(dataset.train) < 1000:
-        return CNNSettings.small_data(**overrides)
-    return CNNSettings(**overrides)
+    settings = CNNSettings.for_dataset(len(dataset.train), **overrides)
+    return settings.with_image_size(image_size) if image_size else settings
 
 
 def run_cnn(
