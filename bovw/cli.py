@@ -258,47 +258,32 @@ def _stage_command(stage: str, help_text: str):
     @main.command(stage, help=help_text)
     @common_options
     @handle_errors
-    def command(
-        data, config_file, seed, out, jobs, cache_dir, scheduler, quiet, keep_descriptors, **options
-    ):
-        _run_stages(
-            stage,
-            data,
-            config_file,
-            seed,
-            out,
-            jobs,
-            cache_dir,
-            scheduler,
-            quiet,
-            options,
-            keep_descriptors=keep_descriptors,
-        )
+    def command(**params):
+        _run_stages(stage, params)
 
     return command
 
 
-def _run_stages(
-    until,
-    data,
-    config_file,
-    seed,
-    out,
-    jobs,
-    cache_dir,
-    scheduler,
-    quiet,
-    options,
-    *,
-    keep_descriptors=True,
-    cnn=None,
-):
+def _run_stages(until: str, params: dict, *, cnn: dict | None = None) -> None:
+    """Run the pipeline up to ``until`` with the options of :func:`common_options`.
+
+    ``params`` holds the parsed options; the stage settings among them become the
+    Config. With ``cnn`` (CNN setting overrides) the CNN is trained and compared too.
+    """
     from . import pipeline
     from .report import format_table, write_run_folder
 
+    data, out, jobs, quiet = (
+        params.pop("data"),
+        params.pop("out"),
+        params.pop("jobs"),
+        params.pop("quiet"),
+    )
+    cache_dir, scheduler = params.pop("cache_dir"), params.pop("scheduler")
+    keep_descriptors = params.pop("keep_descriptors")
     if jobs < 1:
         raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
-    config = build_config(data, config_file, seed, options)
+    config = build_config(data, params.pop("config_file"), params.pop("seed"), params)
     if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
         raise BadInputError(f"The demo dataset {DEMO_DATA} is missing; give a DATA folder.")
     t0 = time.perf_counter()
@@ -425,87 +410,33 @@ def cnn_options(func):
     return func
 
 
+def _cnn_params(params: dict) -> dict:
+    """Take the CNN options out of ``params``; the CNN setting overrides they give."""
+    return _cnn_overrides(
+        *(params.pop(k) for k in ("cnn_epochs", "cnn_image_size", "cnn_widths", "cnn_optimizer")),
+        params.pop("device"),
+    )
+
+
 @main.command("run")
 @common_options
 @click.option("--cnn", is_flag=True, help="Also train the CNN on the same split and compare.")
 @cnn_options
 @handle_errors
-def run_command(
-    data,
-    config_file,
-    seed,
-    out,
-    jobs,
-    cache_dir,
-    scheduler,
-    quiet,
-    keep_descriptors,
-    cnn,
-    cnn_epochs,
-    cnn_image_size,
-    cnn_widths,
-    cnn_optimizer,
-    device,
-    **options,
-):
+def run_command(cnn: bool, **params):
     """Run every stage: extract, codebook, encode, train, evaluate (--cnn: and compare)."""
-    overrides = (
-        _cnn_overrides(cnn_epochs, cnn_image_size, cnn_widths, cnn_optimizer, device)
-        if cnn
-        else None
-    )
-    _run_stages(
-        "evaluate",
-        data,
-        config_file,
-        seed,
-        out,
-        jobs,
-        cache_dir,
-        scheduler,
-        quiet,
-        options,
-        keep_descriptors=keep_descriptors,
-        cnn=overrides,
-    )
+    overrides = _cnn_params(params)
+    _run_stages("evaluate", params, cnn=overrides if cnn else None)
 
 
 @main.command("compare")
 @common_options
 @cnn_options
 @handle_errors
-def compare_command(
-    data,
-    config_file,
-    seed,
-    out,
-    jobs,
-    cache_dir,
-    scheduler,
-    quiet,
-    keep_descriptors,
-    cnn_epochs,
-    cnn_image_size,
-    cnn_widths,
-    cnn_optimizer,
-    device,
-    **options,
-):
+def compare_command(**params):
     """BoVW and the CNN on the same split, side by side (the same as run --cnn)."""
-    _run_stages(
-        "evaluate",
-        data,
-        config_file,
-        seed,
-        out,
-        jobs,
-        cache_dir,
-        scheduler,
-        quiet,
-        options,
-        keep_descriptors=keep_descriptors,
-        cnn=_cnn_overrides(cnn_epochs, cnn_image_size, cnn_widths, cnn_optimizer, device),
-    )
+    overrides = _cnn_params(params)
+    _run_stages("evaluate", params, cnn=overrides)
 
 
 _stage_command("extract", "Dense SIFT for every image (cached per image).")

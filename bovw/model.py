@@ -59,7 +59,7 @@ from .config import Config, ConfigError, SiftSettings, config_from_dict
 from .data import BadInputError, read_image
 from .encoding import make_encoder
 from .features import ImageFeatures
-from .pipeline import image_features, make_pipeline_encoder
+from .pipeline import dense_sift_params, image_features, make_pipeline_encoder
 
 __all__ = [
     "FORMAT",
@@ -508,16 +508,7 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
 
     config = (config or Config()).validate()
     s, c, e = config.sift, config.codebook, config.encoding
-    sift = DenseSIFT(
-        sizes=tuple(s.sizes),
-        step=s.step,
-        fast=s.fast,
-        magnif=s.magnif,
-        window_size=s.window_size,
-        contrast_threshold=s.contrast_threshold,
-        color=s.color,
-        root=s.root,
-    )
+    sift = DenseSIFT(**dense_sift_params(s))
     params: dict[str, Any] = {"pyramid": e.pyramid, "random_state": config.seed}
     if e.encoding == "fisher":
         params.update(n_words=c.gmm_components, n_pca=c.pca_dims or None)

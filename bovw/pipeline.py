@@ -57,6 +57,20 @@ def extract_image(digest: str, sift: SiftSettings, path: str) -> ImageFeatures:
     return image_features(read_image(path, color="gray" if sift.color == "gray" else "bgr"), sift)
 
 
+def dense_sift_params(sift: SiftSettings) -> dict[str, Any]:
+    """The keyword arguments of :func:`bovw.dense_sift` (and ``DenseSIFT``) that ``sift`` sets."""
+    return {
+        "sizes": tuple(sift.sizes),
+        "step": sift.step,
+        "fast": sift.fast,
+        "magnif": sift.magnif,
+        "window_size": sift.window_size,
+        "contrast_threshold": sift.contrast_threshold,
+        "color": sift.color,
+        "root": sift.root,
+    }
+
+
 def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
     """Dense SIFT of one decoded image, as the extract stage computes it.
 
@@ -81,17 +95,7 @@ def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
         scale = sift.max_side / max(h, w)
         w, h = max(1, round(w * scale)), max(1, round(h * scale))
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    frames, descriptors = dense_sift(
-        image,
-        sizes=tuple(sift.sizes),
-        step=sift.step,
-        fast=sift.fast,
-        magnif=sift.magnif,
-        window_size=sift.window_size,
-        contrast_threshold=sift.contrast_threshold,
-        color=sift.color,
-        root=sift.root,
-    )
+    frames, descriptors = dense_sift(image, **dense_sift_params(sift))
     return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
 
 
