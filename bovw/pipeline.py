@@ -144,14 +144,16 @@ def encode_split(
     encoder = make_pipeline_encoder(encoding, ctx.vocabulary())
     samples = getattr(ctx.dataset, split)
     batches = [samples[i : i + BATCH] for i in range(0, len(samples), BATCH)]
-    rows = ctx.map(
-        _encode_batch,
-        [(encoder, ctx.extract, [(s.digest, sift, str(s.path)) for s in b]) for b in batches],
-        total=len(samples),
-        sizes=[len(b) for b in batches],
-        desc=f"encode {split}",
-    )
-    return np.vstack(rows).astype(np.float32, copy=False)
+    calls = [(encoder, ctx.extract, [(s.digest, sift, str(s.path)) for s in b]) for b in batches]
+    sizes = [len(b) for b in batches]
+    # Rows are written into one preallocated matrix as batches arrive: no list of
+    # blocks and no stacked copy, so peak memory is the output matrix plus a batch.
+    out = np.zeros((len(samples), encoder.n_features_out_), dtype=np.float32)
+    start = 0
+    for block in ctx.imap(_encode_batch, calls, sizes=sizes, desc=f"encode {split}"):
+        out[start : start + len(block)] = block
+        start += len(block)
+    return out
 
 
 def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
@@ -320,20 +322,21 @@ class _Context:
         for s in tqdm(samples, desc=desc, disable=not self.progress, leave=False, unit="img"):
             yield self.extract(s.digest, sift, str(s.path))
 
-    def map(self, func: Callable, arg_tuples: list[tuple], *, total: int, sizes, desc: str):
-        """``func(*args)`` for each tuple, in order, over ``jobs`` processes, with progress."""
-        bar = tqdm(total=total, desc=desc, disable=not self.progress, leave=False, unit="img")
-        results = []
+    def imap(self, func: Callable, arg_tuples: list[tuple], *, sizes, desc: str) -> Iterator:
+        """``func(*args)`` for each tuple, yielded in order, over ``jobs`` processes, with progress.
+
+        ``sizes`` are the images in each call, for the progress bar.
+        """
+        bar = tqdm(total=sum(sizes), desc=desc, disable=not self.progress, leave=False, unit="img")
         with parallel_backend(self.jobs, self.scheduler):
             n_jobs = -1 if self.scheduler else self.jobs
             stream = Parallel(n_jobs=n_jobs, return_as="generator")(
                 delayed(func)(*args) for args in arg_tuples
             )
             for size, result in zip(sizes, stream, strict=True):
-                results.append(result)
                 bar.update(size)
+                yield result
         bar.close()
-        return results
 
 
 def _cached(func, args, kwargs) -> bool:
@@ -351,13 +354,9 @@ def _extract_all(ctx: _Context) -> StageResult:
     todo = [s for s in unique if not _cached(ctx.extract, (s.digest, sift, str(s.path)), {})]
     if todo:
         batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
-        ctx.map(
-            _extract_batch,
-            [(ctx.extract, [(s.digest, sift, str(s.path)) for s in b]) for b in batches],
-            total=len(todo),
-            sizes=[len(b) for b in batches],
-            desc="extract",
-        )
+        calls = [(ctx.extract, [(s.digest, sift, str(s.path)) for s in b]) for b in batches]
+        for _ in ctx.imap(_extract_batch, calls, sizes=[len(b) for b in batches], desc="extract"):
+            pass
     status = "hit" if not todo else ("miss" if len(todo) == len(unique) else "partial")
     detail = f"{len(unique) - len(todo)} of {len(unique)} images cached"
     return StageResult("extract", time.perf_counter() - t, status, detail)
