@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import platform
 import re
+import subprocess
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -41,3 +43,43 @@ def update_section(title: str, body: str, path: Path = RESULTS) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def tree_rss(pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        procs = [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return 0
+    total = 0
+    for p in procs:
+        try:
+            total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def run_watched(cmd: list[str]) -> tuple[str, int]:
+    """Run ``cmd``, polling the RSS of its process tree; return (stdout, peak bytes)."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    peak = 0
+    stop = threading.Event()
+
+    def poll():
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            stop.wait(0.25)
+
+    watcher = threading.Thread(target=poll, daemon=True)
+    watcher.start()
+    out, _ = proc.communicate()
+    stop.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}")
+    return out, peak

@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import machine_line, update_section  # noqa: E402
+from _results import machine_line, run_watched, update_section  # noqa: E402
 
 DATA = HERE.parent.parent / "shared" / "datasets" / "scene15"
 
@@ -68,25 +66,8 @@ def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) ->
     }
 
 
-def _tree_rss(pid: int) -> int:
-    import psutil
-
-    try:
-        proc = psutil.Process(pid)
-        procs = [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return 0
-    total = 0
-    for p in procs:
-        try:
-            total += p.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
-    return total
-
-
 def measure(encoding: str, args, extra: dict) -> dict:
-    """Run one encoding in a child process, polling the RSS of its process tree."""
+    """Run one encoding in a child process, watching the memory of its process tree."""
     cmd = [
         sys.executable,
         __file__,
@@ -101,23 +82,7 @@ def measure(encoding: str, args, extra: dict) -> dict:
         "--set",
         json.dumps(extra),
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
-    peak = 0
-    stop = threading.Event()
-
-    def poll():
-        nonlocal peak
-        while not stop.is_set():
-            peak = max(peak, _tree_rss(proc.pid))
-            stop.wait(0.25)
-
-    watcher = threading.Thread(target=poll, daemon=True)
-    watcher.start()
-    out, _ = proc.communicate()
-    stop.set()
-    watcher.join()
-    if proc.returncode != 0:
-        raise SystemExit(f"{encoding} failed with exit code {proc.returncode}")
+    out, peak = run_watched(cmd)
     figures = json.loads(out.strip().splitlines()[-1])
     figures["peak_memory_gb"] = peak / 1e9
     return figures

@@ -1,0 +1,130 @@
+"""Peak memory against dataset size: the 15-Scene training set repeated 1, 2 and 4 times.
+
+Each size is a folder of symbolic links (``train/<class>/<copy>-<name>``, the same
+test images every time), run through the whole pipeline in a fresh process whose
+process tree is watched. The descriptors of every image pass through the
+codebook sampler and the encoders as a stream, so peak memory should grow only
+with the output matrix (images x feature dimension), not with the number of
+descriptors. Copies share content hashes, so extraction is computed once per
+unique image; sampling, encoding and training still see every copy.
+
+    python benchmarks/memory_scaling.py                 # 1x, 2x, 4x
+    python benchmarks/memory_scaling.py --record        # and write RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import machine_line, run_watched, update_section  # noqa: E402
+
+DATA = HERE.parent.parent / "shared" / "datasets" / "scene15"
+
+#: Settings: the default PHOW recipe, a 200-word histogram with a 1+2x2+4x4 pyramid.
+SETTINGS = {"codebook.words": 200, "codebook.samples": 200_000}
+
+
+def make_repeated(source: Path, root: Path, copies: int, test_per_class: int) -> Path:
+    """``root/train`` with every training image linked ``copies`` times; a fixed small test split."""
+    for split in ("train", "test"):
+        for class_dir in sorted(p for p in (source / split).iterdir() if p.is_dir()):
+            out = root / split / class_dir.name
+            out.mkdir(parents=True, exist_ok=True)
+            images = sorted(class_dir.glob("*.jpg"))
+            if split == "test":
+                images = images[:test_per_class]
+            for k in range(copies if split == "train" else 1):
+                for image in images:
+                    (out / f"{k}-{image.name}").symlink_to(image.resolve())
+    return root
+
+
+def child(data: str, cache_dir: str, jobs: int) -> None:
+    import warnings
+
+    import bovw
+    from bovw.config import Config
+
+    warnings.simplefilter("ignore")
+    t = time.perf_counter()
+    result = bovw.run(
+        Config().with_overrides({"data.path": data, **SETTINGS}),
+        cache_dir=cache_dir,
+        jobs=jobs,
+        progress=False,
+    )
+    X = result.features["train"]
+    print(
+        json.dumps(
+            {
+                "n_train": len(result.dataset.train),
+                "train_matrix_mb": X.nbytes / 1e6,
+                "seconds": time.perf_counter() - t,
+                "mean_class_accuracy": result.metrics["mean_class_accuracy"],
+            }
+        )
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--data", default=str(DATA))
+    p.add_argument("--copies", default="1,2,4")
+    p.add_argument("--test-per-class", type=int, default=20)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument(
+        "--cache-dir", default=None, help="shared by all sizes (default: a temporary one)"
+    )
+    p.add_argument("--record", action="store_true")
+    p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args.child[0], args.child[1], args.jobs)
+        return
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bovw-mem-") as tmp:
+        cache = args.cache_dir or str(Path(tmp) / "cache")
+        for copies in (int(c) for c in args.copies.split(",")):
+            root = make_repeated(
+                Path(args.data), Path(tmp) / f"x{copies}", copies, args.test_per_class
+            )
+            out, peak = run_watched(
+                [sys.executable, __file__, "--child", str(root), cache, "--jobs", str(args.jobs)]
+            )
+            row = json.loads(out.strip().splitlines()[-1])
+            row.update(copies=copies, peak_gb=peak / 1e9)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    lines = [
+        "| copies | training images | train matrix MB | peak memory GB | seconds |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['copies']}x | {r['n_train']:,} | {r['train_matrix_mb']:.0f} | {r['peak_gb']:.2f} "
+        f"| {r['seconds']:.0f} |"
+        for r in rows
+    ]
+    table = "\n".join(lines)
+    print(table)
+    if args.record:
+        command = "python benchmarks/memory_scaling.py " + " ".join(sys.argv[1:])
+        update_section(
+            "Memory scaling",
+            f"Whole pipeline (dense SIFT defaults, {SETTINGS['codebook.words']} words, pyramid "
+            f"1,2,4, `--jobs {args.jobs}`) on the 15-Scene training set repeated by symbolic "
+            f"links, {args.test_per_class} test images per class. Peak resident memory of the "
+            f"process and its workers.\n\n    {command}\n\n{table}\n\n{machine_line()}",
+        )
+
+
+if __name__ == "__main__":
+    main()
