@@ -132,6 +132,7 @@ def fit_vocabulary(train_key: str, sift: SiftSettings, spec: tuple, seed: int, *
 
 def encode_split(
     split_key: str,
+    vocabulary_train_key: str,
     sift: SiftSettings,
     spec: tuple,
     encoding: EncodingSettings,
@@ -140,7 +141,12 @@ def encode_split(
     ctx: _Context,
     split: str,
 ) -> np.ndarray:
-    """Encode every image of one split into a float32 matrix, one row per image."""
+    """Encode every image of one split into a float32 matrix, one row per image.
+
+    The key names the split's images and, through ``vocabulary_train_key``, the
+    training images the vocabulary was fitted on: the same test images encoded
+    with another training set's vocabulary are other features.
+    """
     encoder = make_pipeline_encoder(encoding, ctx.vocabulary())
     samples = getattr(ctx.dataset, split)
     batches = [samples[i : i + BATCH] for i in range(0, len(samples), BATCH)]
@@ -273,7 +279,7 @@ class _Context:
 
     def encode_call(self, split: str):
         c = self.config
-        args = (self.keys[split], c.sift, self.spec, c.encoding, c.seed)
+        args = (self.keys[split], self.keys["train"], c.sift, self.spec, c.encoding, c.seed)
         return self.encode_split, args, {"ctx": self, "split": split}
 
     def train_call(self):

@@ -125,3 +125,18 @@ def test_no_keep_descriptors_leaves_only_encoded_features(tiny_dataset, tmp_path
         small_config(tiny_dataset, **{"codebook.words": 12}), cache_dir=cache, progress=False
     )
     assert other.stages[0].cache == "miss"
+
+
+def test_test_features_follow_the_training_set_of_the_vocabulary(tiny_dataset, tmp_path):
+    """Same test images, another training set: the test encoding must not come from the cache."""
+    from conftest import textured_image, write_image
+
+    cache = tmp_path / "c"
+    first = bovw.run(small_config(tiny_dataset), cache_dir=cache, progress=False)
+    for i in range(8, 12):
+        write_image(tiny_dataset / "train" / "alpha" / f"{i}.png", textured_image(0, 7000 + i))
+    second = bovw.run(small_config(tiny_dataset), cache_dir=cache, progress=False)
+    fresh = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "fresh", progress=False)
+    assert first.dataset.split_hash("test") == second.dataset.split_hash("test")
+    assert second.stages[2].cache == "miss"
+    assert np.array_equal(second.features["test"], fresh.features["test"])
