@@ -191,7 +191,9 @@ def sample_descriptors(
             take = int(np.searchsorted(keys, threshold, side="left"))
             if take == 0:
                 continue
-            keys, order = keys[:take], order[:take]
+            # Copy the prefix: a slice would keep the whole per-image key array
+            # alive in the reservoir, and memory would grow with the number of images.
+            keys, order = keys[:take].copy(), order[:take]
         keys_blocks.append(keys)
         idx_blocks.append(np.full(take, i, dtype=np.int64))
         row_blocks.append(desc[order])  # input dtype (uint8: 4x smaller than float32)

@@ -366,3 +366,20 @@ def test_docstring_examples():
     import bovw.codebook
 
     assert doctest.testmod(bovw.codebook).failed == 0
+
+
+def test_sampler_memory_does_not_grow_with_the_number_of_images():
+    """The reservoir is bounded by n_samples: 8x the images, the same peak memory."""
+    import tracemalloc
+
+    block = np.random.default_rng(0).integers(1, 255, (2000, 32), dtype=np.uint8)
+
+    def peak(n_images):
+        tracemalloc.start()
+        sample_descriptors((block for _ in range(n_images)), 20_000, random_state=0)
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak_bytes
+
+    small, large = peak(100), peak(800)
+    assert large < 1.15 * small, (small, large)
