@@ -162,7 +162,7 @@ class CNNSettings:
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
     hflip: bool = True
     tta_flip: bool = True
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 64
     optimizer: str = "sgd"
     lr: float = 0.1
