@@ -192,7 +192,7 @@ def test_settings_validate_names_the_bad_setting():
         (dict(image_size=8), "image_size"),
         (dict(dropout=1.0), "dropout"),
         (dict(batch_size=1), "batch_size"),
-        (dict(warmup_epochs=50), "warmup_epochs"),
+        (dict(warmup_epochs=1000), "warmup_epochs"),  # more than the default epochs
         (dict(color="rgb"), "color"),
     ):
         with pytest.raises(ValueError, match=name) as info:
