@@ -17,6 +17,14 @@ run once per class. On 15-Scene Fisher vectors (65,536 dimensions) it fits in
 half of ``SGDClassifier``'s time for the same epochs, to a lower objective
 (``benchmarks/RESULTS.md``); ``solver="sklearn"`` keeps ``SGDClassifier``.
 
+When there are fewer training images than feature dimensions (Fisher vectors:
+1,500 images, 65,536 dimensions), the same SGD runs in its dual representation:
+the weights are kept as combinations of the training samples, and every step
+reads the Gram matrix ``X X^T`` instead of the features. The iterates are the
+primal ones (same result to float rounding), and one Gram matrix serves every
+fold and ``alpha`` of the model selection (:class:`GramLinearSVM`), so the
+whole search on 15-Scene Fisher vectors takes seconds instead of minutes.
+
 The regularization ``alpha`` is chosen by stratified cross-validation on the
 training split only; the test split is never seen here. The kernel map and the
 L2 normalization act per sample, so :func:`fit_classifier` applies them once,
@@ -288,6 +296,27 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=np.float32, order="C", reset=True
         )
+        Y = self._targets(y)
+        # Center the features: with an unregularized intercept, w.(x - mu) + b' is the same
+        # model (b = b' - w.mu) and the same objective, but SGD is far better conditioned
+        # when the samples share a large common component (Fisher vectors, histograms).
+        center = self.fit_intercept and not sparse.issparse(X)
+        if _use_dual(X):
+            space = _DualSpace.from_features(X, center=center)
+            A, b = self._sgd(space, Y)
+            self.coef_, self.intercept_ = _dual_to_primal(A, b, X, center=center)
+            self.representation_ = "dual"
+        else:
+            space = _PrimalSpace(X, center=center)
+            W, b = self._sgd(space, Y)
+            self.coef_, self.intercept_ = W, space.intercept(W, b)
+            self.representation_ = "primal"
+        if not self.fit_intercept:
+            self.intercept_ = np.zeros_like(self.intercept_)
+        return self
+
+    def _targets(self, y) -> np.ndarray:
+        """Set ``classes_``; the +1/-1 target of every sample for every one-vs-rest problem."""
         check_classification_targets(y)
         self.classes_, y_index = np.unique(y, return_inverse=True)
         n_classes = self.classes_.size
@@ -295,14 +324,22 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
             raise ValueError(
                 f"LinearSVM needs samples of at least 2 classes; got only {self.classes_[0]!r}."
             )
-        n, d = X.shape
-        k = 1 if n_classes == 2 else n_classes
-        Y = np.full((n, k), -1.0, dtype=np.float32)
+        n = y_index.size
+        Y = np.full((n, 1 if n_classes == 2 else n_classes), -1.0, dtype=np.float32)
         if n_classes == 2:
             Y[y_index == 1, 0] = 1.0
         else:
             Y[np.arange(n), y_index] = 1.0
+        return Y
 
+    def _sgd(self, space, Y):
+        """Run SGD in ``space`` (primal or dual coordinates of the weights).
+
+        Returns the weights in that space's coordinates and the intercept of the
+        centered scores. Sets ``n_iter_``, ``t_``, ``batch_coherence_`` and
+        ``objective_curve_``.
+        """
+        n, k = Y.shape
         alpha = float(self.alpha)
         batch = min(int(self.batch_size), n)
         # Bottou's "optimal" schedule eta_t = 1 / (alpha (t + t0)) per sample: t0 makes the
@@ -310,13 +347,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         # heuristic's point for these losses, so eta_0 = typw and t0 = 1 / (alpha typw)).
         t0 = alpha**-0.75
         rng = check_random_state(self.random_state)
-        # Center the features: with an unregularized intercept, w.(x - mu) + b' is the same
-        # model (b = b' - w.mu) and the same objective, but SGD is far better conditioned
-        # when the samples share a large common component (Fisher vectors, histograms).
-        # X is not copied: mu rides along as row 0 of each batch buffer.
-        center = self.fit_intercept and not sparse.issparse(X)
-        mu = X.mean(0, dtype=np.float64).astype(np.float32) if center else None
-        coherence = _batch_coherence(X, batch, rng, mu)
+        coherence = _batch_coherence(space.batch_gram, n, batch, rng)
         if self.average is True:
             average_start = 1
         elif self.average is False or self.average is None:
@@ -328,22 +359,13 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         # gradient), which the schedule's first steps do when alpha is small: cap eta there.
         curvature = _CURVATURE[self.loss]
         if curvature:
-            sq_norms = X.multiply(X).sum(1) if sparse.issparse(X) else np.einsum("ij,ij->i", X, X)
-            eta_max = 1.0 / (curvature * (float(np.max(sq_norms)) + self.fit_intercept) + alpha)
+            eta_max = 1.0 / (curvature * (space.max_sq_norm + self.fit_intercept) + alpha)
         else:
             eta_max = np.inf
 
-        W = np.zeros((k, d), np.float32)
-        b = np.zeros(k, np.float32)
+        W = space.zeros(k)
         buf = np.empty_like(W)
-        if center:
-            xbuf = np.empty((batch + 1, d), np.float32)
-            xbuf[0] = mu
-            gbuf = np.empty((batch + 1, k), np.float32)
-
-        def intercept(W, b):
-            return b - (W @ mu).astype(np.float32) if center else b
-
+        b = np.zeros(k, np.float32)
         W_avg = np.zeros_like(W) if average_start is not None else None
         b_avg = np.zeros_like(b) if average_start is not None else None
         weight_sum = pending = 0.0
@@ -364,22 +386,8 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
                 idx = order[start : start + batch]
                 m = idx.size
                 Yb = Y[idx]
-                if center:
-                    Xb = xbuf[: m + 1]
-                    np.take(X, idx, axis=0, out=Xb[1:])
-                    S = Xb @ W.T
-                    S = (S[1:] - S[0]) * np.float32(scale) + b
-                else:
-                    Xb = X[idx]
-                    S = _scores(Xb, W, np.zeros_like(b))
-                    S = S * np.float32(scale) + b
+                S = space.scores(W, idx) * np.float32(scale) + b
                 _, G = _loss_and_dloss(self.loss, Yb * S, Yb, need_loss=False)
-                g_sum = G.sum(0)
-                if center:
-                    Ge = gbuf[: m + 1]
-                    Ge[0] = -g_sum
-                    Ge[1:] = G
-                    G = Ge
                 # A batch of m samples counts as m / rho independent ones, rho the largest
                 # eigenvalue of its (normalized) Gram matrix: 1 for orthogonal samples (the
                 # step is that of m per-sample steps), m for identical ones (one step).
@@ -388,9 +396,9 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
                 eta = min(1.0 / (alpha * (t + t0 + 0.5 * m_eff)), eta_max)
                 # The weights are scale * W: the shrinkage of the L2 term is a scalar update.
                 scale *= (1.0 - eta * alpha) ** m_eff
-                _shrink_and_step(W, 1.0, -eta / rho / scale, G, Xb, buf)
+                space.step(W, idx, G, -eta / rho / scale)
                 if self.fit_intercept:
-                    b -= np.float32(eta / rho) * g_sum
+                    b -= np.float32(eta / rho) * G.sum(0)
                 if scale < 1e-3:
                     W *= np.float32(scale)
                     scale = 1.0
@@ -412,7 +420,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
                         pending = 0.0
             if self.tol is not None:
                 Wr, br = (W_avg, b_avg) if weight_sum else (W * np.float32(scale), b)
-                objective = self._objective(X, Y, Wr, intercept(Wr, br))
+                objective = self._space_objective(space, Y, Wr, br)
                 self.objective_curve_.append(objective)
                 if objective > best - self.tol:
                     no_change += 1
@@ -425,24 +433,21 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
             W, b = W_avg, b_avg
         else:
             W *= np.float32(scale)
-        self.coef_ = W
-        self.intercept_ = intercept(W, b) if self.fit_intercept else np.zeros(k, np.float32)
         self.n_iter_ = epoch
         self.t_ = seen
         self.batch_coherence_ = coherence
-        return self
+        return W, b
 
-    def _objective(self, X, Y, W, b, chunk: int = 1024) -> float:
+    def _space_objective(self, space, Y, W, b) -> float:
         """Mean over the one-vs-rest problems of ``alpha/2 |w|^2 + mean loss``."""
         total = 0.0
-        for start in range(0, X.shape[0], chunk):
-            Yb = Y[start : start + chunk]
-            value, _ = _loss_and_dloss(
-                self.loss, Yb * _scores(X[start : start + chunk], W, b), Yb, need_loss=True
-            )
+        for rows, S in space.all_scores(W):
+            S += b
+            Yb = Y[rows]
+            value, _ = _loss_and_dloss(self.loss, Yb * S, Yb, need_loss=True)
             total += float(value.sum(dtype=np.float64))
-        reg = 0.5 * self.alpha * float(np.einsum("ij,ij->", W, W, dtype=np.float64))
-        return (reg + total / X.shape[0]) / W.shape[0]
+        reg = 0.5 * self.alpha * space.sq_norm(W)
+        return (reg + total / Y.shape[0]) / Y.shape[1]
 
     def objective(self, X, y) -> float:
         """The training objective of the fitted weights on ``(X, y)``.
@@ -457,7 +462,7 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
             Y = np.where(y == self.classes_[1], 1.0, -1.0).astype(np.float32)[:, None]
         else:
             Y = np.where(y[:, None] == self.classes_[None, :], 1.0, -1.0).astype(np.float32)
-        return self._objective(X, Y, self.coef_, self.intercept_)
+        return self._space_objective(_PrimalSpace(X, center=False), Y, self.coef_, self.intercept_)
 
     def decision_function(self, X):
         """Scores ``X @ coef_.T + intercept_``, float32.
@@ -477,40 +482,282 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
         return tags
 
 
-def _batch_coherence(X, batch: int, rng, mu=None, probes: int = 4) -> float:
+class GramLinearSVM(LinearSVM):
+    """:class:`LinearSVM` trained from the Gram matrix of its features.
+
+    ``fit(K, y)`` takes ``K = X X^T`` of the training features and runs the
+    very SGD of :class:`LinearSVM` in its dual representation (the weights as
+    combinations of training samples; same iterates, same result up to float
+    rounding). ``decision_function(K)`` takes the products ``X_new X^T`` of new
+    samples with the training samples. The estimator is tagged *pairwise*, so
+    scikit-learn's cross-validation slices ``K`` by rows and columns, and one
+    Gram matrix serves every fold and every ``alpha`` of a grid search.
+    :meth:`to_linear_svm` turns the result into a :class:`LinearSVM` on the
+    features themselves.
+
+    Attributes
+    ----------
+    dual_coef_ : ndarray of shape (n_classes or 1, n_train), float32
+        Coefficients of the training samples (centered when ``fit_intercept``).
+    centered_intercept_ : ndarray of shape (n_classes or 1,), float32
+        Intercept of the scores of centered samples.
+    """
+
+    def fit(self, K, y):
+        """Fit from the (n, n) Gram matrix ``K`` of the training features."""
+        self._check_params()
+        K = np.asarray(K)
+        if K.ndim != 2 or K.shape[0] != K.shape[1]:
+            raise ValueError(f"GramLinearSVM needs a square Gram matrix, not shape {K.shape}.")
+        Y = self._targets(np.asarray(y))
+        if Y.shape[0] != K.shape[0]:
+            raise ValueError(f"The Gram matrix has {K.shape[0]} rows but y has {Y.shape[0]} labels.")
+        space, means = _DualSpace.from_gram(K, center=self.fit_intercept)
+        self.dual_coef_, self.centered_intercept_ = self._sgd(space, Y)
+        self._train_means = means
+        self.n_features_in_ = K.shape[1]
+        self.representation_ = "dual"
+        return self
+
+    def decision_function(self, K):
+        """Scores of samples given their (n_new, n_train) products with the training samples."""
+        check_is_fitted(self, "dual_coef_")
+        K = np.asarray(K, np.float32)
+        if K.ndim != 2 or K.shape[1] != self.dual_coef_.shape[1]:
+            raise ValueError(
+                f"Expected products with the {self.dual_coef_.shape[1]} training samples, "
+                f"got shape {K.shape}."
+            )
+        if self._train_means is not None:
+            row_mean, grand_mean = self._train_means
+            K = K - K.mean(1, dtype=np.float64).astype(np.float32)[:, None]
+            K -= row_mean.astype(np.float32)[None, :]
+            K += np.float32(grand_mean)
+        S = K @ self.dual_coef_.T + self.centered_intercept_
+        return S.ravel() if S.shape[1] == 1 else S
+
+    def objective(self, K, y) -> float:
+        """The training objective of the fitted model, given the training Gram matrix ``K``."""
+        check_is_fitted(self, "dual_coef_")
+        y = np.asarray(y)
+        if self.classes_.size == 2:
+            Y = np.where(y == self.classes_[1], 1.0, -1.0).astype(np.float32)[:, None]
+        else:
+            Y = np.where(y[:, None] == self.classes_[None, :], 1.0, -1.0).astype(np.float32)
+        space, _ = _DualSpace.from_gram(K, center=self._train_means is not None)
+        return self._space_objective(space, Y, self.dual_coef_, self.centered_intercept_)
+
+    def to_linear_svm(self, X) -> LinearSVM:
+        """The equivalent fitted :class:`LinearSVM` on the training features ``X``."""
+        check_is_fitted(self, "dual_coef_")
+        X = np.asarray(X, np.float32)
+        svm = LinearSVM(**self.get_params())
+        svm.coef_, svm.intercept_ = _dual_to_primal(
+            self.dual_coef_, self.centered_intercept_, X, center=self._train_means is not None
+        )
+        svm.classes_ = self.classes_
+        svm.n_features_in_ = X.shape[1]
+        for name in ("n_iter_", "t_", "batch_coherence_", "objective_curve_", "representation_"):
+            setattr(svm, name, getattr(self, name))
+        return svm
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.pairwise = True
+        tags.input_tags.sparse = False
+        return tags
+
+
+#: The dual representation is used up to this many training samples (its Gram matrix
+#: then takes at most 576 MB in float32, and no more than the features when n <= d).
+DUAL_MAX_SAMPLES = 12_000
+
+
+def _use_dual(X) -> bool:
+    """Whether SGD is cheaper on the Gram matrix than on the features themselves.
+
+    One epoch costs about ``2 n d k`` in the primal and ``2 n^2 k`` in the dual,
+    plus ``n^2 d`` once for the Gram matrix: the dual wins whenever ``n <= d``.
+    """
+    n, d = X.shape
+    return not sparse.issparse(X) and n <= d and n <= DUAL_MAX_SAMPLES
+
+
+class _PrimalSpace:
+    """SGD on the weight vectors themselves: ``W`` of shape (classes, features).
+
+    With ``center``, scores are ``w . (x - mu)`` for the mean ``mu`` of the
+    training features; ``X`` is never copied: ``mu`` rides along as row 0 of
+    each batch buffer, so one matrix product gives the centered scores.
+    """
+
+    def __init__(self, X, *, center: bool):
+        self.X = X
+        self.n, self.d = X.shape
+        self.mu = X.mean(0, dtype=np.float64).astype(np.float32) if center else None
+        self._xbuf = None
+
+    def zeros(self, k: int) -> np.ndarray:
+        return np.zeros((k, self.d), np.float32)
+
+    @property
+    def max_sq_norm(self) -> float:
+        X = self.X
+        sq = X.multiply(X).sum(1) if sparse.issparse(X) else np.einsum("ij,ij->i", X, X)
+        return float(np.max(sq))
+
+    def batch_gram(self, idx: np.ndarray) -> np.ndarray:
+        Xb = self.X[idx] if self.mu is None else self.X[idx] - self.mu
+        gram = Xb @ Xb.T
+        return np.asarray(gram.toarray() if sparse.issparse(gram) else gram, np.float64)
+
+    def _batch(self, idx: np.ndarray) -> np.ndarray:
+        """Rows ``idx`` of X below a row holding ``mu``, in a reused buffer."""
+        if self._xbuf is None or self._xbuf.shape[0] < idx.size + 1:
+            self._xbuf = np.empty((idx.size + 1, self.d), np.float32)
+        Xb = self._xbuf[: idx.size + 1]
+        Xb[0] = self.mu
+        np.take(self.X, idx, axis=0, out=Xb[1:])
+        return Xb
+
+    def scores(self, W: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        if self.mu is None:
+            return np.asarray(self.X[idx] @ W.T, np.float32)
+        S = self._batch(idx) @ W.T
+        return S[1:] - S[0]
+
+    def step(self, W: np.ndarray, idx: np.ndarray, G: np.ndarray, coef: float) -> None:
+        """``W += coef G.T (X[idx] - mu)`` in place."""
+        Gs = (G * np.float32(coef)).T
+        if sparse.issparse(self.X):
+            W += np.asarray((self.X[idx].T @ Gs.T).T, np.float32)
+        elif self.mu is None:
+            W += Gs @ self.X[idx]
+        else:
+            # The batch buffer still holds [mu; X[idx]] from scores().
+            Ge = np.empty((Gs.shape[0], idx.size + 1), np.float32)
+            Ge[:, 0] = -Gs.sum(1)
+            Ge[:, 1:] = Gs
+            W += Ge @ self._xbuf[: idx.size + 1]
+
+    def all_scores(self, W: np.ndarray, chunk: int = 1024):
+        offset = None if self.mu is None else (W @ self.mu).astype(np.float32)
+        for start in range(0, self.n, chunk):
+            rows = slice(start, start + chunk)
+            S = np.asarray(self.X[rows] @ W.T, np.float32)
+            if offset is not None:
+                S -= offset
+            yield rows, S
+
+    def sq_norm(self, W: np.ndarray) -> float:
+        return float(np.einsum("ij,ij->", W, W, dtype=np.float64))
+
+    def intercept(self, W: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """The intercept on raw features of the centered model ``(W, b)``."""
+        return b - (W @ self.mu).astype(np.float32) if self.mu is not None else b
+
+
+class _DualSpace:
+    """SGD on the coefficients ``A`` (classes, n) of ``W = A (X - mu)``.
+
+    Every SGD step adds multiples of training samples to the weights, so from
+    ``W = 0`` the weights stay in their span (the representer theorem behind
+    kernelized Pegasos): the iterates are those of the primal SGD, computed
+    from the (centered) Gram matrix ``Kc`` alone. When there are fewer samples
+    than features, as with Fisher vectors (1,500 images, 65,536 dimensions),
+    every step costs ``n`` instead of ``d`` per class and the Gram matrix is
+    shared by every fold and ``alpha`` of the model selection.
+    """
+
+    def __init__(self, Kc: np.ndarray, max_sq_norm: float):
+        self.Kc = Kc
+        self.n = Kc.shape[0]
+        self.max_sq_norm = max_sq_norm
+
+    @classmethod
+    def from_gram(cls, K: np.ndarray, *, center: bool, overwrite: bool = False):
+        """From the Gram matrix ``K = X X^T`` of raw features.
+
+        Returns the space and, when centering, the row means of ``K`` and their
+        mean (needed to center the Gram rows of new samples). ``K`` is centered
+        in place when ``overwrite`` (and it is float32), else copied.
+        """
+        K = np.asarray(K, np.float32)
+        max_sq_norm = float(np.max(np.diagonal(K)))
+        if not center:
+            return cls(K, max_sq_norm), None
+        row_mean = K.mean(1, dtype=np.float64)
+        grand_mean = float(row_mean.mean())
+        # (x_i - mu).(x_j - mu) = K_ij - mean_l K_il - mean_l K_jl + mean_lm K_lm
+        Kc = K if overwrite else K.copy()
+        Kc -= row_mean.astype(np.float32)[:, None]
+        Kc -= row_mean.astype(np.float32)[None, :]
+        Kc += np.float32(grand_mean)
+        return cls(Kc, max_sq_norm), (row_mean, grand_mean)
+
+    @classmethod
+    def from_features(cls, X: np.ndarray, *, center: bool):
+        space, _ = cls.from_gram(gram_matrix(X), center=center, overwrite=True)
+        return space
+
+    def zeros(self, k: int) -> np.ndarray:
+        return np.zeros((k, self.n), np.float32)
+
+    def batch_gram(self, idx: np.ndarray) -> np.ndarray:
+        return self.Kc[np.ix_(idx, idx)].astype(np.float64)
+
+    def scores(self, A: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        return self.Kc[idx] @ A.T
+
+    def step(self, A: np.ndarray, idx: np.ndarray, G: np.ndarray, coef: float) -> None:
+        A[:, idx] += (G * np.float32(coef)).T
+
+    def all_scores(self, A: np.ndarray, chunk: int = 4096):
+        for start in range(0, self.n, chunk):
+            rows = slice(start, start + chunk)
+            yield rows, self.Kc[rows] @ A.T
+
+    def sq_norm(self, A: np.ndarray) -> float:
+        return float(np.einsum("ij,ij->", A @ self.Kc, A, dtype=np.float64))
+
+
+def _dual_to_primal(A: np.ndarray, b: np.ndarray, X: np.ndarray, *, center: bool):
+    """Weights and intercept on raw features of the dual model ``(A, b)``.
+
+    ``W = A (X - mu)`` and the intercept ``b - W mu`` when the Gram matrix was
+    centered (``mu`` the mean of ``X``); ``W = A X`` and ``b`` otherwise.
+    """
+    W = np.asarray(A @ X, np.float32)
+    if not center:
+        return W, b
+    mu = X.mean(0, dtype=np.float64).astype(np.float32)
+    W -= A.sum(1, keepdims=True) * mu
+    return W, b - (W @ mu).astype(np.float32)
+
+
+def gram_matrix(X: np.ndarray) -> np.ndarray:
+    """``X X^T`` in float32 (one symmetric BLAS product; ``X`` is not copied)."""
+    X = np.asarray(X, np.float32)
+    return X @ X.T
+
+
+def _batch_coherence(batch_gram, n: int, batch: int, rng, probes: int = 4) -> float:
     """Mean largest eigenvalue of ``Xb Xb^T / mean |x|^2`` over a few random batches.
 
-    ``mu``, when given, is subtracted from the samples first.
-
+    ``batch_gram(idx)`` gives the Gram matrix of the (centered) samples ``idx``.
     Between 1 (the samples of a batch are orthogonal, as high-dimensional
     Fisher vectors nearly are) and ``batch`` (they are all alike, as
     positive histograms nearly are).
     """
-    n = X.shape[0]
     if batch < 2:
         return 1.0
     values = []
     for _ in range(probes):
-        idx = rng.choice(n, size=batch, replace=False)
-        Xb = X[idx] if mu is None else X[idx] - mu
-        gram = Xb @ Xb.T
-        gram = np.asarray(gram.toarray() if sparse.issparse(gram) else gram, np.float64)
+        gram = batch_gram(rng.choice(n, size=batch, replace=False))
         scale = np.trace(gram) / batch
         if scale > 0:
             values.append(np.linalg.eigvalsh(gram)[-1] / scale)
     return float(np.clip(np.mean(values), 1.0, batch)) if values else 1.0
-
-
-def _shrink_and_step(W: np.ndarray, beta: float, scale: float, G: np.ndarray, Xb, buf) -> None:
-    """``W <- beta W + scale G.T @ Xb`` in place, through the preallocated ``buf``."""
-    if beta != 1.0:
-        W *= np.float32(beta)
-    Gs = (G * np.float32(scale)).T
-    if sparse.issparse(Xb):
-        W += np.asarray((Xb.T @ Gs.T).T, np.float32)
-    else:
-        np.matmul(Gs, Xb, out=buf)
-        W += buf
 
 
 def _blend(A: np.ndarray, W: np.ndarray, rho: float, buf: np.ndarray, scale: float = 1.0) -> None:
@@ -640,13 +887,26 @@ def fit_classifier(
         replace(settings, cv_folds=folds), random_state=random_state, n_jobs=n_jobs
     )
     full = search.estimator
-    search.set_params(estimator=_pipeline("passthrough", "passthrough", full.named_steps["svm"]))
+    svm = full.named_steps["svm"]
+    dual = isinstance(svm, LinearSVM) and _use_dual(Z)
+    if dual:
+        # One Gram matrix for every fold and alpha: the search slices it (the estimator is
+        # pairwise), and each fit costs n^2 instead of n d per class and epoch. The fits
+        # are then so cheap that worker processes would only add start-up and copies.
+        search.set_params(estimator=Pipeline([("svm", GramLinearSVM(**svm.get_params()))]))
+        search.set_params(n_jobs=1)
+        data = gram_matrix(Z)
+    else:
+        search.set_params(estimator=_pipeline("passthrough", "passthrough", svm))
+        data = Z
     with warnings.catch_warnings():
         # Averaged SGD converges in few epochs; capped epochs are expected here.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(Z, y)
+        search.fit(data, y)
+    del data
+    best = search.best_estimator_.named_steps["svm"]
+    if dual:
+        best = best.to_linear_svm(Z)
     search.set_params(estimator=full)
-    search.best_estimator_ = _pipeline(
-        kernel_map, normalize, search.best_estimator_.named_steps["svm"]
-    )
+    search.best_estimator_ = _pipeline(kernel_map, normalize, best)
     return search

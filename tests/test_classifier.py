@@ -120,12 +120,13 @@ def test_linear_svm_is_deterministic_and_keeps_float32():
     assert a.objective_curve_ and a.n_iter_ == len(a.objective_curve_)
 
 
-def test_linear_svm_does_not_copy_float32_input():
+@pytest.mark.parametrize("dim, representation", [(4000, "dual"), (400, "primal")])
+def test_linear_svm_does_not_copy_float32_input(dim, representation):
     import tracemalloc
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 300)
-    X = rng.random((y.size, 4000), dtype=np.float32)
+    X = rng.random((y.size, dim), dtype=np.float32)
     X /= np.linalg.norm(X, axis=1, keepdims=True)
     X.flags.writeable = False  # an in-place change would fail
     tracemalloc.start()
@@ -134,8 +135,11 @@ def test_linear_svm_does_not_copy_float32_input():
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    # A float32 or float64 copy of X would take X.nbytes or twice that.
-    assert peak < 0.25 * X.nbytes, (peak, X.nbytes)
+    # A float32 or float64 copy of X would take X.nbytes or twice that; the dual
+    # representation holds one float32 Gram matrix (n x n) besides.
+    gram = y.size**2 * 4 if representation == "dual" else 0
+    assert svm.representation_ == representation
+    assert peak < 0.25 * X.nbytes + 1.1 * gram, (peak, X.nbytes, gram)
     assert svm.coef_.dtype == np.float32
 
 
@@ -202,3 +206,73 @@ def test_precomputed_map_gives_the_plain_grid_search(name):
         fast.decision_function(X), plain.decision_function(X), rtol=1e-4, atol=1e-5
     )
     assert list(fast.best_estimator_.named_steps) == ["kernel_map", "normalize", "svm"]
+
+
+# -- The dual representation: the same SGD on the Gram matrix -------------------------------
+
+
+def _dense_classes(n_per_class=50, n_classes=4, dim=500, seed=0):
+    """Unit-norm features with a common offset (what centering is for), n < d."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(n_classes), n_per_class)
+    centres = 0.5 * rng.normal(size=(n_classes, dim))
+    X = (rng.normal(size=(y.size, dim)) + centres[y] + 1.0).astype(np.float32)
+    return X / np.linalg.norm(X, axis=1, keepdims=True), y
+
+
+@pytest.mark.parametrize("loss", ["hinge", "log_loss", "squared_hinge"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_dual_sgd_gives_the_primal_iterates(monkeypatch, loss, fit_intercept):
+    import bovw.classifier as classifier
+
+    X, y = _dense_classes()
+    params = dict(loss=loss, alpha=1e-3, fit_intercept=fit_intercept, random_state=0)
+    dual = LinearSVM(**params).fit(X, y)
+    monkeypatch.setattr(classifier, "DUAL_MAX_SAMPLES", 0)
+    primal = LinearSVM(**params).fit(X, y)
+    assert (dual.representation_, primal.representation_) == ("dual", "primal")
+    assert dual.n_iter_ == primal.n_iter_
+    scale = np.abs(primal.coef_).max()
+    np.testing.assert_allclose(dual.coef_, primal.coef_, atol=1e-4 * scale)
+    np.testing.assert_allclose(dual.intercept_, primal.intercept_, atol=1e-4)
+    np.testing.assert_allclose(dual.objective_curve_, primal.objective_curve_, rtol=1e-4)
+
+
+def test_gram_svm_predicts_from_products_and_converts_to_primal():
+    from bovw.classifier import GramLinearSVM, gram_matrix
+
+    X, y = _dense_classes(seed=1)
+    Xt, _ = _dense_classes(seed=2)
+    gram = GramLinearSVM(alpha=1e-3, random_state=0).fit(gram_matrix(X), y)
+    direct = LinearSVM(alpha=1e-3, random_state=0).fit(X, y)
+    svm = gram.to_linear_svm(X)
+    np.testing.assert_allclose(gram.decision_function(Xt @ X.T), svm.decision_function(Xt), atol=1e-4)
+    np.testing.assert_allclose(svm.coef_, direct.coef_, atol=1e-5)
+    assert np.isclose(gram.objective(gram_matrix(X), y), svm.objective(X, y), rtol=1e-4)
+    with pytest.raises(ValueError, match="square"):
+        GramLinearSVM().fit(X, y)
+    with pytest.raises(ValueError, match="training samples"):
+        gram.decision_function(Xt)
+
+
+def test_fit_classifier_searches_on_one_gram_matrix(monkeypatch):
+    # n < d: the search runs on the Gram matrix; the result is the primal search's.
+    import bovw.classifier as classifier
+
+    X, y = _dense_classes(n_per_class=30, seed=3)
+    settings = ClassifierSettings(alphas=(1e-4, 1e-3, 1e-2))
+    calls = []
+    real = classifier.gram_matrix
+    monkeypatch.setattr(classifier, "gram_matrix", lambda Z: calls.append(Z.shape) or real(Z))
+    dual = fit_classifier(X, y, settings, random_state=0)
+    assert calls == [X.shape]  # once, for all folds and alphas
+    monkeypatch.setattr(classifier, "DUAL_MAX_SAMPLES", 0)
+    primal = fit_classifier(X, y, settings, random_state=0)
+    assert calls == [X.shape]
+    np.testing.assert_allclose(
+        dual.cv_results_["mean_test_score"], primal.cv_results_["mean_test_score"], atol=0.02
+    )
+    assert dual.best_params_ == primal.best_params_
+    svm = dual.best_estimator_.named_steps["svm"]
+    assert type(svm) is LinearSVM and svm.coef_.shape == (4, X.shape[1])
+    np.testing.assert_allclose(dual.decision_function(X), primal.decision_function(X), atol=1e-3)
