@@ -35,12 +35,14 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import RESULTS, update_section  # noqa: E402
 
 from bovw.codebook import GMMVocabulary, KMeansCodebook  # noqa: E402
 from bovw.encoding import make_encoder  # noqa: E402
 from bovw.features import ImageFeatures  # noqa: E402
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Encoding speed"
 
 
@@ -112,6 +114,9 @@ def bench_assign(n: int, k: int, d: int, repeat: int) -> tuple[list[dict], float
                 agree=float("nan"),
             )
         )
+        faiss_row = bench_faiss(X, C, labels, repeat)
+        if faiss_row:
+            rows.append(faiss_row)
         for name, m in sklearn_models(C).items():
             for label, data in (("uint8", X), ("float32", Xf)):
                 # scikit-learn casts uint8 to float64 and wants centres of the data's dtype.
@@ -134,6 +139,32 @@ def bench_assign(n: int, k: int, d: int, repeat: int) -> tuple[list[dict], float
         r["ratio"] = ours / (n / r["wall"])
         r["ratio_cpu"] = r["cpu"] / ours_cpu
     return rows, ours
+
+
+def bench_faiss(X: np.ndarray, C: np.ndarray, labels: np.ndarray, repeat: int) -> dict | None:
+    """faiss's exact search (``IndexFlatL2``, one thread), when faiss is installed.
+
+    The issue's 0.45 M/s target is quoted from it, so it is the peer that says
+    what an exact float32 search reaches on the machine at hand.
+    """
+    try:
+        import faiss
+    except ImportError:
+        print("faiss not installed (pip install faiss-cpu): its row is left out", file=sys.stderr)
+        return None
+    faiss.omp_set_num_threads(1)
+    index = faiss.IndexFlatL2(C.shape[1])
+    index.add(np.ascontiguousarray(C, np.float32))
+    Xf = np.ascontiguousarray(X, np.float32)  # faiss takes float32 only: converted once, untimed
+    _, found = index.search(Xf, 1)
+    wall, cpu = best_of(lambda: index.search(Xf, 1), repeat)
+    return dict(
+        method=f"faiss {faiss.__version__} IndexFlatL2.search (exact)",
+        input="float32",
+        wall=wall,
+        cpu=cpu,
+        agree=float(np.mean(found[:, 0] == labels)),
+    )
 
 
 def bench_encoders(n_images: int, n_desc: int, repeat: int) -> list[dict]:
@@ -220,6 +251,8 @@ def render(assign_rows, ours, enc_rows, fit_row, args) -> str:
         "115 GFLOP/s of float32 multiply-adds on one core; the sgemm row above is what this core's "
         "OpenBLAS reaches for the same product with no argmin at all, so an exact float32 search "
         "cannot reach the target here; `assign` runs within a few per cent of that ceiling. "
+        "The faiss row (when faiss is installed) is the exact search the target was quoted "
+        "from, measured side by side on this core. "
         "On a shared machine the thread-CPU figures are the reliable ones: the wall-clock "
         "ratio also measures how much of a core each process was given at that moment.",
         "",
@@ -246,17 +279,6 @@ def render(assign_rows, ours, enc_rows, fit_row, args) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) only the "## Encoding speed" section of RESULTS.md."""
-    old = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmark results\n"
-    pattern = re.compile(rf"^{re.escape(SECTION)}\n.*?(?=^## |\Z)", re.S | re.M)
-    if pattern.search(old):
-        new = pattern.sub(lambda _: text + "\n", old, count=1)
-    else:
-        new = old.rstrip("\n") + "\n\n" + text
-    RESULTS.write_text(new.rstrip("\n") + "\n", encoding="utf-8")
-
-
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--n", type=int, default=200_000, help="descriptors to assign")
@@ -278,7 +300,7 @@ def main(argv=None) -> None:
     text = render(assign_rows, ours, enc_rows, fit_row, args)
     print(text)
     if args.write:
-        write_section(text)
+        update_section(SECTION.removeprefix("## "), text.split("\n", 1)[1])
         print(f"recorded in {RESULTS}")
 
 
