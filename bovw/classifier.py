@@ -52,7 +52,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.kernel_approximation import AdditiveChi2Sampler
 from sklearn.linear_model import SGDClassifier
 from sklearn.linear_model._base import LinearClassifierMixin
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, Normalizer
 from sklearn.utils import check_random_state
@@ -511,7 +511,9 @@ class GramLinearSVM(LinearSVM):
             raise ValueError(f"GramLinearSVM needs a square Gram matrix, not shape {K.shape}.")
         Y = self._targets(np.asarray(y))
         if Y.shape[0] != K.shape[0]:
-            raise ValueError(f"The Gram matrix has {K.shape[0]} rows but y has {Y.shape[0]} labels.")
+            raise ValueError(
+                f"The Gram matrix has {K.shape[0]} rows but y has {Y.shape[0]} labels."
+            )
         space, means = _DualSpace.from_gram(K, center=self.fit_intercept)
         self.dual_coef_, self.centered_intercept_ = self._sgd(space, Y)
         self._train_means = means
@@ -846,6 +848,7 @@ def fit_classifier(
     *,
     random_state: int = 0,
     n_jobs: int = 1,
+    groups: np.ndarray | None = None,
 ):
     """Fit :func:`make_classifier` on the training features.
 
@@ -860,13 +863,21 @@ def fit_classifier(
     When a class has fewer images than ``cv_folds``, the number of folds is
     reduced to the smallest class size (at least 2).
 
+    ``groups`` labels rows that must stay in the same fold (an image and its
+    mirror): the folds are then stratified groups, and class sizes count groups.
+
     Returns
     -------
     sklearn.model_selection.GridSearchCV or sklearn.pipeline.Pipeline
         The fitted search; a Pipeline fitted with the middle ``alpha`` when a
         class has a single image and cross-validation is impossible.
     """
-    counts = np.bincount(y)
+    if groups is not None:
+        groups = np.asarray(groups)
+        _, first = np.unique(groups, return_index=True)
+        counts = np.bincount(y[first])
+    else:
+        counts = np.bincount(y)
     counts = counts[counts > 0]
     folds = int(min(settings.cv_folds, counts.min())) if counts.size else 2
     kernel_map = make_kernel_map(settings.kernel_map)
@@ -886,6 +897,8 @@ def fit_classifier(
     search = make_classifier(
         replace(settings, cv_folds=folds), random_state=random_state, n_jobs=n_jobs
     )
+    if groups is not None:
+        search.set_params(cv=StratifiedGroupKFold(folds, shuffle=True, random_state=random_state))
     full = search.estimator
     svm = full.named_steps["svm"]
     dual = isinstance(svm, LinearSVM) and _use_dual(Z)
@@ -902,7 +915,7 @@ def fit_classifier(
     with warnings.catch_warnings():
         # Averaged SGD converges in few epochs; capped epochs are expected here.
         warnings.simplefilter("ignore", ConvergenceWarning)
-        search.fit(data, y)
+        search.fit(data, y, groups=groups)
     del data
     best = search.best_estimator_.named_steps["svm"]
     if dual:
@@ -910,3 +923,21 @@ def fit_classifier(
     search.set_params(estimator=full)
     search.best_estimator_ = _pipeline(kernel_map, normalize, best)
     return search
+
+
+def predict_encoded(model, X: np.ndarray, *, mirror: bool = False) -> np.ndarray:
+    """Labels a fitted classifier predicts for encoded images.
+
+    With ``mirror``, ``X`` holds ``n`` images then their ``n`` mirrors (the
+    layout of the pipeline's encode stage), and each image gets the class of
+    the sum of its two score vectors (test-time mirror augmentation).
+    """
+    if not mirror:
+        return model.predict(X)
+    n = X.shape[0] // 2
+    if X.shape[0] != 2 * n:
+        raise ValueError(f"Mirrored features need an even number of rows, not {X.shape[0]}.")
+    scores = model.decision_function(X[:n]) + model.decision_function(X[n:])
+    if scores.ndim == 1:
+        return model.classes_[(scores > 0).astype(int)]
+    return model.classes_[np.argmax(scores, axis=1)]

@@ -122,6 +122,12 @@ _setting(
     help="Histogram normalization.",
 )
 _setting(
+    "encoding.mirror",
+    "--mirror/--no-mirror",
+    default=None,
+    help="Mirror augmentation: train on each image and its mirror, score both at test time.",
+)
+_setting(
     "classifier.kernel_map",
     "--kernel-map",
     type=click.Choice(["none", "hellinger", "chi2"]),

@@ -88,6 +88,10 @@ class EncodingSettings:
     encoding: str = "soft"
     pyramid: str = "1,2,4"
     normalize: str = "sqrt"
+    #: Mirror augmentation: train on every image and its left-right mirror, and score
+    #: a test image by the sum of its and its mirror's scores. The mirror's features
+    #: come from the cached descriptors (a permutation), so only encoding costs twice.
+    mirror: bool = False
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ from .codebook import GMMVocabulary, KMeansCodebook
 from .config import Config, ConfigError, SiftSettings, config_from_dict
 from .data import BadInputError, read_image
 from .encoding import make_encoder
-from .features import ImageFeatures
+from .features import ImageFeatures, mirror_features
 from .pipeline import dense_sift_params, image_features, make_pipeline_encoder
 
 __all__ = [
@@ -298,12 +298,28 @@ class BoVWModel:
         return scores
 
     def decision_function(self, images: Iterable) -> np.ndarray:
-        """Decision values ``(n_images, n_classes)`` of images (arrays, paths or features)."""
-        return self.decision_from_vectors(self.transform(images))
+        """Decision values ``(n_images, n_classes)`` of images (arrays, paths or features).
 
-    def predict_indices(self, X: np.ndarray) -> np.ndarray:
-        """Class indices predicted for encoded vectors ``X`` (the pipeline's integer labels)."""
-        return np.argmax(self.decision_from_vectors(X), axis=1)
+        With the ``encoding.mirror`` setting, each image's values are the mean of
+        its own and its mirror's, as the pipeline's evaluation scores them.
+        """
+        items = [f if isinstance(f, ImageFeatures) else self.features([f])[0] for f in images]
+        scores = self.decision_from_vectors(self.transform(items))
+        if self.config.encoding.mirror and items:
+            mirrored = self.transform([mirror_features(f) for f in items])
+            scores = 0.5 * (scores + self.decision_from_vectors(mirrored))
+        return scores
+
+    def predict_indices(self, X: np.ndarray, X_mirror: np.ndarray | None = None) -> np.ndarray:
+        """Class indices predicted for encoded vectors ``X`` (the pipeline's integer labels).
+
+        ``X_mirror``, the vectors of the mirrored images, adds their scores (the
+        pipeline's evaluation with the ``encoding.mirror`` setting).
+        """
+        scores = self.decision_from_vectors(X)
+        if X_mirror is not None:
+            scores = scores + self.decision_from_vectors(X_mirror)
+        return np.argmax(scores, axis=1)
 
     def predict(self, images: Iterable) -> np.ndarray:
         """Class names predicted for images (arrays, paths or features).
@@ -312,7 +328,7 @@ class BoVWModel:
         -------
         ndarray of str, shape (n_images,)
         """
-        idx = self.predict_indices(self.transform(images))
+        idx = np.argmax(self.decision_function(images), axis=1)
         return np.asarray(self.classes)[idx]
 
     def predict_top_k(self, images: Iterable, k: int = 5) -> list[list[tuple[str, float]]]:
@@ -384,9 +400,15 @@ class BoVWModel:
         sift = self.config.sift
         out: list[Prediction] = []
         rows, where = [], []
+        mirror = self.config.encoding.mirror
+        mirrored = []
         for name, item in batch:
             try:
-                rows.append(self.encoder_.encode_one(image_features(_read(item, sift), sift)))
+                features = image_features(_read(item, sift), sift)
+                row = self.encoder_.encode_one(features)
+                if mirror:
+                    mirrored.append(self.encoder_.encode_one(mirror_features(features)))
+                rows.append(row)
                 where.append(len(out))
                 out.append(Prediction(path=name))
             except BadInputError as exc:
@@ -395,6 +417,8 @@ class BoVWModel:
                 out.append(Prediction(path=name, error=f"Cannot classify {name}: {exc}."))
         if rows:
             scores = self.decision_from_vectors(np.vstack(rows).astype(np.float32, copy=False))
+            if mirror:
+                scores = 0.5 * (scores + self.decision_from_vectors(np.vstack(mirrored)))
             for j, row in zip(where, scores, strict=True):
                 best = self._top_k(row, top_k)
                 out[j].label, out[j].score = best[0]
@@ -498,22 +522,20 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     --------
     >>> from bovw.config import Config
     >>> config = Config().with_overrides({"codebook.words": 50, "sift.step": 8})
-    >>> make_bovw_pipeline(config, memory="/tmp/bovw-cache").named_steps["encode"].n_words
+    >>> make_bovw_pipeline(config, memory="/tmp/bovw-cache").named_steps["encode"].codebook.n_words
     50
     """
     from sklearn.pipeline import Pipeline
 
     from .classifier import make_classifier
     from .features.dsift import DenseSIFT
+    from .pipeline import _vocabulary_spec, make_vocabulary
 
     config = (config or Config()).validate()
     s, c, e = config.sift, config.codebook, config.encoding
     sift = DenseSIFT(**dense_sift_params(s))
-    params: dict[str, Any] = {"pyramid": e.pyramid, "random_state": config.seed}
-    if e.encoding == "fisher":
-        params.update(n_words=c.gmm_components, n_pca=c.pca_dims or None)
-    else:
-        params["n_words"] = c.words
+    vocabulary = make_vocabulary(_vocabulary_spec(c, e), config.seed)
+    params: dict[str, Any] = {"pyramid": e.pyramid, "codebook": vocabulary}
     if e.encoding in ("hist", "soft"):
         params["normalize"] = e.normalize
     encoder = make_encoder(e.encoding, **params)

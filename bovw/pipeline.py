@@ -29,12 +29,12 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .cache import get_memory
-from .classifier import fit_classifier
+from .classifier import fit_classifier, predict_encoded
 from .codebook import GMMVocabulary, KMeansCodebook
 from .config import CodebookSettings, Config, EncodingSettings, SiftSettings
 from .data import Dataset, Sample, load_dataset, read_image
 from .encoding import make_encoder
-from .features import ImageFeatures
+from .features import ImageFeatures, mirror_features
 from .features.dsift import dense_sift
 from .parallel import cluster_session, limit_worker_threads, parallel_backend, scheduler_address
 from .report import classification_metrics
@@ -112,22 +112,25 @@ def _vocabulary_spec(codebook: CodebookSettings, encoding: EncodingSettings) -> 
     return ("kmeans", codebook.words, codebook.samples)
 
 
-def fit_vocabulary(train_key: str, sift: SiftSettings, spec: tuple, seed: int, *, ctx: _Context):
-    """Fit the k-means codebook or the PCA+GMM on an even sample of training descriptors."""
-    stream = ctx.stream_features(ctx.dataset.train, desc="codebook: sampling descriptors")
+def make_vocabulary(spec: tuple, seed: int):
+    """The unfitted vocabulary that a :func:`_vocabulary_spec` tuple describes."""
     if spec[0] == "gmm":
         _, components, pca_dims, whiten, samples = spec
-        vocab = GMMVocabulary(
+        return GMMVocabulary(
             n_components=components,
             n_pca=pca_dims or None,
             whiten=whiten,
             n_samples=samples,
             random_state=seed,
         )
-    else:
-        _, words, samples = spec
-        vocab = KMeansCodebook(n_words=words, n_samples=samples, random_state=seed)
-    return vocab.fit(stream)
+    _, words, samples = spec
+    return KMeansCodebook(n_words=words, n_samples=samples, random_state=seed)
+
+
+def fit_vocabulary(train_key: str, sift: SiftSettings, spec: tuple, seed: int, *, ctx: _Context):
+    """Fit the k-means codebook or the PCA+GMM on an even sample of training descriptors."""
+    stream = ctx.stream_features(ctx.dataset.train, desc="codebook: sampling descriptors")
+    return make_vocabulary(spec, seed).fit(stream)
 
 
 def encode_split(
@@ -149,16 +152,24 @@ def encode_split(
     """
     encoder = make_pipeline_encoder(encoding, ctx.vocabulary())
     samples = getattr(ctx.dataset, split)
-    batches = [samples[i : i + BATCH] for i in range(0, len(samples), BATCH)]
-    calls = [(encoder, ctx.extract, [(s.digest, sift, str(s.path)) for s in b]) for b in batches]
+    n = len(samples)
+    batches = [samples[i : i + BATCH] for i in range(0, n, BATCH)]
+    calls = [
+        (encoder, ctx.extract, [(s.digest, sift, str(s.path)) for s in b], encoding.mirror)
+        for b in batches
+    ]
     sizes = [len(b) for b in batches]
     # Rows are written into one preallocated matrix as batches arrive: no list of
     # blocks and no stacked copy, so peak memory is the output matrix plus a batch.
-    out = np.zeros((len(samples), encoder.n_features_out_), dtype=np.float32)
+    # With mirroring, rows n..2n-1 hold the mirrored images, in the same order.
+    out = np.zeros(((2 if encoding.mirror else 1) * n, encoder.n_features_out_), np.float32)
     start = 0
     for block in ctx.imap(_encode_batch, calls, sizes=sizes, desc=f"encode {split}"):
-        out[start : start + len(block)] = block
-        start += len(block)
+        m = len(block) // (2 if encoding.mirror else 1)
+        out[start : start + m] = block[:m]
+        if encoding.mirror:
+            out[n + start : n + start + m] = block[m:]
+        start += m
     return out
 
 
@@ -171,9 +182,13 @@ def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
     return make_encoder(encoding.encoding, codebook=vocabulary, **params).fit([])
 
 
-def _encode_batch(encoder, extract, calls) -> np.ndarray:
+def _encode_batch(encoder, extract, calls, mirror: bool = False) -> np.ndarray:
+    """Encoded rows of a batch of images; with ``mirror``, then those of their mirrors."""
     limit_worker_threads()
-    return encoder.transform([extract(*call) for call in calls])
+    features = [extract(*call) for call in calls]
+    if mirror:
+        features += [mirror_features(f) for f in features]
+    return encoder.transform(features)
 
 
 def train_model(
@@ -189,6 +204,13 @@ def train_model(
     """Fit the linear SVM on the encoded training split."""
     X = ctx.features("train")
     y = ctx.dataset.labels("train")
+    if encoding.mirror:
+        # Each image and its mirror: one group, so that cross-validation never
+        # validates on the mirror of a training image.
+        groups = np.tile(np.arange(y.size), 2)
+        return fit_classifier(
+            X, np.tile(y, 2), classifier, random_state=seed, n_jobs=ctx.jobs, groups=groups
+        )
     return fit_classifier(X, y, classifier, random_state=seed, n_jobs=ctx.jobs)
 
 
@@ -208,7 +230,7 @@ def evaluate_model(
     X = ctx.features("test")
     y = ctx.dataset.labels("test")
     t = time.perf_counter()
-    predicted = model.predict(X)
+    predicted = predict_encoded(model, X, mirror=encoding.mirror)
     seconds = time.perf_counter() - t
     metrics = classification_metrics(y, predicted, ctx.dataset.classes)
     metrics["predict_seconds"] = seconds

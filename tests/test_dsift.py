@@ -678,3 +678,48 @@ def test_fidelity_to_vlfeat(setting, fast):
         cos = num / np.linalg.norm(dv[both], axis=1) / np.linalg.norm(db[both], axis=1)
         cosines.append(cos.mean())
     assert np.mean(cosines) >= 0.999, cosines
+
+
+# -- mirror_features: the features of the mirrored image, from the original's -----------------
+
+
+@pytest.mark.parametrize("color, root", [("gray", False), ("gray", True), ("opponent", False)])
+def test_mirror_features_equal_extraction_on_the_mirrored_image(color, root):
+    from bovw.features import mirror_features
+
+    rng = np.random.default_rng(7)
+    # Width 87: the grid (first centre 9, step 4, bin 6 -> last centre 77 = 86 - 9)
+    # is symmetric, so the mirrored grid is the grid of the mirrored image.
+    img = cv2.GaussianBlur(rng.integers(0, 256, (70, 87, 3), dtype=np.uint8), (5, 5), 1.5)
+    if color == "gray":
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    params = dict(sizes=(6,), step=4, color=color, root=root)
+    original = extract_features(img, **params)
+    flipped = extract_features(np.ascontiguousarray(img[:, ::-1]), **params)
+    mirrored = mirror_features(original)
+    # Same keypoints (in another order) ...
+    key = lambda f: np.lexsort((f.frames[:, 0], f.frames[:, 1]))  # noqa: E731
+    a, b = key(mirrored), key(flipped)
+    np.testing.assert_array_equal(mirrored.frames[a, :3], flipped.frames[b, :3])
+    # ... and the same descriptors, to uint8 rounding.
+    diff = np.abs(mirrored.descriptors[a].astype(int) - flipped.descriptors[b].astype(int))
+    assert diff.max() <= 1, diff.max()
+    assert (mirrored.width, mirrored.height) == (original.width, original.height)
+
+
+def test_mirror_features_is_an_involution_and_refuses_non_sift():
+    from bovw.features import mirror_features
+
+    rng = np.random.default_rng(0)
+    f = ImageFeatures(
+        rng.uniform(0, 50, (20, 4)).astype(np.float32),
+        rng.integers(0, 256, (20, 256), dtype=np.uint8),
+        51,
+        40,
+    )
+    twice = mirror_features(mirror_features(f))
+    np.testing.assert_array_equal(twice.descriptors, f.descriptors)
+    np.testing.assert_allclose(twice.frames, f.frames, atol=1e-4)
+    assert not np.array_equal(mirror_features(f).descriptors, f.descriptors)
+    with pytest.raises(ValueError, match="128"):
+        mirror_features(ImageFeatures(f.frames, f.descriptors[:, :100], 51, 40))

@@ -95,8 +95,17 @@ def test_predict_cli_reproduces_the_run_accuracy(run_dir, data):
         {"encoding.encoding": "vlad", "codebook.words": 8},
         {"encoding.encoding": "fisher"},
         {"sift.max_side": 48, "sift.color": "opponent", "sift.root": True},
+        {"encoding.encoding": "fisher", "encoding.mirror": True},
     ],
-    ids=["hist", "hist-chi2", "soft-hellinger", "vlad", "fisher", "resized-colour-rootsift"],
+    ids=[
+        "hist",
+        "hist-chi2",
+        "soft-hellinger",
+        "vlad",
+        "fisher",
+        "resized-colour-rootsift",
+        "fisher-mirror",
+    ],
 )
 def test_loaded_model_reproduces_pipeline_exactly(overrides, data, cache, tmp_path):
     result = bovw.run(small_config(data, **overrides), cache_dir=cache, progress=False)
@@ -104,7 +113,16 @@ def test_loaded_model_reproduces_pipeline_exactly(overrides, data, cache, tmp_pa
     model = load_model(tmp_path)
     X = result.features["test"]
     estimator = getattr(result.model, "best_estimator_", result.model)
-    np.testing.assert_array_equal(model.predict_indices(X), result.metrics["predictions"])
+    if result.config.encoding.mirror:
+        # The test rows, then the rows of their mirrors; each image scored by both.
+        n = len(result.dataset.test)
+        assert X.shape[0] == 2 * n
+        np.testing.assert_array_equal(
+            model.predict_indices(X[:n], X[n:]), result.metrics["predictions"]
+        )
+        X = X[:n]
+    else:
+        np.testing.assert_array_equal(model.predict_indices(X), result.metrics["predictions"])
     scores = model.decision_from_vectors(X)
     np.testing.assert_array_equal(scores, estimator.decision_function(X))
     # From the image files: the same vectors as the encode stage, bit for bit.

@@ -140,3 +140,40 @@ def test_test_features_follow_the_training_set_of_the_vocabulary(tiny_dataset, t
     assert first.dataset.split_hash("test") == second.dataset.split_hash("test")
     assert second.stages[2].cache == "miss"
     assert np.array_equal(second.features["test"], fresh.features["test"])
+
+
+def test_mirror_encodes_each_image_twice_and_scores_both(tiny_dataset, tmp_path):
+    from bovw.data import read_image
+    from bovw.features import mirror_features
+    from bovw.pipeline import image_features, make_pipeline_encoder
+
+    config = small_config(tiny_dataset, **{"encoding.mirror": True})
+    result = bovw.run(config, cache_dir=tmp_path / "c", progress=False)
+    n_train, n_test = len(result.dataset.train), len(result.dataset.test)
+    X = result.features["train"]
+    assert X.shape[0] == 2 * n_train and result.features["test"].shape[0] == 2 * n_test
+    assert len(result.metrics["predictions"]) == n_test
+    # Rows n.. are the mirrors of rows ..n, in the same order.
+    plain = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
+    np.testing.assert_array_equal(X[:n_train], plain.features["train"])
+    assert [s.cache for s in plain.stages][:2] == ["hit", "hit"]  # extraction and codebook shared
+    encoder = make_pipeline_encoder(config.encoding, result.vocabulary)
+    sample = result.dataset.train[3]
+    features = image_features(read_image(sample.path), config.sift)
+    np.testing.assert_allclose(
+        X[n_train + 3], encoder.transform([mirror_features(features)])[0], atol=1e-6
+    )
+
+
+def test_mirror_pairs_stay_in_one_cross_validation_fold():
+    from bovw.classifier import fit_classifier
+    from bovw.config import ClassifierSettings
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 12)
+    X = rng.normal(size=(y.size, 40)).astype(np.float32) + y[:, None]
+    Xm = np.vstack([X, X + 0.01 * rng.normal(size=X.shape).astype(np.float32)])
+    groups = np.tile(np.arange(y.size), 2)
+    search = fit_classifier(Xm, np.tile(y, 2), ClassifierSettings(), groups=groups)
+    for train, valid in search.cv.split(Xm, np.tile(y, 2), groups):
+        assert not set(groups[train]) & set(groups[valid])

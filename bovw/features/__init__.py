@@ -30,3 +30,48 @@ class ImageFeatures:
 
     def __len__(self) -> int:
         return int(self.descriptors.shape[0])
+
+
+def _sift_mirror_permutation() -> np.ndarray:
+    """Index map taking a SIFT descriptor to that of the mirrored patch.
+
+    Layout ``t + 8 * (bx + 4 * by)`` (VLFeat's C order, :mod:`bovw.features.dsift`):
+    a left-right mirror sends spatial bin ``bx`` to ``3 - bx`` and gradient
+    angle ``a`` to ``pi - a``, i.e. orientation bin ``t`` to ``(4 - t) mod 8``.
+    """
+    perm = np.empty(128, dtype=np.intp)
+    for by in range(4):
+        for bx in range(4):
+            for t in range(8):
+                perm[(4 - t) % 8 + 8 * ((3 - bx) + 4 * by)] = t + 8 * (bx + 4 * by)
+    return perm
+
+
+_MIRROR = _sift_mirror_permutation()
+
+
+def mirror_features(features: ImageFeatures) -> ImageFeatures:
+    """The dense SIFT features of the left-right mirror of the image, without extracting.
+
+    The descriptor of a mirrored patch is a fixed permutation of the patch's own
+    descriptor (:func:`_sift_mirror_permutation`), so mirroring the keypoints
+    (``x -> width - 1 - x``) and permuting every 128-element block (each
+    channel of colour SIFT) gives the features of the mirrored image on the
+    mirrored grid, equal to a fresh extraction up to uint8 rounding. Training on
+    both, and averaging the scores of both at test time, is the classic
+    mirror augmentation (Chatfield et al., "Return of the devil in the
+    details", BMVC 2014), here at the cost of encoding only.
+
+    Raises
+    ------
+    ValueError
+        If the descriptor length is not a multiple of 128 (not SIFT).
+    """
+    descriptors = features.descriptors
+    d = descriptors.shape[1] if descriptors.ndim == 2 else 0
+    if d % 128 or d == 0:
+        raise ValueError(f"Mirroring needs SIFT descriptors (128 per channel), not {d} values.")
+    perm = np.concatenate([_MIRROR + 128 * c for c in range(d // 128)])
+    frames = features.frames.copy()
+    frames[:, 0] = features.width - 1 - frames[:, 0]
+    return ImageFeatures(frames, descriptors[:, perm], features.width, features.height)
