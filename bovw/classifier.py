@@ -882,8 +882,12 @@ def fit_classifier(
     folds = int(min(settings.cv_folds, counts.min())) if counts.size else 2
     kernel_map = make_kernel_map(settings.kernel_map)
     normalize = Normalizer("l2")
-    prepare = _pipeline(kernel_map, normalize, "passthrough").fit(X)
-    Z = np.asarray(prepare.transform(X), dtype=np.float32)
+    if settings.kernel_map == "none" and _has_unit_rows(X):
+        # The encoders' L2-normalized output: the normalization would only copy it.
+        Z = X
+    else:
+        prepare = _pipeline(kernel_map, normalize, "passthrough").fit(X)
+        Z = np.asarray(prepare.transform(X), dtype=np.float32)
     if folds < 2:
         # Cross-validation is impossible; fit the middle alpha of the grid directly.
         alphas = sorted(settings.alphas)
@@ -925,19 +929,42 @@ def fit_classifier(
     return search
 
 
+def _has_unit_rows(X, tol: float = 1e-5, chunk: int = 1024) -> bool:
+    """Whether ``X`` is a float32 C-contiguous array whose rows have L2 norm 1 (or 0)."""
+    if not (isinstance(X, np.ndarray) and X.dtype == np.float32 and X.flags.c_contiguous):
+        return False
+    for start in range(0, X.shape[0], chunk):
+        block = X[start : start + chunk]
+        sq = np.einsum("ij,ij->i", block, block, dtype=np.float64)
+        if np.any((np.abs(sq - 1.0) > 2 * tol) & (sq > 0)):
+            return False
+    return True
+
+
+def _decision_by_chunks(model, X: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """``model.decision_function(X)`` a block of rows at a time.
+
+    The model's Pipeline copies its input (kernel map, normalization); by
+    blocks, the copies stay a block in size whatever the number of images.
+    """
+    blocks = [model.decision_function(X[i : i + rows]) for i in range(0, X.shape[0], rows)]
+    return np.concatenate(blocks) if blocks else model.decision_function(X)
+
+
 def predict_encoded(model, X: np.ndarray, *, mirror: bool = False) -> np.ndarray:
     """Labels a fitted classifier predicts for encoded images.
 
     With ``mirror``, ``X`` holds ``n`` images then their ``n`` mirrors (the
     layout of the pipeline's encode stage), and each image gets the class of
     the sum of its two score vectors (test-time mirror augmentation).
+    Scores are computed a block of rows at a time.
     """
-    if not mirror:
-        return model.predict(X)
-    n = X.shape[0] // 2
-    if X.shape[0] != 2 * n:
+    n = X.shape[0] // 2 if mirror else X.shape[0]
+    if mirror and X.shape[0] != 2 * n:
         raise ValueError(f"Mirrored features need an even number of rows, not {X.shape[0]}.")
-    scores = model.decision_function(X[:n]) + model.decision_function(X[n:])
+    scores = _decision_by_chunks(model, X[:n])
+    if mirror:
+        scores = scores + _decision_by_chunks(model, X[n:])
     if scores.ndim == 1:
         return model.classes_[(scores > 0).astype(int)]
     return model.classes_[np.argmax(scores, axis=1)]

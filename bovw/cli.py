@@ -114,7 +114,12 @@ _setting(
     type=click.Choice(["hist", "soft", "vlad", "fisher"]),
     help="How descriptors become one vector per image.",
 )
-_setting("encoding.pyramid", "--pyramid", help="Spatial pyramid, e.g. 1,2,4 or 1,2x2,3x1.")
+_setting(
+    "encoding.pyramid",
+    "--pyramid",
+    help="Spatial pyramid, e.g. 1,2,4 or 1,2x2,3x1; auto: 1,2,4 for hist and soft, "
+    "1,2x2,3x1 for vlad and fisher.",
+)
 _setting(
     "encoding.normalize",
     "--normalize",

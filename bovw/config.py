@@ -79,6 +79,12 @@ class CodebookSettings:
     whiten: bool = False
 
 
+#: The spatial pyramid that ``encoding.pyramid = "auto"`` stands for: Lazebnik et
+#: al.'s 1 + 2x2 + 4x4 for histograms (21 cells), and the 1 + 2x2 + 3x1 of Perronnin
+#: et al. 2010 for the long VLAD and Fisher codes (8 cells).
+AUTO_PYRAMIDS = {"hist": "1,2,4", "soft": "1,2,4", "vlad": "1,2x2,3x1", "fisher": "1,2x2,3x1"}
+
+
 @dataclass(frozen=True)
 class EncodingSettings:
     """How an image's descriptors become one vector."""
@@ -86,7 +92,8 @@ class EncodingSettings:
     #: Kernel-codebook soft assignment: the most accurate encoding on 15-Scene within the
     #: time and memory limits of the encodings issue (benchmarks/RESULTS.md).
     encoding: str = "soft"
-    pyramid: str = "1,2,4"
+    #: "auto": the grids of each encoding's reference results, :data:`AUTO_PYRAMIDS`.
+    pyramid: str = "auto"
     normalize: str = "sqrt"
     #: Mirror augmentation: train on every image and its left-right mirror, and score
     #: a test image by the sum of its and its mirror's scores. The mirror's features
@@ -135,7 +142,10 @@ class Config:
         return replace(self, **top, **new)
 
     def validate(self) -> Config:
-        """Check every setting; raise :class:`ConfigError` naming the first bad one."""
+        """Check every setting; raise :class:`ConfigError` naming the first bad one.
+
+        Returns the config with ``"auto"`` settings resolved (the pyramid).
+        """
         from .encoding import ENCODINGS, parse_pyramid
 
         s, c, e, k = self.sift, self.codebook, self.encoding, self.classifier
@@ -154,7 +164,7 @@ class Config:
         _choice("encoding.encoding (--encoding)", e.encoding, ENCODINGS)
         _choice("encoding.normalize", e.normalize, ("l1", "l2", "sqrt", "none"))
         try:
-            parse_pyramid(e.pyramid)
+            parse_pyramid(e.pyramid if e.pyramid != "auto" else "1")
         except ValueError as exc:
             raise ConfigError(f"Setting encoding.pyramid (--pyramid) is invalid: {exc}") from None
         _choice("classifier.loss", k.loss, ("hinge", "log_loss", "modified_huber", "squared_hinge"))
@@ -170,6 +180,9 @@ class Config:
             value = getattr(dd, name)
             if value is not None:
                 _at_least(f"data.{name}", value, 1)
+        if e.pyramid == "auto":
+            # Resolved here, so that run folders, cache keys and saved models name the grids.
+            return replace(self, encoding=replace(e, pyramid=AUTO_PYRAMIDS[e.encoding]))
         return self
 
     # ------------------------------------------------------------------ TOML

@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 from .cache import get_memory
 from .classifier import fit_classifier, predict_encoded
 from .codebook import GMMVocabulary, KMeansCodebook
-from .config import CodebookSettings, Config, EncodingSettings, SiftSettings
+from .config import AUTO_PYRAMIDS, CodebookSettings, Config, EncodingSettings, SiftSettings
 from .data import Dataset, Sample, load_dataset, read_image
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
@@ -175,7 +175,10 @@ def encode_split(
 
 def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
     """The encoder of ``encoding`` around an already fitted vocabulary, ready to transform."""
-    params: dict[str, Any] = {"pyramid": encoding.pyramid}
+    pyramid = encoding.pyramid
+    params: dict[str, Any] = {
+        "pyramid": AUTO_PYRAMIDS[encoding.encoding] if pyramid == "auto" else pyramid
+    }
     if encoding.encoding in ("hist", "soft"):
         params["normalize"] = encoding.normalize
     # The vocabulary is fitted, so fit() only derives the pyramid layout from the settings.

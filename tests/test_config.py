@@ -51,3 +51,14 @@ def test_bad_files(tmp_path):
     bad.write_text("[codebook]\nwordz = 3\n")
     with pytest.raises(ConfigError, match="codebook.wordz"):
         load_config(bad)
+
+
+@pytest.mark.parametrize(
+    "encoding, grids",
+    [("hist", "1,2,4"), ("soft", "1,2,4"), ("vlad", "1,2x2,3x1"), ("fisher", "1,2x2,3x1")],
+)
+def test_auto_pyramid_resolves_per_encoding(encoding, grids):
+    config = Config().with_overrides({"encoding.encoding": encoding}).validate()
+    assert config.encoding.pyramid == grids
+    explicit = Config().with_overrides({"encoding.encoding": encoding, "encoding.pyramid": "1,3"})
+    assert explicit.validate().encoding.pyramid == "1,3"
