@@ -63,8 +63,13 @@ def tree_rss(pid: int) -> int:
     return total
 
 
-def run_watched(cmd: list[str]) -> tuple[str, int]:
-    """Run ``cmd``, polling the RSS of its process tree; return (stdout, peak bytes)."""
+def run_watched(cmd: list[str], samples: list | None = None) -> tuple[str, int]:
+    """Run ``cmd``, polling the RSS of its process tree; return (stdout, peak bytes).
+
+    ``samples``, when given, receives every ``(time.time(), rss bytes)`` polled.
+    """
+    import time
+
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     peak = 0
     stop = threading.Event()
@@ -72,7 +77,10 @@ def run_watched(cmd: list[str]) -> tuple[str, int]:
     def poll():
         nonlocal peak
         while not stop.is_set():
-            peak = max(peak, tree_rss(proc.pid))
+            rss = tree_rss(proc.pid)
+            peak = max(peak, rss)
+            if samples is not None:
+                samples.append((time.time(), rss))
             stop.wait(0.25)
 
     watcher = threading.Thread(target=poll, daemon=True)
@@ -83,3 +91,14 @@ def run_watched(cmd: list[str]) -> tuple[str, int]:
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(cmd[:3])} ... failed with exit code {proc.returncode}")
     return out, peak
+
+
+def peak_per_stage(samples: list, stage_ends: dict[str, float]) -> dict[str, int]:
+    """Peak RSS between consecutive stage ends (the first stage from the start)."""
+    out: dict[str, int] = {}
+    start = float("-inf")
+    for name, end in sorted(stage_ends.items(), key=lambda item: item[1]):
+        inside = [rss for t, rss in samples if start < t <= end]
+        out[name] = max(inside, default=0)
+        start = end
+    return out

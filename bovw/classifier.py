@@ -63,6 +63,11 @@ from .config import ClassifierSettings
 
 KERNEL_MAPS = ("none", "hellinger", "chi2")
 
+#: Part of the cache key of the pipeline's train and evaluate stages: raise it with any
+#: change here that alters trained models, so that cached ones are not reused.
+#: 2: SGD in the dual representation when n <= d; unit-norm features not renormalized.
+TRAINING_REVISION = 2
+
 
 def _signed_sqrt(x: np.ndarray) -> np.ndarray:
     return np.sign(x) * np.sqrt(np.abs(x))
@@ -206,6 +211,11 @@ class LinearSVM(LinearClassifierMixin, BaseEstimator):
     objective_curve_ : list of float
         Objective (mean over the one-vs-rest problems) of the returned weights
         after each epoch; empty when ``tol`` is None.
+    representation_ : {"primal", "dual"}
+        Where SGD ran: on the weight vectors, or (dense input with no more
+        samples than features, at most ``DUAL_MAX_SAMPLES``) on their
+        coefficients over the training samples, from the Gram matrix. The
+        iterates, hence the weights, are the same up to float rounding.
 
     Notes
     -----
@@ -699,6 +709,7 @@ class _DualSpace:
 
     @classmethod
     def from_features(cls, X: np.ndarray, *, center: bool):
+        """From the features themselves: their Gram matrix, centered in place."""
         space, _ = cls.from_gram(gram_matrix(X), center=center, overwrite=True)
         return space
 
@@ -915,6 +926,11 @@ def fit_classifier(
         data = gram_matrix(Z)
     else:
         search.set_params(estimator=_pipeline("passthrough", "passthrough", svm))
+        if isinstance(svm, LinearSVM):
+            # Each fit copies its folds' rows: one fit at a time keeps that to one copy
+            # (2/3 of the matrix) instead of one per worker, so that memory grows with
+            # the feature matrix alone. The price is a serial search when n > d.
+            search.set_params(n_jobs=1)
         data = Z
     with warnings.catch_warnings():
         # Averaged SGD converges in few epochs; capped epochs are expected here.

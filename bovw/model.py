@@ -498,8 +498,10 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     With ``memory=`` the Pipeline caches the fitted SIFT and encoder steps with
     joblib, so refitting with another classifier setting reuses them.
 
-    Unlike :func:`bovw.run`, nothing is cached per image and images are not
-    resized (``sift.max_side`` is ignored); the pipeline suits notebooks and
+    Unlike :func:`bovw.run`, nothing is cached per image, images are not
+    resized (``sift.max_side`` is ignored) and there is no mirror augmentation
+    (``encoding.mirror`` is ignored: a Pipeline's steps see each sample once,
+    they cannot add the mirrored copies); the pipeline suits notebooks and
     small experiments. Save a fitted one's pieces with :func:`bovw.run` and
     :func:`save_model` instead.
 

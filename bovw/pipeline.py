@@ -29,7 +29,7 @@ from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
 from .cache import get_memory
-from .classifier import fit_classifier, predict_encoded
+from .classifier import TRAINING_REVISION, fit_classifier, predict_encoded
 from .codebook import GMMVocabulary, KMeansCodebook
 from .config import AUTO_PYRAMIDS, CodebookSettings, Config, EncodingSettings, SiftSettings
 from .data import Dataset, Sample, load_dataset, read_image
@@ -201,10 +201,15 @@ def train_model(
     encoding: EncodingSettings,
     classifier,
     seed: int,
+    revision: int = TRAINING_REVISION,
     *,
     ctx: _Context,
 ):
-    """Fit the linear SVM on the encoded training split."""
+    """Fit the linear SVM on the encoded training split.
+
+    ``revision`` (:data:`bovw.classifier.TRAINING_REVISION`) is part of the cache
+    key, so that models trained by an older solver are not reused.
+    """
     X = ctx.features("train")
     y = ctx.dataset.labels("train")
     if encoding.mirror:
@@ -225,10 +230,11 @@ def evaluate_model(
     encoding: EncodingSettings,
     classifier,
     seed: int,
+    revision: int = TRAINING_REVISION,
     *,
     ctx: _Context,
 ) -> dict[str, Any]:
-    """Predict the test split and compute the metrics."""
+    """Predict the test split and compute the metrics (``revision``: see :func:`train_model`)."""
     model = ctx.model()
     X = ctx.features("test")
     y = ctx.dataset.labels("test")
@@ -309,7 +315,15 @@ class _Context:
 
     def train_call(self):
         c = self.config
-        args = (self.keys["train"], c.sift, self.spec, c.encoding, c.classifier, c.seed)
+        args = (
+            self.keys["train"],
+            c.sift,
+            self.spec,
+            c.encoding,
+            c.classifier,
+            c.seed,
+            TRAINING_REVISION,
+        )
         return self.train_model, args, {"ctx": self}
 
     def evaluate_call(self):
@@ -322,6 +336,7 @@ class _Context:
             c.encoding,
             c.classifier,
             c.seed,
+            TRAINING_REVISION,
         )
         return self.evaluate_model, args, {"ctx": self}
 

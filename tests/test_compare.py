@@ -11,7 +11,19 @@ from bovw.cli import main
 
 pytest.importorskip("torch")
 
-FAST = ["--sizes", "6,8", "--step", "6", "--words", "24", "--samples", "20000", "-q"]
+FAST = [
+    "--sizes",
+    "6,8",
+    "--step",
+    "6",
+    "--words",
+    "24",
+    "--samples",
+    "20000",
+    "--encoding",
+    "soft",
+    "-q",
+]
 TINY_CNN = ["--cnn-epochs", "2", "--cnn-widths", "8,16", "--cnn-image-size", "32"]
 
 

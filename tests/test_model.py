@@ -18,7 +18,19 @@ from bovw.config import Config
 from bovw.data import BadInputError, read_image
 from bovw.model import BoVWModel, load_model, save_model
 
-FAST = ["--sizes", "6,8", "--step", "6", "--words", "24", "--samples", "20000", "-q"]
+FAST = [
+    "--sizes",
+    "6,8",
+    "--step",
+    "6",
+    "--words",
+    "24",
+    "--samples",
+    "20000",
+    "--encoding",
+    "soft",
+    "-q",
+]
 CLASSES = ["alpha", "beta", "gamma"]
 
 
@@ -58,6 +70,8 @@ def small_config(data: Path, **overrides) -> Config:
         "sift.step": 6,
         "codebook.words": 24,
         "codebook.samples": 20000,
+        "encoding.encoding": "soft",
+        "encoding.mirror": False,  # one row per image; the fisher-mirror case sets it
         "codebook.gmm_components": 4,
         "codebook.pca_dims": 16,
         "encoding.pyramid": "1,2",
@@ -89,8 +103,8 @@ def test_predict_cli_reproduces_the_run_accuracy(run_dir, data):
 @pytest.mark.parametrize(
     "overrides",
     [
-        {},
-        {"classifier.kernel_map": "chi2"},
+        {"encoding.encoding": "hist"},
+        {"encoding.encoding": "hist", "classifier.kernel_map": "chi2"},
         {"encoding.encoding": "soft", "classifier.kernel_map": "hellinger"},
         {"encoding.encoding": "vlad", "codebook.words": 8},
         {"encoding.encoding": "fisher"},

@@ -10,7 +10,14 @@ from bovw.cache import cache_info, clear_cache, default_cache_dir
 from bovw.config import Config
 from bovw.pipeline import STAGES
 
-SMALL = {"sift.sizes": (6, 8), "sift.step": 6, "codebook.words": 24, "codebook.samples": 20000}
+SMALL = {
+    "sift.sizes": (6, 8),
+    "sift.step": 6,
+    "codebook.words": 24,
+    "codebook.samples": 20000,
+    "encoding.encoding": "soft",
+    "encoding.mirror": False,  # one row per image; the mirror tests set it
+}
 
 
 def small_config(path, **more):

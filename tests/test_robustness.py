@@ -16,7 +16,13 @@ from conftest import REPO, textured_image, write_image
 import bovw
 from bovw.config import Config
 
-SMALL = {"sift.sizes": (6, 8), "sift.step": 6, "codebook.words": 16, "codebook.samples": 5000}
+SMALL = {
+    "sift.sizes": (6, 8),
+    "sift.step": 6,
+    "codebook.words": 16,
+    "codebook.samples": 5000,
+    "encoding.encoding": "soft",
+}
 
 
 def small_config(path):
