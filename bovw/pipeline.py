@@ -313,9 +313,10 @@ class _Context:
         args = (self.keys[split], self.keys["train"], c.sift, self.spec, c.encoding, c.seed)
         return self.encode_split, args, {"ctx": self, "split": split}
 
-    def train_call(self):
+    def _model_key(self) -> tuple:
+        """What a trained model depends on: the training images and every setting."""
         c = self.config
-        args = (
+        return (
             self.keys["train"],
             c.sift,
             self.spec,
@@ -324,21 +325,12 @@ class _Context:
             c.seed,
             TRAINING_REVISION,
         )
-        return self.train_model, args, {"ctx": self}
+
+    def train_call(self):
+        return self.train_model, self._model_key(), {"ctx": self}
 
     def evaluate_call(self):
-        c = self.config
-        args = (
-            self.keys["test"],
-            self.keys["train"],
-            c.sift,
-            self.spec,
-            c.encoding,
-            c.classifier,
-            c.seed,
-            TRAINING_REVISION,
-        )
-        return self.evaluate_model, args, {"ctx": self}
+        return self.evaluate_model, (self.keys["test"], *self._model_key()), {"ctx": self}
 
     # -- lazily fetched upstream results ---------------------------------------------
 

@@ -12,6 +12,11 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data"
 SCENE15 = REPO.parent / "shared" / "datasets" / "scene15"
 
+#: CLI options of a small, fast run on the tiny datasets: two scales, 24 words, soft
+#: assignment (the Fisher default fits 64 Gaussians, more than these tests need).
+FAST = ["--sizes", "6,8", "--step", "6", "--words", "24", "--samples", "20000"]
+FAST += ["--encoding", "soft", "-q"]
+
 
 def textured_image(kind: int, seed: int, size: int = 64) -> np.ndarray:
     """A gray image whose texture depends on ``kind``: stripes at class-specific angles."""

@@ -11,24 +11,11 @@ import time
 
 import pytest
 from click.testing import CliRunner
-from conftest import REPO, textured_image, write_image
+from conftest import FAST, REPO, textured_image, write_image
 
 from bovw.cli import main
 
 # Small settings so that the whole pipeline takes seconds.
-FAST = [
-    "--sizes",
-    "6,8",
-    "--step",
-    "6",
-    "--words",
-    "24",
-    "--samples",
-    "20000",
-    "--encoding",
-    "soft",
-    "-q",
-]
 
 
 def invoke(*args, cache):

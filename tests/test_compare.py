@@ -6,24 +6,12 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from conftest import FAST
 
 from bovw.cli import main
 
 pytest.importorskip("torch")
 
-FAST = [
-    "--sizes",
-    "6,8",
-    "--step",
-    "6",
-    "--words",
-    "24",
-    "--samples",
-    "20000",
-    "--encoding",
-    "soft",
-    "-q",
-]
 TINY_CNN = ["--cnn-epochs", "2", "--cnn-widths", "8,16", "--cnn-image-size", "32"]
 
 

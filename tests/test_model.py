@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import textured_image, write_image
+from conftest import FAST, textured_image, write_image
 
 import bovw
 from bovw.cli import main
@@ -18,19 +18,6 @@ from bovw.config import Config
 from bovw.data import BadInputError, read_image
 from bovw.model import BoVWModel, load_model, save_model
 
-FAST = [
-    "--sizes",
-    "6,8",
-    "--step",
-    "6",
-    "--words",
-    "24",
-    "--samples",
-    "20000",
-    "--encoding",
-    "soft",
-    "-q",
-]
 CLASSES = ["alpha", "beta", "gamma"]
 
 

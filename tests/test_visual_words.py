@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import textured_image, write_image
+from conftest import FAST, textured_image, write_image
 
 from bovw.cli import main
 from bovw.codebook import GMMVocabulary, KMeansCodebook
@@ -31,15 +31,7 @@ def run_dir(tmp_path_factory) -> Path:
     args = [
         "run",
         str(root),
-        "--sizes",
-        "6,8",
-        "--step",
-        "6",
-        "--words",
-        "24",
-        "--samples",
-        "20000",
-        "-q",
+        *FAST,
         "--out",
         str(out),
         "--cache-dir",
