@@ -90,7 +90,12 @@ _setting(
     type=click.Choice(["gray", "rgb", "hsv", "opponent"]),
     help="Color space of the descriptors.",
 )
-_setting("sift.root", "--root-sift/--no-root-sift", default=None, help="RootSIFT descriptors.")
+_setting(
+    "sift.root",
+    "--root-sift/--no-root-sift",
+    default=None,
+    help="RootSIFT descriptors (default: on).",
+)
 _setting(
     "sift.max_side",
     "--max-side",
@@ -112,7 +117,7 @@ _setting(
     "encoding.encoding",
     "--encoding",
     type=click.Choice(["hist", "soft", "vlad", "fisher"]),
-    help="How descriptors become one vector per image.",
+    help="How descriptors become one vector per image (default: fisher).",
 )
 _setting(
     "encoding.pyramid",
@@ -130,7 +135,8 @@ _setting(
     "encoding.mirror",
     "--mirror/--no-mirror",
     default=None,
-    help="Mirror augmentation: train on each image and its mirror, score both at test time.",
+    help="Mirror augmentation: train on each image and its mirror, score both at test time "
+    "(default: on).",
 )
 _setting(
     "classifier.kernel_map",
