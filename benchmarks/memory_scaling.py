@@ -144,7 +144,7 @@ def main() -> None:
         command = "python benchmarks/memory_scaling.py " + " ".join(sys.argv[1:])
         update_section(
             "Memory scaling",
-            f"Whole pipeline (dense SIFT defaults, {SETTINGS['codebook.words']} words, pyramid "
+            f"Whole pipeline (plain dense SIFT, {SETTINGS['codebook.words']}-word soft assignment, no mirroring, pyramid "
             f"1,2,4, `--jobs {args.jobs}`) on the 15-Scene training set repeated by symbolic "
             f"links, {args.test_per_class} test images per class. Peak resident memory of the "
             f"process and its workers, overall and during each stage (polled every 0.25 s; "
