@@ -102,7 +102,12 @@ _setting(
     type=int,
     help="Resize images to this longest side before extraction (0: no resize).",
 )
-_setting("codebook.words", "--words", type=int, help="Visual words in the k-means codebook.")
+_setting(
+    "codebook.words",
+    "--words",
+    type=int,
+    help="Visual words in the k-means codebook (default: 1000, 64 for vlad).",
+)
 _setting("codebook.samples", "--samples", type=int, help="Descriptors sampled to fit the codebook.")
 _setting(
     "codebook.gmm_components",

@@ -71,7 +71,8 @@ class SiftSettings:
 class CodebookSettings:
     """The visual vocabulary: k-means words, or a GMM for Fisher vectors."""
 
-    words: int = 1000
+    #: k-means words; None ("auto"): :data:`AUTO_WORDS` for the encoding.
+    words: int | None = None
     samples: int = 1_000_000
     #: Descriptors sampled for PCA + GMM (EM costs several passes, so fewer than k-means).
     gmm_samples: int = 256_000
@@ -79,6 +80,10 @@ class CodebookSettings:
     pca_dims: int = 64
     whiten: bool = False
 
+
+#: The k-means vocabulary size that ``codebook.words`` left unset stands for: 1,000 words
+#: for the histograms (the classic recipe), 64 for VLAD, whose code is 128 values a word.
+AUTO_WORDS = {"hist": 1000, "soft": 1000, "vlad": 64, "fisher": 1000}
 
 #: The spatial pyramid that ``encoding.pyramid = "auto"`` stands for: Lazebnik et
 #: al.'s 1 + 2x2 + 4x4 for histograms (21 cells), and the 1 + 2x2 + 3x1 of Perronnin
@@ -145,7 +150,8 @@ class Config:
     def validate(self) -> Config:
         """Check every setting; raise :class:`ConfigError` naming the first bad one.
 
-        Returns the config with ``"auto"`` settings resolved (the pyramid).
+        Returns the config with ``"auto"`` settings resolved (the pyramid, and the
+        number of words when it is not set).
         """
         from .encoding import ENCODINGS, parse_pyramid
 
@@ -157,7 +163,8 @@ class Config:
         _at_least("sift.window_size", s.window_size, 1e-6)
         _at_least("sift.max_side", s.max_side, 0)
         _choice("sift.color", s.color, ("gray", "rgb", "hsv", "opponent"))
-        _at_least("codebook.words (--words)", c.words, 1)
+        if c.words is not None:
+            _at_least("codebook.words (--words)", c.words, 1)
         _at_least("codebook.samples (--samples)", c.samples, 1)
         _at_least("codebook.gmm_samples", c.gmm_samples, 1)
         _at_least("codebook.gmm_components", c.gmm_components, 1)
@@ -181,10 +188,14 @@ class Config:
             value = getattr(dd, name)
             if value is not None:
                 _at_least(f"data.{name}", value, 1)
+        # "auto" settings are resolved here, so that run folders, cache keys and saved
+        # models name the actual grids and vocabulary size.
+        resolved = self
         if e.pyramid == "auto":
-            # Resolved here, so that run folders, cache keys and saved models name the grids.
-            return replace(self, encoding=replace(e, pyramid=AUTO_PYRAMIDS[e.encoding]))
-        return self
+            resolved = replace(resolved, encoding=replace(e, pyramid=AUTO_PYRAMIDS[e.encoding]))
+        if c.words is None:
+            resolved = replace(resolved, codebook=replace(c, words=AUTO_WORDS[e.encoding]))
+        return resolved
 
     # ------------------------------------------------------------------ TOML
 

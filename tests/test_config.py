@@ -62,3 +62,13 @@ def test_auto_pyramid_resolves_per_encoding(encoding, grids):
     assert config.encoding.pyramid == grids
     explicit = Config().with_overrides({"encoding.encoding": encoding, "encoding.pyramid": "1,3"})
     assert explicit.validate().encoding.pyramid == "1,3"
+
+
+@pytest.mark.parametrize("encoding, words", [("hist", 1000), ("soft", 1000), ("vlad", 64)])
+def test_unset_words_resolve_per_encoding(encoding, words):
+    config = Config().with_overrides({"encoding.encoding": encoding}).validate()
+    assert config.codebook.words == words
+    explicit = Config().with_overrides({"encoding.encoding": encoding, "codebook.words": 200})
+    assert explicit.validate().codebook.words == 200
+    # The resolved settings round-trip through the run folder's config.toml.
+    assert "words = " + str(words) in config.to_toml()
