@@ -13,9 +13,11 @@ LinearSVC's 0.50 on 15-Scene in one measurement). Two choices make it robust:
 The solver is :class:`LinearSVM` by default (``solver="sgd"``): the same
 objective as ``SGDClassifier``, but mini-batch SGD where every step is two
 float32 matrix products over all classes at once, instead of a per-sample loop
-run once per class. On 15-Scene Fisher vectors (65,536 dimensions) it fits in
-half of ``SGDClassifier``'s time for the same epochs, to a lower objective
-(``benchmarks/RESULTS.md``); ``solver="sklearn"`` keeps ``SGDClassifier``.
+run once per class. On the features themselves (the primal path) it fits
+15-Scene Fisher vectors (65,536 dimensions) in half of ``SGDClassifier``'s time
+for the same epochs, to a lower objective, and in a twelfth of it from the Gram
+matrix (below; ``benchmarks/RESULTS.md``). ``solver="sklearn"`` keeps
+``SGDClassifier``.
 
 When there are fewer training images than feature dimensions (Fisher vectors:
 1,500 images, 65,536 dimensions), the same SGD runs in its dual representation:

@@ -262,7 +262,14 @@ class StageResult:
 
 @dataclass
 class RunResult:
-    """Everything a run produced (what exists depends on ``until``)."""
+    """Everything a run produced (what exists depends on ``until``).
+
+    ``features`` maps ``"train"`` and ``"test"`` to the encoded matrices, one
+    row per image in the dataset's order; with ``encoding.mirror`` the rows of
+    the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``).
+    ``model`` is the fitted model selection (scikit-learn ``GridSearchCV``),
+    ``metrics`` the test-split metrics.
+    """
 
     config: Config
     dataset: Dataset
