@@ -286,7 +286,9 @@ def _stage_command(stage: str, help_text: str):
     return command
 
 
-def _run_stages(until: str, params: dict, *, cnn: dict | None = None) -> None:
+def _run_stages(
+    until: str, params: dict, *, cnn: dict | None = None, command: str | None = None
+) -> None:
     """Run the pipeline up to ``until`` with the options of :func:`common_options`.
 
     ``params`` holds the parsed options; the stage settings among them become the
@@ -317,7 +319,7 @@ def _run_stages(until: str, params: dict, *, cnn: dict | None = None) -> None:
             err=True,
         )
 
-    click.echo(f"bovw {until}: {config.data.path}", err=True)
+    click.echo(f"bovw {command or until}: {config.data.path}", err=True)
     result = pipeline.run(
         config,
         until=until,
@@ -448,7 +450,7 @@ def _cnn_params(params: dict) -> dict:
 def run_command(cnn: bool, **params):
     """Run every stage: extract, codebook, encode, train, evaluate (--cnn: and compare)."""
     overrides = _cnn_params(params)
-    _run_stages("evaluate", params, cnn=overrides if cnn else None)
+    _run_stages("evaluate", params, cnn=overrides if cnn else None, command="run")
 
 
 @main.command("compare")
@@ -458,7 +460,7 @@ def run_command(cnn: bool, **params):
 def compare_command(**params):
     """BoVW and the CNN on the same split, side by side (the same as run --cnn)."""
     overrides = _cnn_params(params)
-    _run_stages("evaluate", params, cnn=overrides)
+    _run_stages("evaluate", params, cnn=overrides, command="compare")
 
 
 _stage_command("extract", "Dense SIFT for every image (cached per image).")
