@@ -597,6 +597,14 @@ def _use_dual(X) -> bool:
     return not sparse.issparse(X) and n <= d and n <= DUAL_MAX_SAMPLES
 
 
+# The two coordinate systems of LinearSVM._sgd ("spaces") share one interface:
+#   zeros(k)                  the weights of k classes, all zero;
+#   scores(W, idx)            centered scores w . (x_i - mu) of the samples idx;
+#   step(W, idx, G, coef)     W += coef G.T (X[idx] - mu), in that space's coordinates;
+#   all_scores(W)             (rows, scores) blocks over all samples, for the objective;
+#   sq_norm(W)                sum of |w_c|^2; batch_gram(idx), max_sq_norm: step sizes.
+
+
 class _PrimalSpace:
     """SGD on the weight vectors themselves: ``W`` of shape (classes, features).
 
