@@ -17,16 +17,20 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 
-def machine_line() -> str:
-    """One line naming the machine and the date, to stand under each recorded table."""
-    cpu = platform.processor() or platform.machine()
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo, or what ``platform`` knows elsewhere."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
+    return platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """One line naming the machine and the date, to stand under each recorded table."""
+    cpu = cpu_name()
     when = datetime.now(UTC).strftime("%Y-%m-%d")
     return f"Measured {when} on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}."
 

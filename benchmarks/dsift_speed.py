@@ -58,6 +58,9 @@ import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _results import cpu_name  # noqa: E402
 
 from bovw.features.dsift import dense_sift  # noqa: E402
 
@@ -266,14 +269,7 @@ def target_lines(rows) -> list[str]:
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = [f"Python {platform.python_version()}", f"NumPy {np.__version__}"]
     versions.append(f"OpenCV {cv2.__version__}")
     try:

@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import re
 import sys
 import time
 from pathlib import Path
@@ -37,7 +35,7 @@ from threadpoolctl import threadpool_limits
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results import RESULTS, update_section  # noqa: E402
+from _results import RESULTS, cpu_name, update_section  # noqa: E402
 
 from bovw.codebook import GMMVocabulary, KMeansCodebook  # noqa: E402
 from bovw.encoding import make_encoder  # noqa: E402
@@ -219,13 +217,7 @@ def bench_fit(m: int, k: int) -> dict:
 
 
 def render(assign_rows, ours, enc_rows, fit_row, args) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            m = re.search(r"model name\s*:\s*(.*)", f.read())
-            cpu = m.group(1) if m else cpu
-    except OSError:
-        pass
+    cpu = cpu_name()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     lines = [
         SECTION,

@@ -37,16 +37,20 @@ def write_image(path: Path, image: np.ndarray) -> Path:
     return path
 
 
-@pytest.fixture
-def tiny_dataset(tmp_path: Path) -> Path:
-    """A train/test dataset of 3 classes, 8 train and 4 test 64x64 images each."""
-    root = tmp_path / "tiny"
+def write_tiny_dataset(root: Path) -> Path:
+    """A train/test dataset of 3 classes, 8 train and 4 test 64x64 images each, at ``root``."""
     for k, name in enumerate(["alpha", "beta", "gamma"]):
         for i in range(8):
             write_image(root / "train" / name / f"{i}.png", textured_image(k, 100 * k + i))
         for i in range(4):
             write_image(root / "test" / name / f"{i}.png", textured_image(k, 1000 + 100 * k + i))
     return root
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path: Path) -> Path:
+    """:func:`write_tiny_dataset` in a fresh temporary folder."""
+    return write_tiny_dataset(tmp_path / "tiny")
 
 
 @pytest.fixture

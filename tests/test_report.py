@@ -9,7 +9,7 @@ import cv2
 import matplotlib
 import numpy as np
 import pytest
-from conftest import textured_image, write_image
+from conftest import write_tiny_dataset
 
 import bovw
 from bovw.config import Config
@@ -25,12 +25,7 @@ from bovw.report import (
 
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    for k, name in enumerate(["alpha", "beta", "gamma"]):
-        for i in range(8):
-            write_image(root / "train" / name / f"{i}.png", textured_image(k, 100 * k + i))
-        for i in range(4):
-            write_image(root / "test" / name / f"{i}.png", textured_image(k, 1000 + 100 * k + i))
+    root = write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
     config = Config().with_overrides(
         {
             "data.path": str(root),

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FAST, textured_image, write_image
+from conftest import FAST, textured_image, write_tiny_dataset
 
 from bovw.cli import main
 from bovw.codebook import GMMVocabulary, KMeansCodebook
@@ -21,12 +21,7 @@ SIFT = SiftSettings(sizes=(6, 8), step=6)
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data") / "tiny"
-    for k, name in enumerate(["alpha", "beta", "gamma"]):
-        for i in range(8):
-            write_image(root / "train" / name / f"{i}.png", textured_image(k, 100 * k + i))
-        for i in range(4):
-            write_image(root / "test" / name / f"{i}.png", textured_image(k, 1000 + 100 * k + i))
+    root = write_tiny_dataset(tmp_path_factory.mktemp("data") / "tiny")
     out = tmp_path_factory.mktemp("run") / "r"
     args = [
         "run",
