@@ -44,7 +44,7 @@ def measure(data: str, jobs: int, keep_descriptors: bool) -> dict:
                 keep_descriptors=keep_descriptors,
             )
         seconds = time.perf_counter() - t
-        stages = {name: (size, entries) for name, size, entries in cache_info(cache)}
+        stages = {stage: (size, n) for stage, _rev, n, size in cache_info(cache).rows}
     n_images = len({s.digest for s in result.dataset.train + result.dataset.test})
     return {
         "keep_descriptors": keep_descriptors,
@@ -100,7 +100,7 @@ def main() -> None:
     print(text)
     if args.record:
         c = rows[0]["config"]
-        per_image = rows[0]["stages"].get("extract_image", (0, 0))[0] / max(rows[0]["n_images"], 1)
+        per_image = rows[0]["stages"].get("extract", (0, 0))[0] / max(rows[0]["n_images"], 1)
         command = "python benchmarks/cache_size.py " + " ".join(sys.argv[1:])
         times = ", ".join(f"{r['seconds']:.0f} s" for r in rows)
         update_section(

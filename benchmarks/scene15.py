@@ -155,8 +155,8 @@ def main() -> None:
     if not Path(args.data).is_dir():
         raise SystemExit(f"15-Scene not found at {args.data}; pass --data.")
     if args.fresh_models:
-        for stage in ("train_model", "evaluate_model"):
-            shutil.rmtree(Path(args.cache_dir) / "joblib" / "bovw" / "pipeline" / stage, True)
+        for stage in ("train", "evaluate"):
+            shutil.rmtree(Path(args.cache_dir) / "entries" / stage, True)
     rows = []
     for encoding in args.encodings.split(","):
         if args.cold:

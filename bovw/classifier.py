@@ -65,13 +65,9 @@ from .config import ClassifierSettings
 
 KERNEL_MAPS = ("none", "hellinger", "chi2")
 
-#: Part of the cache key of the pipeline's train and evaluate stages: raise it with any
-#: change here that alters trained models, so that cached ones are not reused.
-#: 2: SGD in the dual representation when n <= d; unit-norm features not renormalized.
-TRAINING_REVISION = 2
 
-
-def _signed_sqrt(x: np.ndarray) -> np.ndarray:
+def signed_sqrt(x: np.ndarray) -> np.ndarray:
+    """``sign(x) sqrt(|x|)``: the Hellinger kernel's feature map."""
     return np.sign(x) * np.sqrt(np.abs(x))
 
 
@@ -88,13 +84,13 @@ def make_kernel_map(name: str) -> BaseEstimator | str:
     if name == "none":
         return "passthrough"
     if name == "hellinger":
-        return FunctionTransformer(_signed_sqrt, feature_names_out="one-to-one")
+        return FunctionTransformer(signed_sqrt, feature_names_out="one-to-one")
     if name == "chi2":
-        return _NonNegativeChi2()
+        return NonNegativeChi2()
     raise ValueError(f"kernel_map must be one of {', '.join(KERNEL_MAPS)}, not {name!r}.")
 
 
-class _NonNegativeChi2(TransformerMixin, BaseEstimator):
+class NonNegativeChi2(TransformerMixin, BaseEstimator):
     """AdditiveChi2Sampler that refuses signed features with a clear message."""
 
     def __init__(self, sample_steps: int = 2):

@@ -209,6 +209,12 @@ def common_options(func):
     )(func)
     func = click.option("--quiet", "-q", is_flag=True, help="No progress bars.")(func)
     func = click.option(
+        "--cache-max-size",
+        envvar="BOVW_CACHE_MAX_SIZE",
+        help="Cache size cap, enforced at the end of the run by evicting least recently used "
+        "entries, e.g. 20GB (default $BOVW_CACHE_MAX_SIZE, else 20% of the disk, at most 50 GB).",
+    )(func)
+    func = click.option(
         "--keep-descriptors/--no-keep-descriptors",
         default=True,
         help="Keep per-image descriptors in the cache after encoding (default: keep).",
@@ -305,6 +311,7 @@ def _run_stages(
     )
     cache_dir, scheduler = params.pop("cache_dir"), params.pop("scheduler")
     keep_descriptors = params.pop("keep_descriptors")
+    cache_max_size = _size_option("--cache-max-size", params.pop("cache_max_size"))
     if jobs < 1:
         raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
     config = build_config(data, params.pop("config_file"), params.pop("seed"), params)
@@ -329,7 +336,10 @@ def _run_stages(
         progress=not quiet,
         on_stage=on_stage,
         keep_descriptors=keep_descriptors,
+        cache_max_size=cache_max_size,
     )
+    if result.cache_note:
+        click.echo(result.cache_note, err=True)
     total = time.perf_counter() - t0
     run_dir = Path(out) if out else Path("runs") / datetime.now().strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -633,44 +643,125 @@ def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, q
     )
 
 
+def _size_option(flag: str, value: str | None) -> int | None:
+    """Bytes from a size option such as 20GB (None when not given)."""
+    from .cache import parse_size
+
+    if value is None:
+        return None
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise BadInputError(f"{flag}: {exc}.") from None
+
+
 @main.group()
 def cache() -> None:
-    """Inspect or empty the feature cache."""
+    """Inspect, prune or empty the cache."""
+
+
+def _cache_dir_option(func):
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        help="Cache folder (default $BOVW_CACHE_DIR or ~/.cache/bovw).",
+    )(func)
 
 
 @cache.command("info")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder.")
+@_cache_dir_option
 @handle_errors
 def cache_info_command(cache_dir):
-    """Show what the cache holds and its size, per stage."""
-    from .cache import cache_info, default_cache_dir
+    """Show what the cache holds: size per stage and code revision, and the cap."""
+    from .cache import cache_info, default_cache_dir, default_max_size
     from .report import format_table
 
     where = Path(cache_dir) if cache_dir else default_cache_dir()
-    rows = cache_info(where)
+    summary = cache_info(where)
     click.echo(f"Cache folder: {where}")
-    if not rows:
+    click.echo(
+        f"Size cap: {_human(default_max_size(where))} (--cache-max-size, BOVW_CACHE_MAX_SIZE)"
+    )
+    if not summary.rows and not summary.legacy_bytes:
         click.echo("The cache is empty.")
         return
-    total = sum(r[1] for r in rows)
-    table = [[name, str(entries), _human(size)] for name, size, entries in rows]
-    table.append(["total", str(sum(r[2] for r in rows)), _human(total)])
-    click.echo(format_table(table, ["stage", "entries", "size"]))
+    table = [[stage, rev, str(n), _human(size)] for stage, rev, n, size in summary.rows]
+    if summary.legacy_bytes:
+        table.append(
+            ["(older bovw: joblib pickles, never read)", "", "", _human(summary.legacy_bytes)]
+        )
+    if summary.tmp_bytes:
+        table.append(["(unfinished writes)", "", "", _human(summary.tmp_bytes)])
+    table.append(["total", "", str(sum(r[2] for r in summary.rows)), _human(summary.total_bytes)])
+    click.echo(format_table(table, ["stage", "revision", "entries", "size"]))
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before deleting; without a terminal to ask on, refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInputError(f"{question} Standard input is not a terminal: pass --yes to confirm.")
+    click.confirm(question, abort=True)
 
 
 @cache.command("clear")
-@click.option("--cache-dir", type=click.Path(file_okay=False), help="Cache folder.")
-@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@_cache_dir_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @handle_errors
 def cache_clear_command(cache_dir, yes):
-    """Delete everything in the cache."""
-    from .cache import clear_cache, default_cache_dir
+    """Delete everything bovw stored in the cache (other files are left alone)."""
+    from .cache import CacheError, clear_cache, default_cache_dir, is_bovw_cache
 
     where = Path(cache_dir) if cache_dir else default_cache_dir()
-    if not yes and sys.stdin.isatty():
-        click.confirm(f"Delete everything in {where}?", abort=True)
+    if not where.exists():
+        click.echo(f"There is no cache at {where}.")
+        return
+    if not is_bovw_cache(where):
+        raise CacheError(
+            f"Refusing to clear {where}: it is not a bovw cache (no CACHEDIR.TAG marker); "
+            "check --cache-dir or BOVW_CACHE_DIR."
+        )
+    _confirm(f"Delete every bovw cache entry in {where}?", yes)
     freed = clear_cache(where)
     click.echo(f"Cleared {where} ({_human(freed)} freed).")
+
+
+@cache.command("prune")
+@_cache_dir_option
+@click.option("--max-size", help="Evict least recently used entries down to this size, e.g. 20GB.")
+@click.option("--older-than", type=float, help="Evict entries not used for this many days.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def cache_prune_command(cache_dir, max_size, older_than, yes):
+    """Evict least recently used entries (default: down to the size cap)."""
+    from .cache import CacheError, default_cache_dir, default_max_size, is_bovw_cache, prune
+
+    where = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not where.exists():
+        click.echo(f"There is no cache at {where}.")
+        return
+    if not is_bovw_cache(where):
+        raise CacheError(
+            f"Refusing to prune {where}: it is not a bovw cache (no CACHEDIR.TAG marker); "
+            "check --cache-dir or BOVW_CACHE_DIR."
+        )
+    if older_than is not None and older_than < 0:
+        raise BadInputError(f"--older-than must be a number of days >= 0, not {older_than}.")
+    limit = _size_option("--max-size", max_size)
+    if limit is None and older_than is None:
+        limit = default_max_size(where)
+    what = " and ".join(
+        part
+        for part in (
+            f"down to {_human(limit)}" if limit is not None else "",
+            f"unused for {older_than:g} days" if older_than is not None else "",
+        )
+        if part
+    )
+    _confirm(f"Evict least recently used entries of {where} {what}?", yes)
+    deleted, freed = prune(where, max_size=limit, older_than_days=older_than)
+    click.echo(f"Pruned {where}: {deleted} entries deleted, {_human(freed)} freed.")
 
 
 def _human(n: int) -> str:

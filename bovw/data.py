@@ -28,6 +28,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .errors import BadInputError  # noqa: F401 - re-exported: bovw.data.BadInputError
+
 #: File extensions treated as images; anything else is skipped with a warning.
 IMAGE_EXTENSIONS = frozenset(
     {
@@ -54,10 +56,6 @@ MAX_PIXELS = 64_000_000
 
 #: Files larger than this are refused before reading.
 MAX_FILE_BYTES = 256 * 1024 * 1024
-
-
-class BadInputError(ValueError):
-    """Bad input named in one sentence: which file or setting, and what to do."""
 
 
 @dataclass(frozen=True)

@@ -394,9 +394,10 @@ class BoVWModel:
 
     def _predict_batch(self, batch, top_k: int, worker: bool = False) -> list[Prediction]:
         if worker:
-            from .parallel import limit_worker_threads
+            from .parallel import single_threaded
 
-            limit_worker_threads()
+            with single_threaded():
+                return self._predict_batch(batch, top_k)
         sift = self.config.sift
         out: list[Prediction] = []
         rows, where = [], []
@@ -531,12 +532,12 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
 
     from .classifier import make_classifier
     from .features.dsift import DenseSIFT
-    from .pipeline import _vocabulary_spec, make_vocabulary
+    from .pipeline import make_vocabulary
 
     config = (config or Config()).validate()
     s, c, e = config.sift, config.codebook, config.encoding
     sift = DenseSIFT(**dense_sift_params(s))
-    vocabulary = make_vocabulary(_vocabulary_spec(c, e), config.seed)
+    vocabulary = make_vocabulary(c, e, config.seed)
     params: dict[str, Any] = {"pyramid": e.pyramid, "codebook": vocabulary}
     if e.encoding in ("hist", "soft"):
         params["normalize"] = e.normalize

@@ -16,22 +16,26 @@ from collections.abc import Iterator
 
 import cv2
 
-_limited = False
 
+@contextlib.contextmanager
+def single_threaded() -> Iterator[None]:
+    """Hold OpenCV and BLAS to one thread inside the block, then restore what was there.
 
-def limit_worker_threads() -> None:
-    """Hold OpenCV and BLAS to one thread in this process (idempotent, cheap)."""
-    global _limited
-    if _limited:
-        return
+    Worker processes run many images side by side, one per core, so each must
+    not start its own thread pools. The limit is scoped: the calling process
+    gets its threads back afterwards, so whether an earlier stage was a cache
+    hit (nothing ran) or a miss (work ran here, ``--jobs 1``) never changes how
+    a later stage, such as training, computes.
+    """
+    from threadpoolctl import threadpool_limits
+
+    previous = cv2.getNumThreads()
     cv2.setNumThreads(1)
     try:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
-        pass
-    _limited = True
+        with threadpool_limits(1):
+            yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def scheduler_address(explicit: str | None = None) -> str | None:

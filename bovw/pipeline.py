@@ -7,17 +7,19 @@
     train    -> linear SVM by SGD, alpha chosen by cross-validation on train only
     evaluate -> predictions and metrics on the test split
 
-Each stage is a memoized function of small inputs only: content hashes of the
-images it depends on and the settings of it and the stages before it. Big
-inputs (lists of paths, the upstream results) are passed as ignored arguments
-and fetched from the cache inside, so the key of a stage never costs more than
-hashing a few strings. The descriptors of a whole dataset are never held in
-memory: stages stream them image by image from the cache.
+Each stage's cache key (:mod:`bovw.cache.memo`) is built from small inputs
+only: content hashes of the images, the ``get_params()`` of the estimators the
+stage builds, the keys of the stages before it, the stage's code revision
+(:data:`REVISIONS`) and the library versions. Big inputs (lists of paths, the
+upstream results) never enter a key; they are fetched from the cache inside.
+The descriptors of a whole dataset are never held in memory: stages stream
+them image by image from the cache.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,33 +30,46 @@ import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
-from .cache import get_memory
-from .classifier import TRAINING_REVISION, fit_classifier, predict_encoded
+from .cache import HIT, MISS, RECOMPUTED, Memo, codec, estimator_params, open_store, prune
+from .cache.maintenance import default_max_size
+from .cache.memo import report_problems
+from .classifier import (
+    GramLinearSVM,
+    LinearSVM,
+    NonNegativeChi2,
+    fit_classifier,
+    make_classifier,
+    predict_encoded,
+    signed_sqrt,
+)
 from .codebook import GMMVocabulary, KMeansCodebook
 from .config import AUTO_PYRAMIDS, CodebookSettings, Config, EncodingSettings, SiftSettings
 from .data import Dataset, Sample, load_dataset, read_image
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
-from .features.dsift import dense_sift
-from .parallel import cluster_session, limit_worker_threads, parallel_backend, scheduler_address
+from .features.dsift import DenseSIFT, dense_sift
+from .parallel import cluster_session, parallel_backend, scheduler_address, single_threaded
 from .report import classification_metrics
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
 STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 
+#: The code revision of each stage, part of its cache key. Raise a stage's number
+#: with any change to code that shapes its results (tests/test_cache_keys.py holds a
+#: hash of each stage's source and fails until you do); the entries of the old code
+#: then stay on disk, unused, until pruned.
+REVISIONS = {"extract": 1, "codebook": 1, "encode": 1, "train": 3, "evaluate": 3}
+
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
 BATCH = 16
 
+# What the stages store: the only classes (and function) a cache entry may name.
+codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVM, GramLinearSVM, NonNegativeChi2)
+codec.allow_function(signed_sqrt)
 
-# --------------------------------------------------------------------------- stage functions
-# Module-level so that joblib can memoize them and send them to worker processes.
 
-
-def extract_image(digest: str, sift: SiftSettings, path: str) -> ImageFeatures:
-    """Dense SIFT of one image (cached by content hash and settings; ``path`` is not a key)."""
-    limit_worker_threads()
-    return image_features(read_image(path, color="gray" if sift.color == "gray" else "bgr"), sift)
+# --------------------------------------------------------------------------- the estimators
 
 
 def dense_sift_params(sift: SiftSettings) -> dict[str, Any]:
@@ -69,6 +84,47 @@ def dense_sift_params(sift: SiftSettings) -> dict[str, Any]:
         "color": sift.color,
         "root": sift.root,
     }
+
+
+def extraction_inputs(sift: SiftSettings) -> dict[str, Any]:
+    """What an image's features depend on besides its bytes: the DenseSIFT estimator's
+    parameters (its defaults included) and the resize before it."""
+    return {
+        "dense_sift": estimator_params(DenseSIFT(**dense_sift_params(sift))),
+        "max_side": sift.max_side,
+    }
+
+
+def make_vocabulary(codebook: CodebookSettings, encoding: EncodingSettings, seed: int):
+    """The unfitted vocabulary of the settings: a PCA + GMM for Fisher vectors, else k-means."""
+    if encoding.encoding == "fisher":
+        return GMMVocabulary(
+            n_components=codebook.gmm_components,
+            n_pca=codebook.pca_dims or None,
+            whiten=codebook.whiten,
+            n_samples=codebook.gmm_samples,
+            random_state=seed,
+        )
+    return KMeansCodebook(n_words=codebook.words, n_samples=codebook.samples, random_state=seed)
+
+
+def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
+    """The encoder of ``encoding`` around a vocabulary (fitted: ready to transform)."""
+    pyramid = encoding.pyramid
+    params: dict[str, Any] = {
+        "pyramid": AUTO_PYRAMIDS[encoding.encoding] if pyramid == "auto" else pyramid
+    }
+    if encoding.encoding in ("hist", "soft"):
+        params["normalize"] = encoding.normalize
+    encoder = make_encoder(encoding.encoding, codebook=vocabulary, **params)
+    if not hasattr(vocabulary, "n_features_in_"):
+        return encoder  # unfitted vocabulary: the encoder is only described (cache keys)
+    # The vocabulary is fitted, so fit() only derives the pyramid layout from the settings.
+    return encoder.fit([])
+
+
+# --------------------------------------------------------------------------- stage work
+# Module-level so that joblib can send them to worker processes.
 
 
 def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
@@ -99,152 +155,65 @@ def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
     return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
 
 
-def _vocabulary_spec(codebook: CodebookSettings, encoding: EncodingSettings) -> tuple:
-    """The settings a vocabulary depends on (so that e.g. --words leaves a GMM a hit)."""
-    if encoding.encoding == "fisher":
-        return (
-            "gmm",
-            codebook.gmm_components,
-            codebook.pca_dims,
-            codebook.whiten,
-            codebook.gmm_samples,
-        )
-    return ("kmeans", codebook.words, codebook.samples)
+@dataclass(frozen=True)
+class ImageCall:
+    """One image's extraction: its cache key and what computing it needs."""
+
+    key: str
+    path: str
+    sift: SiftSettings
 
 
-def make_vocabulary(spec: tuple, seed: int):
-    """The unfitted vocabulary that a :func:`_vocabulary_spec` tuple describes."""
-    if spec[0] == "gmm":
-        _, components, pca_dims, whiten, samples = spec
-        return GMMVocabulary(
-            n_components=components,
-            n_pca=pca_dims or None,
-            whiten=whiten,
-            n_samples=samples,
-            random_state=seed,
-        )
-    _, words, samples = spec
-    return KMeansCodebook(n_words=words, n_samples=samples, random_state=seed)
+def extract_image(call: ImageCall) -> ImageFeatures:
+    """Dense SIFT of one image file (uncached)."""
+    color = "gray" if call.sift.color == "gray" else "bgr"
+    return image_features(read_image(call.path, color=color), call.sift)
 
 
-def fit_vocabulary(train_key: str, sift: SiftSettings, spec: tuple, seed: int, *, ctx: _Context):
-    """Fit the k-means codebook or the PCA+GMM on an even sample of training descriptors."""
-    stream = ctx.stream_features(ctx.dataset.train, desc="codebook: sampling descriptors")
-    return make_vocabulary(spec, seed).fit(stream)
+@dataclass
+class BatchReport:
+    """What a worker's batch did to the cache, sent back instead of the features."""
+
+    images: int = 0
+    problems: list[tuple[str, str]] = field(default_factory=list)
+    full: str | None = None
 
 
-def encode_split(
-    split_key: str,
-    vocabulary_train_key: str,
-    sift: SiftSettings,
-    spec: tuple,
-    encoding: EncodingSettings,
-    seed: int,
-    *,
-    ctx: _Context,
-    split: str,
-) -> np.ndarray:
-    """Encode every image of one split into a float32 matrix, one row per image.
+def cached_features(memo: Memo, call: ImageCall, report: BatchReport) -> ImageFeatures:
+    """An image's features from the cache, or extracted and stored (one thread for the work)."""
 
-    The key names the split's images and, through ``vocabulary_train_key``, the
-    training images the vocabulary was fitted on: the same test images encoded
-    with another training set's vocabulary are other features.
-    """
-    encoder = make_pipeline_encoder(encoding, ctx.vocabulary())
-    samples = getattr(ctx.dataset, split)
-    n = len(samples)
-    batches = [samples[i : i + BATCH] for i in range(0, n, BATCH)]
-    calls = [
-        (encoder, ctx.extract, [(s.digest, sift, str(s.path)) for s in b], encoding.mirror)
-        for b in batches
-    ]
-    sizes = [len(b) for b in batches]
-    # Rows are written into one preallocated matrix as batches arrive: no list of
-    # blocks and no stacked copy, so peak memory is the output matrix plus a batch.
-    # With mirroring, rows n..2n-1 hold the mirrored images, in the same order.
-    out = np.zeros(((2 if encoding.mirror else 1) * n, encoder.n_features_out_), np.float32)
-    start = 0
-    for block in ctx.imap(_encode_batch, calls, sizes=sizes, desc=f"encode {split}"):
-        m = len(block) // (2 if encoding.mirror else 1)
-        out[start : start + m] = block[:m]
-        if encoding.mirror:
-            out[n + start : n + start + m] = block[m:]
-        start += m
-    return out
+    def compute():
+        with single_threaded():
+            return extract_image(call)
+
+    outcome = memo.get(call.key, compute, inputs={"image": Path(call.path).name})
+    if outcome.problem:
+        report.problems.append((str(memo.entry_path(call.key)), outcome.problem))
+    report.full = report.full or memo.store.full
+    return outcome.value
 
 
-def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
-    """The encoder of ``encoding`` around an already fitted vocabulary, ready to transform."""
-    pyramid = encoding.pyramid
-    params: dict[str, Any] = {
-        "pyramid": AUTO_PYRAMIDS[encoding.encoding] if pyramid == "auto" else pyramid
-    }
-    if encoding.encoding in ("hist", "soft"):
-        params["normalize"] = encoding.normalize
-    # The vocabulary is fitted, so fit() only derives the pyramid layout from the settings.
-    return make_encoder(encoding.encoding, codebook=vocabulary, **params).fit([])
+def _extract_batch(memo: Memo, calls: list[ImageCall]) -> BatchReport:
+    """Compute and store features; return only a report so nothing big crosses processes."""
+    report = BatchReport()
+    for call in calls:
+        cached_features(memo, call, report)
+        report.images += 1
+    return report
 
 
-def _encode_batch(encoder, extract, calls, mirror: bool = False) -> np.ndarray:
+def _encode_batch(
+    memo: Memo, encoder, calls: list[ImageCall], mirror: bool
+) -> tuple[np.ndarray, BatchReport]:
     """Encoded rows of a batch of images; with ``mirror``, then those of their mirrors."""
-    limit_worker_threads()
-    features = [extract(*call) for call in calls]
+    report = BatchReport()
+    features = [cached_features(memo, call, report) for call in calls]
     if mirror:
         features += [mirror_features(f) for f in features]
-    return encoder.transform(features)
-
-
-def train_model(
-    train_key: str,
-    sift: SiftSettings,
-    spec: tuple,
-    encoding: EncodingSettings,
-    classifier,
-    seed: int,
-    revision: int = TRAINING_REVISION,
-    *,
-    ctx: _Context,
-):
-    """Fit the linear SVM on the encoded training split.
-
-    ``revision`` (:data:`bovw.classifier.TRAINING_REVISION`) is part of the cache
-    key, so that models trained by an older solver are not reused.
-    """
-    X = ctx.features("train")
-    y = ctx.dataset.labels("train")
-    if encoding.mirror:
-        # Each image and its mirror: one group, so that cross-validation never
-        # validates on the mirror of a training image.
-        groups = np.tile(np.arange(y.size), 2)
-        return fit_classifier(
-            X, np.tile(y, 2), classifier, random_state=seed, n_jobs=ctx.jobs, groups=groups
-        )
-    return fit_classifier(X, y, classifier, random_state=seed, n_jobs=ctx.jobs)
-
-
-def evaluate_model(
-    test_key: str,
-    train_key: str,
-    sift: SiftSettings,
-    spec: tuple,
-    encoding: EncodingSettings,
-    classifier,
-    seed: int,
-    revision: int = TRAINING_REVISION,
-    *,
-    ctx: _Context,
-) -> dict[str, Any]:
-    """Predict the test split and compute the metrics (``revision``: see :func:`train_model`)."""
-    model = ctx.model()
-    X = ctx.features("test")
-    y = ctx.dataset.labels("test")
-    t = time.perf_counter()
-    predicted = predict_encoded(model, X, mirror=encoding.mirror)
-    seconds = time.perf_counter() - t
-    metrics = classification_metrics(y, predicted, ctx.dataset.classes)
-    metrics["predict_seconds"] = seconds
-    metrics["predictions"] = predicted.tolist()
-    return metrics
+    with single_threaded():
+        rows = encoder.transform(features)
+    report.images = len(calls)
+    return rows, report
 
 
 # --------------------------------------------------------------------------- the run
@@ -252,7 +221,7 @@ def evaluate_model(
 
 @dataclass
 class StageResult:
-    """How one stage went: seconds and cache status (hit, miss or partial)."""
+    """How one stage went: seconds and cache status (hit, miss, partial or recomputed)."""
 
     name: str
     seconds: float
@@ -267,8 +236,10 @@ class RunResult:
     ``features`` maps ``"train"`` and ``"test"`` to the encoded matrices, one
     row per image in the dataset's order; with ``encoding.mirror`` the rows of
     the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``).
-    ``model`` is the fitted model selection (scikit-learn ``GridSearchCV``),
-    ``metrics`` the test-split metrics.
+    ``model`` is the fitted classifier (a scikit-learn Pipeline: kernel map, L2
+    normalization, the linear SVM with the alpha that cross-validation chose),
+    ``metrics`` the test-split metrics. ``cache_note`` says what the end-of-run
+    size cap evicted, if anything.
     """
 
     config: Config
@@ -278,94 +249,155 @@ class RunResult:
     model: Any = None
     features: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
+    cache_note: str = ""
 
 
 class _Context:
-    """What the memoized stages share without it being part of their keys."""
+    """The run's settings, dataset, cache and the key of every stage call."""
 
     def __init__(
         self,
         config: Config,
         dataset: Dataset,
-        memory,
+        store,
         jobs: int,
         progress: bool,
         scheduler: str | None = None,
     ):
         self.config = config
         self.dataset = dataset
+        self.store = store
         self.jobs = jobs
         self.scheduler = scheduler_address(scheduler)
         self.progress = progress
-        self.extract = memory.cache(extract_image, ignore=["path"])
-        self.fit_vocabulary = memory.cache(fit_vocabulary, ignore=["ctx"])
-        self.encode_split = memory.cache(encode_split, ignore=["ctx", "split"])
-        self.train_model = memory.cache(train_model, ignore=["ctx"])
-        self.evaluate_model = memory.cache(evaluate_model, ignore=["ctx"])
-        c = config
-        self.spec = _vocabulary_spec(c.codebook, c.encoding)
-        self.keys = {split: dataset.split_hash(split) for split in ("train", "test")}
-        self._features: dict[str, np.ndarray] = {}
+        self.memos = {stage: Memo(store, stage, REVISIONS[stage]) for stage in STAGES}
+        self.full_warned = False
         self._vocab = None
         self._model = None
+        self._features: dict[str, np.ndarray] = {}
+        self.inputs = stage_inputs(config, dataset)
+        self.keys: dict[str, str] = {}
+        for stage, inputs in self.inputs.items():  # in order: upstream keys come first
+            upstream = {name: self.keys[call] for name, call in _UPSTREAM[stage].items()}
+            self.keys[stage] = self.memos[stage.split(":")[0]].key({**inputs, **upstream})
+        self._sift_inputs = extraction_inputs(config.sift)
 
-    # -- the calls of each stage, with their keys --------------------------------------
+    # -- per-image extraction ------------------------------------------------------------
 
-    def vocabulary_call(self):
-        c = self.config
-        return self.fit_vocabulary, (self.keys["train"], c.sift, self.spec, c.seed), {"ctx": self}
+    def image_call(self, sample: Sample) -> ImageCall:
+        key = self.memos["extract"].key({"image": sample.digest, **self._sift_inputs})
+        return ImageCall(key, str(sample.path), self.config.sift)
 
-    def encode_call(self, split: str):
-        c = self.config
-        args = (self.keys[split], self.keys["train"], c.sift, self.spec, c.encoding, c.seed)
-        return self.encode_split, args, {"ctx": self, "split": split}
+    def stream_features(self, samples: list[Sample], desc: str) -> Iterator[ImageFeatures]:
+        """Per-image features from the cache (computed on a miss), one at a time."""
+        report = BatchReport()
+        for s in tqdm(samples, desc=desc, disable=not self.progress, leave=False, unit="img"):
+            yield cached_features(self.memos["extract"], self.image_call(s), report)
+        self.absorb(report, "extract")
 
-    def _model_key(self) -> tuple:
-        """What a trained model depends on: the training images and every setting."""
-        c = self.config
-        return (
-            self.keys["train"],
-            c.sift,
-            self.spec,
-            c.encoding,
-            c.classifier,
-            c.seed,
-            TRAINING_REVISION,
-        )
+    # -- cache bookkeeping ---------------------------------------------------------------
 
-    def train_call(self):
-        return self.train_model, self._model_key(), {"ctx": self}
+    def absorb(self, report: BatchReport, stage: str) -> None:
+        """Take a worker's report: warn of corrupt entries, and of a full disk (once)."""
+        report_problems(stage, report.problems)
+        if report.full and self.store.full is None:
+            self.store.full = report.full  # later tasks skip writing
+        self.warn_if_full()
 
-    def evaluate_call(self):
-        return self.evaluate_model, (self.keys["test"], *self._model_key()), {"ctx": self}
+    def warn_if_full(self) -> None:
+        if self.store.full and not self.full_warned:
+            self.full_warned = True
+            warnings.warn(self.store.full, stacklevel=2)
 
-    # -- lazily fetched upstream results ---------------------------------------------
+    def memoized(self, stage: str, compute: Callable[[], Any]):
+        """The stage's value from the cache, or computed and stored; with its status."""
+        base = stage.split(":")[0]
+        memo = self.memos[base]
+        outcome = memo.get(self.keys[stage], compute, inputs=self.inputs[stage])
+        if outcome.problem:
+            report_problems(base, [(str(memo.entry_path(self.keys[stage])), outcome.problem)])
+        self.warn_if_full()
+        return outcome
 
-    def vocabulary(self):
+    # -- the stage values ----------------------------------------------------------------
+
+    def vocabulary(self) -> Any:
         if self._vocab is None:
-            func, args, kwargs = self.vocabulary_call()
-            self._vocab = func(*args, **kwargs)
+            self._vocab = self.memoized("codebook", self._fit_vocabulary).value
         return self._vocab
+
+    def _fit_vocabulary(self):
+        c = self.config
+        stream = self.stream_features(self.dataset.train, desc="codebook: sampling descriptors")
+        return make_vocabulary(c.codebook, c.encoding, c.seed).fit(stream)
 
     def features(self, split: str) -> np.ndarray:
         if split not in self._features:
-            func, args, kwargs = self.encode_call(split)
-            self._features[split] = func(*args, **kwargs)
+            outcome = self.memoized(f"encode:{split}", lambda: self._encode(split))
+            self._features[split] = outcome.value
         return self._features[split]
+
+    def _encode(self, split: str) -> np.ndarray:
+        """Encode every image of one split into a float32 matrix, one row per image."""
+        mirror = self.config.encoding.mirror
+        encoder = make_pipeline_encoder(self.config.encoding, self.vocabulary())
+        samples = getattr(self.dataset, split)
+        n = len(samples)
+        batches = [samples[i : i + BATCH] for i in range(0, n, BATCH)]
+        calls = [
+            (self.memos["extract"], encoder, [self.image_call(s) for s in b], mirror)
+            for b in batches
+        ]
+        # Rows are written into one preallocated matrix as batches arrive: no list of
+        # blocks and no stacked copy, so peak memory is the output matrix plus a batch.
+        # With mirroring, rows n..2n-1 hold the mirrored images, in the same order.
+        out = np.zeros(((2 if mirror else 1) * n, encoder.n_features_out_), np.float32)
+        start = 0
+        sizes = [len(b) for b in batches]
+        for block, report in self.imap(_encode_batch, calls, sizes=sizes, desc=f"encode {split}"):
+            self.absorb(report, "extract")
+            m = report.images
+            out[start : start + m] = block[:m]
+            if mirror:
+                out[n + start : n + start + m] = block[m:]
+            start += m
+        return out
 
     def model(self):
         if self._model is None:
-            func, args, kwargs = self.train_call()
-            self._model = func(*args, **kwargs)
+            self._model = self.memoized("train", self._train).value
         return self._model
 
-    # -- helpers -----------------------------------------------------------------------
+    def _train(self):
+        """The linear SVM on the encoded training split (the best of the model selection)."""
+        c = self.config
+        X = self.features("train")
+        y = self.dataset.labels("train")
+        groups = None
+        if c.encoding.mirror:
+            # Each image and its mirror: one group, so that cross-validation never
+            # validates on the mirror of a training image.
+            groups = np.tile(np.arange(y.size), 2)
+            y = np.tile(y, 2)
+        fitted = fit_classifier(
+            X, y, c.classifier, random_state=c.seed, n_jobs=self.jobs, groups=groups
+        )
+        # The cache keeps the fitted Pipeline (kernel map, normalization, SVM), as data.
+        return getattr(fitted, "best_estimator_", fitted)
 
-    def stream_features(self, samples: list[Sample], desc: str) -> Iterator[ImageFeatures]:
-        """Per-image features from the cache, one at a time."""
-        sift = self.config.sift
-        for s in tqdm(samples, desc=desc, disable=not self.progress, leave=False, unit="img"):
-            yield self.extract(s.digest, sift, str(s.path))
+    def _evaluate(self) -> dict[str, Any]:
+        model = self.model()
+        X = self.features("test")
+        y = self.dataset.labels("test")
+        t = time.perf_counter()
+        predicted = predict_encoded(model, X, mirror=self.config.encoding.mirror)
+        seconds = time.perf_counter() - t
+        metrics = classification_metrics(y, predicted, self.dataset.classes)
+        metrics["predict_seconds"] = seconds
+        metrics["predictions"] = predicted.tolist()
+        return metrics
+
+    # -- parallel map --------------------------------------------------------------------
 
     def imap(self, func: Callable, arg_tuples: list[tuple], *, sizes, desc: str) -> Iterator:
         """``func(*args)`` for each tuple, yielded in order, over ``jobs`` processes, with progress.
@@ -384,41 +416,84 @@ class _Context:
         bar.close()
 
 
-def _cached(func, args, kwargs) -> bool:
-    try:
-        return bool(func.check_call_in_cache(*args, **kwargs))
-    except Exception:  # a cache entry that cannot be read counts as a miss
-        return False
+#: The stage calls whose keys name the key of another call (the chain of dependencies).
+_UPSTREAM: dict[str, dict[str, str]] = {
+    "codebook": {},
+    "encode:train": {"vocabulary": "codebook"},
+    "encode:test": {"vocabulary": "codebook"},
+    "train": {"features": "encode:train"},
+    "evaluate": {"model": "train", "features": "encode:test"},
+}
+
+
+def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
+    """The key inputs of every stage call but the per-image extractions.
+
+    Built from the estimators the stages construct (their ``get_params()``,
+    defaults included), so a setting, or an estimator default, that changes a
+    result changes the key of its stage and of every stage after it; the keys
+    of upstream calls are added by name (see ``_UPSTREAM``).
+    """
+    c = config
+    vocabulary = make_vocabulary(c.codebook, c.encoding, c.seed)
+    encoder = make_pipeline_encoder(c.encoding, vocabulary)
+    classifier = make_classifier(c.classifier, random_state=c.seed)
+    inputs: dict[str, dict[str, Any]] = {
+        "codebook": {
+            "train_images": dataset.split_hash("train"),
+            "extraction": extraction_inputs(c.sift),
+            "vocabulary": estimator_params(vocabulary),
+        }
+    }
+    for split in ("train", "test"):
+        inputs[f"encode:{split}"] = {
+            "images": dataset.split_hash(split),
+            "extraction": extraction_inputs(c.sift),
+            "encoder": estimator_params(encoder, exclude=("codebook",)),
+            "mirror": c.encoding.mirror,
+        }
+    inputs["train"] = {
+        "labels": dataset.split_hash("train"),
+        "classifier": estimator_params(classifier),
+        # Mirrored rows are grouped with their image in cross-validation.
+        "groups": "mirror pairs" if c.encoding.mirror else None,
+    }
+    inputs["evaluate"] = {
+        "labels": dataset.split_hash("test"),
+        "mirror": c.encoding.mirror,
+    }
+    return inputs
+
+
+def stage_keys(config: Config, dataset: Dataset, store=None) -> dict[str, str]:
+    """The cache key of every stage call of a run (nothing is computed or read)."""
+    from .cache import CacheStore
+
+    store = store if store is not None else CacheStore("/nonexistent")
+    return _Context(config.validate(), dataset, store, 1, False).keys
 
 
 def _extract_all(ctx: _Context) -> StageResult:
     t = time.perf_counter()
-    sift = ctx.config.sift
     samples = ctx.dataset.train + ctx.dataset.test
     unique = list({s.digest: s for s in samples}.values())
-    todo = [s for s in unique if not _cached(ctx.extract, (s.digest, sift, str(s.path)), {})]
+    memo = ctx.memos["extract"]
+    todo = [c for c in (ctx.image_call(s) for s in unique) if not memo.contains(c.key)]
     if todo:
         batches = [todo[i : i + BATCH] for i in range(0, len(todo), BATCH)]
-        calls = [(ctx.extract, [(s.digest, sift, str(s.path)) for s in b]) for b in batches]
-        for _ in ctx.imap(_extract_batch, calls, sizes=[len(b) for b in batches], desc="extract"):
-            pass
-    status = "hit" if not todo else ("miss" if len(todo) == len(unique) else "partial")
+        calls = [(memo, b) for b in batches]
+        sizes = [len(b) for b in batches]
+        for report in ctx.imap(_extract_batch, calls, sizes=sizes, desc="extract"):
+            ctx.absorb(report, "extract")
+    status = HIT if not todo else (MISS if len(todo) == len(unique) else "partial")
     detail = f"{len(unique) - len(todo)} of {len(unique)} images cached"
     return StageResult("extract", time.perf_counter() - t, status, detail)
 
 
-def _extract_batch(extract, calls) -> int:
-    """Compute and store features; return only a count so nothing big crosses processes."""
-    return sum(len(extract(*call)) for call in calls)
-
-
-def _timed_stage(name: str, call, fetch: Callable[[Any], None]) -> StageResult:
-    func, args, kwargs = call
-    hit = _cached(func, args, kwargs)
+def _timed_stage(ctx: _Context, name: str, compute: Callable[[], Any]) -> tuple[StageResult, Any]:
     t = time.perf_counter()
-    result = func(*args, **kwargs)
-    fetch(result)
-    return StageResult(name, time.perf_counter() - t, "hit" if hit else "miss")
+    outcome = ctx.memoized(name, compute)
+    return StageResult(name, time.perf_counter() - t, outcome.status), outcome.value
 
 
 def run(
@@ -432,6 +507,7 @@ def run(
     on_stage: Callable[[StageResult], None] | None = None,
     dataset: Dataset | None = None,
     keep_descriptors: bool = True,
+    cache_max_size: int | None = None,
 ) -> RunResult:
     """Run the pipeline up to and including stage ``until``.
 
@@ -457,6 +533,10 @@ def run(
         Keep the per-image descriptors in the cache after encoding. Without
         them the cache holds only the encoded features (a fraction of the
         size), and a later run with another codebook or encoding extracts again.
+    cache_max_size : int, optional
+        The cache's size cap in bytes, enforced at the end of the run by evicting
+        least-recently-used entries (default :func:`bovw.cache.default_max_size`:
+        ``$BOVW_CACHE_MAX_SIZE``, else 20 % of the disk, at most 50 GB).
 
     Returns
     -------
@@ -465,6 +545,7 @@ def run(
     if until not in STAGES:
         raise ValueError(f"until must be one of {', '.join(STAGES)}, not {until!r}.")
     config = (config or Config()).validate()
+    store = open_store(cache_dir)
     if dataset is None:
         d = config.data
         dataset = load_dataset(
@@ -475,24 +556,34 @@ def run(
             skip_bad=d.skip_bad,
             n_jobs=jobs,
         )
-    ctx = _Context(config, dataset, get_memory(cache_dir), jobs, progress, scheduler)
+    ctx = _Context(config, dataset, store, jobs, progress, scheduler)
     with cluster_session(ctx.scheduler):
-        return _run_stages(ctx, until, on_stage, keep_descriptors)
+        result = _run_stages(ctx, until, on_stage, keep_descriptors)
+    cap = cache_max_size if cache_max_size is not None else default_max_size(store.root)
+    deleted, freed = prune(store.root, max_size=cap)
+    if deleted:
+        result.cache_note = (
+            f"The cache was over its cap of {cap / 1e9:.1f} GB: {deleted} least recently used "
+            f"entries ({freed / 1e9:.2f} GB) were evicted."
+        )
+    return result
 
 
 def _encoded_features_cached(ctx: _Context) -> bool:
     """True when the vocabulary and both splits' features are cached: no descriptor is needed."""
-    calls = [ctx.vocabulary_call(), ctx.encode_call("train"), ctx.encode_call("test")]
-    return all(_cached(*call) for call in calls)
+    return all(
+        ctx.memos[stage.split(":")[0]].contains(ctx.keys[stage])
+        for stage in ("codebook", "encode:train", "encode:test")
+    )
 
 
 def _forget_descriptors(ctx: _Context) -> None:
     """Delete this dataset's per-image descriptors from the cache (``keep_descriptors=False``)."""
-    sift = ctx.config.sift
+    memo = ctx.memos["extract"]
     for s in {s.digest: s for s in ctx.dataset.train + ctx.dataset.test}.values():
-        call = (s.digest, sift, str(s.path))
-        if _cached(ctx.extract, call, {}):
-            ctx.extract.call_and_shelve(*call).clear()
+        key = ctx.image_call(s).key
+        if memo.contains(key):
+            ctx.store.discard(memo.entry_path(key))
 
 
 def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> RunResult:
@@ -504,39 +595,45 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
             on_stage(stage)
 
     if until not in ("extract", "codebook") and _encoded_features_cached(ctx):
-        done(StageResult("extract", 0.0, "hit", "not needed: encoded features are cached"))
+        done(StageResult("extract", 0.0, HIT, "not needed: encoded features are cached"))
     else:
         done(_extract_all(ctx))
     if until == "extract":
         return result
 
-    def keep_vocab(v):
-        ctx._vocab = result.vocabulary = v
-
-    done(_timed_stage("codebook", ctx.vocabulary_call(), keep_vocab))
+    stage, ctx._vocab = _timed_stage(ctx, "codebook", ctx._fit_vocabulary)
+    result.vocabulary = ctx._vocab
+    done(stage)
     if until == "codebook":
         return result
 
     t = time.perf_counter()
-    hits = [_cached(*ctx.encode_call(split)) for split in ("train", "test")]
+    statuses = []
     for split in ("train", "test"):
-        result.features[split] = ctx.features(split)
-    status = "hit" if all(hits) else ("miss" if not any(hits) else "partial")
+        outcome = ctx.memoized(f"encode:{split}", lambda split=split: ctx._encode(split))
+        ctx._features[split] = result.features[split] = outcome.value
+        statuses.append(outcome.status)
+    done(StageResult("encode", time.perf_counter() - t, _combined(statuses)))
     if not keep_descriptors:
         _forget_descriptors(ctx)
-    done(StageResult("encode", time.perf_counter() - t, status))
     if until == "encode":
         return result
 
-    def keep_model(m):
-        ctx._model = result.model = m
-
-    done(_timed_stage("train", ctx.train_call(), keep_model))
+    stage, ctx._model = _timed_stage(ctx, "train", ctx._train)
+    result.model = ctx._model
+    done(stage)
     if until == "train":
         return result
 
-    def keep_metrics(m):
-        result.metrics = m
-
-    done(_timed_stage("evaluate", ctx.evaluate_call(), keep_metrics))
+    stage, result.metrics = _timed_stage(ctx, "evaluate", ctx._evaluate)
+    done(stage)
     return result
+
+
+def _combined(statuses: list[str]) -> str:
+    """One status for a stage of several cached calls."""
+    if RECOMPUTED in statuses:
+        return RECOMPUTED
+    if all(s == HIT for s in statuses):
+        return HIT
+    return MISS if all(s == MISS for s in statuses) else "partial"

@@ -133,7 +133,8 @@ def test_cache_info_and_clear(tiny_dataset, tmp_path):
     cache = tmp_path / "cache"
     invoke("extract", str(tiny_dataset), *FAST, "--out", str(tmp_path / "r"), cache=cache)
     info = CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(cache)])
-    assert info.exit_code == 0 and "extract_image" in info.output
+    assert info.exit_code == 0 and "extract" in info.output and "250" not in info.output
+    assert "36" in info.output  # the 36 images of the tiny dataset: one entry each
     cleared = CliRunner().invoke(main, ["cache", "clear", "--yes", "--cache-dir", str(cache)])
     assert cleared.exit_code == 0
     assert "empty" in CliRunner().invoke(main, ["cache", "info", "--cache-dir", str(cache)]).output
@@ -163,7 +164,7 @@ def test_interrupted_extraction_resumes(tmp_path):
     ]
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    entries = lambda: len(list(cache.rglob("extract_image/*/output.pkl")))  # noqa: E731
+    entries = lambda: len(list(cache.glob("entries/extract/*/*/*/meta.json")))  # noqa: E731
     deadline = time.time() + 60
     while entries() < 5 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)

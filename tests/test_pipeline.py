@@ -98,22 +98,16 @@ def test_cache_folder_rules(tmp_path, monkeypatch):
     monkeypatch.delenv("BOVW_CACHE_DIR")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert default_cache_dir() == tmp_path / "xdg" / "bovw"
-    assert cache_info(tmp_path / "nothing") == []
+    assert cache_info(tmp_path / "nothing").rows == []
     assert clear_cache(tmp_path / "nothing") == 0
 
 
 def test_cache_info_lists_stages(tiny_dataset, tmp_path):
     bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
-    names = {name for name, size, entries in cache_info(tmp_path / "c")}
-    assert {
-        "extract_image",
-        "fit_vocabulary",
-        "encode_split",
-        "train_model",
-        "evaluate_model",
-    } <= names
+    names = {stage for stage, revision, entries, size in cache_info(tmp_path / "c").rows}
+    assert names == {"extract", "codebook", "encode", "train", "evaluate"}
     assert clear_cache(tmp_path / "c") > 0
-    assert cache_info(tmp_path / "c") == []
+    assert cache_info(tmp_path / "c").rows == []
 
 
 def test_no_keep_descriptors_leaves_only_encoded_features(tiny_dataset, tmp_path):
@@ -121,8 +115,8 @@ def test_no_keep_descriptors_leaves_only_encoded_features(tiny_dataset, tmp_path
     first = bovw.run(
         small_config(tiny_dataset), cache_dir=cache, progress=False, keep_descriptors=False
     )
-    sizes = {name: entries for name, size, entries in cache_info(cache)}
-    assert sizes.get("extract_image", 0) == 0 and sizes["encode_split"] == 2
+    sizes = {stage: entries for stage, revision, entries, size in cache_info(cache).rows}
+    assert sizes.get("extract", 0) == 0 and sizes["encode"] == 2
     # Everything downstream is cached, so extraction is not needed again...
     again = bovw.run(small_config(tiny_dataset), cache_dir=cache, progress=False)
     assert again.stages[0].cache == "hit" and "not needed" in again.stages[0].detail
