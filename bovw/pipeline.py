@@ -465,12 +465,17 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
     return inputs
 
 
-def stage_keys(config: Config, dataset: Dataset, store=None) -> dict[str, str]:
-    """The cache key of every stage call of a run (nothing is computed or read)."""
+def stage_keys(config: Config, dataset: Dataset) -> dict[str, str]:
+    """The cache key of every stage call of a run (nothing is computed or read).
+
+    ``"extract"`` is the key of one reference image (the same bytes whatever the
+    dataset), so that it changes only with the extraction settings.
+    """
     from .cache import CacheStore
 
-    store = store if store is not None else CacheStore("/nonexistent")
-    return _Context(config.validate(), dataset, store, 1, False).keys
+    ctx = _Context(config.validate(), dataset, CacheStore("/nonexistent"), 1, False)
+    reference = Sample(Path("reference.png"), 0, "0" * 32)
+    return {"extract": ctx.image_call(reference).key, **ctx.keys}
 
 
 def _extract_all(ctx: _Context) -> StageResult:
@@ -560,13 +565,29 @@ def run(
     with cluster_session(ctx.scheduler):
         result = _run_stages(ctx, until, on_stage, keep_descriptors)
     cap = cache_max_size if cache_max_size is not None else default_max_size(store.root)
-    deleted, freed = prune(store.root, max_size=cap)
+    result.cache_note = _enforce_cap(store.root, cap)
+    return result
+
+
+def _enforce_cap(root: Path, cap: int) -> str:
+    """Evict least recently used entries down to ``cap``; a sentence if anything happened."""
+    from .cache import cache_info
+
+    deleted, freed = prune(root, max_size=cap)
+    note = ""
     if deleted:
-        result.cache_note = (
-            f"The cache was over its cap of {cap / 1e9:.1f} GB: {deleted} least recently used "
+        note = (
+            f"The cache was over its cap of {cap / 1e9:.2f} GB: {deleted} least recently used "
             f"entries ({freed / 1e9:.2f} GB) were evicted."
         )
-    return result
+    total = cache_info(root).total_bytes
+    if total > cap:
+        note += (
+            f" The cache holds {total / 1e9:.2f} GB, over its cap of {cap / 1e9:.2f} GB: "
+            "entries used in the last minutes (by this run or another) are kept; raise "
+            "--cache-max-size or run 'bovw cache prune' later."
+        )
+    return note.strip()
 
 
 def _encoded_features_cached(ctx: _Context) -> bool:

@@ -16,7 +16,17 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from .store import ENTRIES, LEGACY, MARKER, TMP, CacheError, CacheStore, _tree_size, is_bovw_cache
+from .store import (
+    ENTRIES,
+    LEGACY,
+    MARKER,
+    TMP,
+    CacheError,
+    CacheStore,
+    _tree_size,
+    available_compressors,
+    is_bovw_cache,
+)
 
 #: The default cap is this fraction of the disk that holds the cache ...
 DEFAULT_CAP_FRACTION = 0.2
@@ -69,12 +79,18 @@ def default_max_size(root: str | os.PathLike | None = None) -> int:
 
 
 def open_store(location: str | os.PathLike | None = None, *, compress: str | None = None):
-    """The :class:`CacheStore` of a folder (default :func:`default_cache_dir`), opened."""
-    from .store import CacheStore
+    """The :class:`CacheStore` of a folder (default :func:`default_cache_dir`), opened.
 
+    ``compress`` (default ``$BOVW_CACHE_COMPRESS``, else "none") compresses new entries.
+    """
     root = Path(location) if location is not None else default_cache_dir()
-    kwargs = {} if compress is None else {"compress": compress}
-    return CacheStore(root, **kwargs).open()
+    compress = compress or os.environ.get("BOVW_CACHE_COMPRESS") or "none"
+    if compress not in available_compressors():
+        raise CacheError(
+            f"Cache compressor {compress!r} (BOVW_CACHE_COMPRESS) is not available here; "
+            f"use one of {', '.join(available_compressors())}."
+        )
+    return CacheStore(root, compress=compress).open()
 
 
 @dataclass

@@ -65,8 +65,10 @@ FORMAT = "bovw-cache-entry/1"
 MAX_META_BYTES = 64 * 2**20
 
 #: How array files are compressed: "none" or "zlib" (always available), "lz4" or
-#: "zstd" (when the ``lz4`` / ``zstandard`` packages are installed). Measured on
-#: 15-Scene in benchmarks/RESULTS.md ("Cache: compression").
+#: "zstd" (when the ``lz4`` / ``zstandard`` packages are installed); chosen with
+#: ``$BOVW_CACHE_COMPRESS``. The default is "none": on 15-Scene descriptors zstd saves
+#: a third of the bytes but adds a quarter to extraction and doubles read time, which
+#: a cache with a size cap pays on every run (benchmarks/RESULTS.md, "Cache: compression").
 COMPRESSORS = ("none", "zlib", "lz4", "zstd")
 #: Arrays smaller than this are stored raw: compressing them saves nothing worth the time.
 COMPRESS_MIN_BYTES = 4096
@@ -94,7 +96,9 @@ def _compressor(name: str):
     if name == "zstd":
         import zstandard
 
-        return zstandard.ZstdCompressor(level=3).compress, zstandard.ZstdDecompressor().decompress
+        # Level 1: 0.63 of the size at half the time of level 3 (benchmarks/RESULTS.md).
+        compress = zstandard.ZstdCompressor(level=1).compress
+        return compress, zstandard.ZstdDecompressor().decompress
     raise ValueError(f"unknown compressor {name!r}; use one of {', '.join(COMPRESSORS)}")
 
 
