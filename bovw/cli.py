@@ -228,7 +228,18 @@ def build_config(
     for decls, key, convert, _kwargs in _SETTINGS:
         value = options.get(_option_name(decls))
         overrides[key] = convert(value) if convert and value is not None else value
-    return config.with_overrides(overrides).validate()
+    try:
+        return config.with_overrides(overrides).validate()
+    except ConfigError as exc:
+        # Config names the setting; the command line adds the flag that sets it.
+        flags = {key: decls[0].split("/")[0] for decls, key, _c, _k in _SETTINGS}
+        flag = {**flags, "seed": "--seed"}.get(exc.setting or "")
+        if flag is None:
+            raise
+        named = f"Setting {exc.setting}"
+        raise ConfigError(
+            str(exc).replace(named, f"{named} ({flag})", 1), setting=exc.setting
+        ) from None
 
 
 def handle_errors(func):
