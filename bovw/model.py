@@ -682,8 +682,9 @@ def _open_regular(path: Path, what: str) -> BinaryIO:
     is refused at once, even if it replaced a regular file after a ``stat``. A missing
     file raises :class:`FileNotFoundError` for the caller to word.
     """
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no named pipes to fear here
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+        fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0))
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -696,7 +697,8 @@ def _open_regular(path: Path, what: str) -> BinaryIO:
                 f"{what[0].upper() + what[1:]} {path} is {kind}, not a regular file; "
                 "give the files bovw wrote."
             )
-        os.set_blocking(fd, True)
+        if nonblock:
+            os.set_blocking(fd, True)  # a regular file: plain blocking reads from here on
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
