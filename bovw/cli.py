@@ -234,7 +234,18 @@ def build_config(
     for decls, key, convert, _kwargs in _SETTINGS:
         value = options.get(_option_name(decls))
         overrides[key] = convert(value) if convert and value is not None else value
-    return config.with_overrides(overrides).validate()
+    try:
+        return config.with_overrides(overrides).validate()
+    except ConfigError as exc:
+        # Config names the setting; the command line adds the flag that sets it.
+        flags = {key: decls[0].split("/")[0] for decls, key, _c, _k in _SETTINGS}
+        flag = {**flags, "seed": "--seed"}.get(exc.setting or "")
+        if flag is None:
+            raise
+        named = f"Setting {exc.setting}"
+        raise ConfigError(
+            str(exc).replace(named, f"{named} ({flag})", 1), setting=exc.setting
+        ) from None
 
 
 def handle_errors(func):
@@ -559,7 +570,10 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
 @main.command("words")
 @click.argument("run_dir", type=click.Path())
 @click.option(
-    "--data", "data_path", type=click.Path(), help="Images to search (default: the run's dataset)."
+    "--data",
+    "data_path",
+    type=click.Path(),
+    help="Search the training images of this dataset (default: the run's recorded test images).",
 )
 @click.option(
     "--words",
@@ -578,7 +592,7 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
     type=int,
     default=60,
     show_default=True,
-    help="Training images searched, spread over the classes.",
+    help="Images searched, spread over the classes.",
 )
 @click.option(
     "--seed", type=int, default=0, show_default=True, help="Seed of the image and word samples."
@@ -593,50 +607,60 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
 def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, quiet):
     """Draw the image patches nearest to a sample of the visual words of a run.
 
-    RUN_DIR is a run folder (or its model.npz). The patches come from the
-    training images of the run's dataset (or of --data).
+    RUN_DIR is a run folder (or its model.npz). The patches come from the test
+    images the run recorded in its predictions.csv, or, with --data, from the
+    training images of that dataset (split as the run split it). The dataset
+    path written in the model is never used: a model may come from elsewhere.
     """
-    import numpy as np
-
     from .data import load_dataset
     from .model import load_model
-    from .visual_words import find_word_patches, plot_visual_words
+    from .visual_words import (
+        find_word_patches,
+        plot_visual_words,
+        run_images,
+        spread_over_classes,
+    )
 
     for name, value in (("--words", n_words), ("--patches", n_patches), ("--images", n_images)):
         if value < 1:
             raise BadInputError(f"{name} must be at least 1, not {value}.")
-    model = load_model(run_dir)
-    d = model.config.data
-    source = data_path or d.path
-    if not Path(source).exists():
+    if seed < 0:
+        raise BadInputError(f"--seed must be at least 0, not {seed}.")
+    if data_path is not None and not Path(data_path).exists():
         raise BadInputError(
-            f"The run's dataset {source} does not exist here; give the images with --data."
+            f"The --data folder {data_path} does not exist; give the folder (or list file) of "
+            "the images to search."
         )
-    ds = load_dataset(
-        source,
-        train_per_class=d.train_per_class,
-        test_per_class=d.test_per_class,
-        split_seed=d.split_seed,
+    model = load_model(run_dir)
+    folder = Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent
+    if data_path is not None:
+        d = model.config.data
+        ds = load_dataset(
+            data_path,
+            train_per_class=d.train_per_class,
+            test_per_class=d.test_per_class,
+            split_seed=d.split_seed,
+            skip_bad=True,
+        )
+        by_class = [[s.path for s in ds.train if s.label == c] for c in range(len(ds.classes))]
+        where = f"the training images of {data_path}"
+    else:
+        recorded = run_images(folder)
+        by_class = list(recorded.values())
+        where = f"the test images recorded in {folder / 'predictions.csv'}"
+    picked = spread_over_classes(by_class, n_images, random_state=seed)
+    if not picked:
+        raise BadInputError(f"None of {where} exist here; give the images to search with --data.")
+    wp = find_word_patches(
+        model,
+        picked,
+        n_words=n_words,
+        n_patches=n_patches,
+        random_state=seed,
+        progress=not quiet,
         skip_bad=True,
     )
-    # Round robin over the classes, each class shuffled: every class is represented.
-    rng = np.random.default_rng(seed)
-    by_class = [[s.path for s in ds.train if s.label == c] for c in range(len(ds.classes))]
-    for paths in by_class:
-        rng.shuffle(paths)
-    picked: list[Path] = []
-    for i in range(max(map(len, by_class), default=0)):
-        picked += [paths[i] for paths in by_class if i < len(paths)]
-    picked = picked[:n_images]
-    wp = find_word_patches(
-        model, picked, n_words=n_words, n_patches=n_patches, random_state=seed, progress=not quiet
-    )
-    target = (
-        Path(out)
-        if out
-        else (Path(run_dir) if Path(run_dir).is_dir() else Path(run_dir).parent)
-        / "visual_words.png"
-    )
+    target = Path(out) if out else folder / "visual_words.png"
     plot_visual_words(wp, target)
     click.echo(
         f"Wrote {target} ({len(wp.words)} words x {n_patches} patches from {len(picked)} images)."

@@ -26,9 +26,13 @@ A trained BoVW model is written as two files side by side:
 
 Loading never runs code from the files: arrays come from ``.npy`` members
 without pickles, settings from JSON, and the estimators are rebuilt from
-them by this module. Anything unexpected (not an npz, a truncated or
-oversize file, a missing or misshapen array, an unknown format version or
-setting) is refused with a :class:`~bovw.data.BadInputError` of one sentence.
+them by this module. Anything unexpected (not a regular file, not an npz, a
+truncated or oversize file, a member that is not one of the model's arrays,
+a member whose size in the zip directory disagrees with its ``.npy`` header,
+a missing or misshapen array, JSON too large, too deep or with numbers bovw
+never writes, a missing or wrong ``npz_sha256``, an unknown format version or
+setting) is refused with a :class:`~bovw.data.BadInputError` of one sentence,
+before the data it concerns is read.
 
 A loaded model reproduces the pipeline's predictions exactly: an image goes
 through the same dense SIFT, the same encoder around the same vocabulary, the
@@ -40,14 +44,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import platform
+import re
+import stat
 import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import cv2
 import numpy as np
@@ -83,6 +90,12 @@ READABLE_VERSIONS = (1,)
 MAX_MODEL_BYTES = 2 * 1024**3
 #: ``model.json`` files larger than this are refused.
 MAX_JSON_BYTES = 16 * 1024**2
+#: ``model.json`` nested deeper than this is refused before parsing (bovw writes 4 levels;
+#: Python's parser would recurse once per level).
+MAX_JSON_DEPTH = 32
+#: Integers in ``model.json`` longer than this are refused (int64 needs 19 digits; parsing
+#: a 10,000-digit one costs quadratic time, and Python refuses past 4,300).
+MAX_JSON_INT_DIGITS = 20
 
 _KMEANS_ARRAYS = ("centers",)
 _GMM_ARRAYS = ("gmm_weights", "gmm_means", "gmm_variances")
@@ -600,9 +613,11 @@ def save_model(model, path: str | os.PathLike) -> tuple[Path, Path]:
 def load_model(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> BoVWModel:
     """Load a model written by :func:`save_model`, refusing anything else.
 
-    Nothing in the files is executed: the npz is read with
-    ``allow_pickle=False``, the settings are JSON, and every array is checked
-    for presence, dtype and shape before the estimators are rebuilt.
+    Nothing in the files is executed: the arrays are read from ``.npy`` members
+    without pickles, the settings are JSON, and every array is checked for
+    presence, dtype and shape before the estimators are rebuilt. Sizes are
+    checked before reading (the zip directory against each ``.npy`` header and
+    ``max_bytes``), and ``model.json`` must carry the SHA-256 of the npz.
 
     Parameters
     ----------
@@ -621,12 +636,21 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> 
         One sentence naming the file and what is wrong with it.
     """
     npz_path, json_path = model_paths(path)
-    _check_npz_file(npz_path, max_bytes)  # cheap checks first: existence, size, zip magic
-    meta = _read_metadata(json_path, npz_path)
-    arrays = _read_arrays(npz_path, max_bytes)
-    _check_arrays(arrays, meta, npz_path)
-    digest = _sha256(npz_path)
-    if meta.get("npz_sha256") not in (None, digest):
+    # One open file throughout, so that the checks, the arrays and the checksum all see
+    # the same bytes; cheap checks first: existence, file type, size, zip magic.
+    with _open_model_file(npz_path) as npz:
+        _check_npz_file(npz, npz_path, max_bytes)
+        meta = _read_metadata(json_path, npz_path)
+        arrays = _read_arrays(npz, npz_path, meta, max_bytes)
+        _check_arrays(arrays, meta, npz_path)
+        digest = _sha256(npz)
+    recorded = meta.get("npz_sha256")
+    if not isinstance(recorded, str) or not re.fullmatch(r"[0-9a-f]{64}", recorded):
+        raise BadInputError(
+            f"Model settings {json_path} lack the SHA-256 of {npz_path.name} (npz_sha256), "
+            "so the arrays cannot be verified; save the model again with bovw."
+        )
+    if recorded != digest:
         raise BadInputError(
             f"Model file {npz_path} does not match {json_path.name} (different SHA-256); "
             "keep the model.npz and model.json of one run together."
@@ -642,24 +666,123 @@ def load_model(path: str | os.PathLike, *, max_bytes: int = MAX_MODEL_BYTES) -> 
         ) from None
 
 
-def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
-    if not json_path.is_file():
-        if not npz_path.exists():
+_FILE_KINDS = {
+    stat.S_IFDIR: "a folder",
+    stat.S_IFIFO: "a named pipe",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a device",
+    stat.S_IFBLK: "a device",
+}
+
+
+def _open_regular(path: Path, what: str) -> BinaryIO:
+    """``path`` opened for binary reading if it is a regular file, else :class:`BadInputError`.
+
+    The file is opened without blocking and its type checked on the open descriptor,
+    so that a named pipe (which would block ``open`` until a writer comes) or a device
+    is refused at once, even if it replaced a regular file after a ``stat``. A missing
+    file raises :class:`FileNotFoundError` for the caller to word.
+    """
+    nonblock = getattr(os, "O_NONBLOCK", 0)  # POSIX; Windows has no named pipes to fear here
+    try:
+        fd = os.open(path, os.O_RDONLY | nonblock | getattr(os, "O_BINARY", 0))
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise BadInputError(f"Cannot read {what} {path}: {exc.strerror or exc}.") from None
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = _FILE_KINDS.get(stat.S_IFMT(mode), "not a regular file")
             raise BadInputError(
-                f"Model {npz_path} does not exist; give a run folder or its model.npz."
+                f"{what[0].upper() + what[1:]} {path} is {kind}, not a regular file; "
+                "give the files bovw wrote."
             )
+        if nonblock:
+            os.set_blocking(fd, True)  # a regular file: plain blocking reads from here on
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_model_file(npz_path: Path) -> BinaryIO:
+    try:
+        return _open_regular(npz_path, "model")
+    except FileNotFoundError:
+        raise BadInputError(
+            f"Model {npz_path} does not exist; give a run folder or its model.npz."
+        ) from None
+
+
+class _JSONRefused(ValueError):
+    """A value that bovw never writes in model.json, met while parsing it."""
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > MAX_JSON_INT_DIGITS:
+        raise _JSONRefused(f"an integer of {len(text.lstrip('-'))} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _JSONRefused(f"the number {text[:40]}, beyond the range of a float")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    raise _JSONRefused(f"{name}, which is not a number")
+
+
+#: A JSON string literal: what the depth count must skip (brackets inside strings).
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"', re.DOTALL)
+
+
+def _json_depth(data: bytes) -> int:
+    """How deeply ``[`` and ``{`` nest in JSON text, counted without recursion."""
+    b = np.frombuffer(_JSON_STRING.sub(b'""', data), dtype=np.uint8)
+    opens = (b == ord("[")) | (b == ord("{"))
+    closes = (b == ord("]")) | (b == ord("}"))
+    return int(np.cumsum(opens.astype(np.int64) - closes).max(initial=0))
+
+
+def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
+    try:
+        f = _open_regular(json_path, "model settings")
+    except FileNotFoundError:
         raise BadInputError(
             f"Model settings {json_path} are missing; keep model.json beside {npz_path.name}."
-        )
-    size = json_path.stat().st_size
-    if size > MAX_JSON_BYTES:
+        ) from None
+    with f:
+        size = os.fstat(f.fileno()).st_size
+        # Read at most one byte past the limit: the size may change after the fstat.
+        data = f.read(MAX_JSON_BYTES + 1) if size <= MAX_JSON_BYTES else b""
+    if size > MAX_JSON_BYTES or len(data) > MAX_JSON_BYTES:
         raise BadInputError(
-            f"Model settings {json_path} are {size / 2**20:.0f} MiB, over the "
+            f"Model settings {json_path} are {max(size, len(data)) / 2**20:.0f} MiB, over the "
             f"{MAX_JSON_BYTES // 2**20} MiB limit; it is not a bovw model.json."
         )
+    depth = _json_depth(data)
+    if depth > MAX_JSON_DEPTH:
+        raise BadInputError(
+            f"Model settings {json_path} nest {depth} levels deep, over the limit of "
+            f"{MAX_JSON_DEPTH}; it is not a bovw model.json."
+        )
     try:
-        meta = json.loads(json_path.read_bytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        meta = json.loads(
+            data.decode("utf-8"),
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+    except _JSONRefused as exc:
+        raise BadInputError(
+            f"Model settings {json_path} hold {exc}, which bovw never writes; "
+            "it is not a bovw model.json."
+        ) from None
+    except (UnicodeDecodeError, ValueError, RecursionError):
         raise BadInputError(
             f"Model settings {json_path} are not valid JSON; it is not a bovw model."
         ) from None
@@ -676,20 +799,15 @@ def _read_metadata(json_path: Path, npz_path: Path) -> dict[str, Any]:
     return meta
 
 
-def _check_npz_file(npz_path: Path, max_bytes: int) -> None:
-    if not npz_path.exists():
-        raise BadInputError(f"Model {npz_path} does not exist; give a run folder or its model.npz.")
-    try:
-        size = npz_path.stat().st_size
-    except OSError as exc:
-        raise BadInputError(f"Cannot read model {npz_path}: {exc.strerror or exc}.") from None
+def _check_npz_file(npz: BinaryIO, npz_path: Path, max_bytes: int) -> None:
+    size = os.fstat(npz.fileno()).st_size
     if size > max_bytes:
         raise BadInputError(
             f"Model {npz_path} is {size / 2**20:.0f} MiB, over the {max_bytes / 2**20:.0f} MiB "
             "limit; pass a larger max_bytes if you trust it."
         )
-    with open(npz_path, "rb") as f:
-        magic = f.read(4)
+    magic = npz.read(4)
+    npz.seek(0)
     if magic != b"PK\x03\x04":
         raise BadInputError(
             f"Model {npz_path} is not an .npz archive (a pickle or another file?); "
@@ -697,64 +815,130 @@ def _check_npz_file(npz_path: Path, max_bytes: int) -> None:
         )
 
 
-def _read_arrays(npz_path: Path, max_bytes: int) -> dict[str, np.ndarray]:
+def _required_arrays(meta: dict[str, Any], npz_path: Path) -> tuple[str, ...]:
+    """The arrays a model of ``meta``'s vocabulary type has, no more and no fewer."""
+    vocab = meta.get("vocabulary")
+    vocab_type = vocab.get("type") if isinstance(vocab, dict) else None
+    if vocab_type == "kmeans":
+        return _KMEANS_ARRAYS + _SVM_ARRAYS
+    if vocab_type == "gmm":
+        return _GMM_ARRAYS + _SVM_ARRAYS + (_PCA_ARRAYS if vocab.get("pca") else ())
+    raise BadInputError(f"Model {npz_path} names an unknown vocabulary type {vocab_type!r}.")
+
+
+def _read_arrays(
+    npz: BinaryIO, npz_path: Path, meta: dict[str, Any], max_bytes: int
+) -> dict[str, np.ndarray]:
+    """The model's arrays, each checked from the zip directory and its header before reading.
+
+    Sizes come from the zip's central directory and each ``.npy`` header, and must
+    agree with each other and with ``max_bytes`` before a byte of array data is
+    read or a buffer allocated; members that are not the model's arrays are
+    refused unread.
+    """
     try:
-        with zipfile.ZipFile(npz_path) as z:
-            total = sum(info.file_size for info in z.infolist())
-            names = [info.filename for info in z.infolist()]
-        if total > max_bytes:
-            raise BadInputError(
-                f"Model {npz_path} unpacks to {total / 2**20:.0f} MiB, over the "
-                f"{max_bytes / 2**20:.0f} MiB limit; it is not a bovw model."
-            )
-        if any(not n.endswith(".npy") or "/" in n for n in names):
-            raise BadInputError(
-                f"Model {npz_path} holds files other than arrays; it is not a bovw model."
-            )
-        with np.load(npz_path, allow_pickle=False) as data:
-            return {name: np.asarray(data[name]) for name in data.files}
+        with zipfile.ZipFile(npz) as z:
+            infos = z.infolist()
+            total = sum(info.file_size for info in infos)
+            if total > max_bytes:
+                raise BadInputError(
+                    f"Model {npz_path} unpacks to {total / 2**20:.0f} MiB, over the "
+                    f"{max_bytes / 2**20:.0f} MiB limit; it is not a bovw model."
+                )
+            names = [info.filename for info in infos]
+            if any(not n.endswith(".npy") or "/" in n for n in names):
+                raise BadInputError(
+                    f"Model {npz_path} holds files other than arrays; it is not a bovw model."
+                )
+            required = _required_arrays(meta, npz_path)
+            present = {n[: -len(".npy")]: info for n, info in zip(names, infos, strict=True)}
+            if len(present) != len(names):
+                raise BadInputError(f"Model {npz_path} holds an array twice; save it again.")
+            extra = sorted(set(present) - set(required))
+            if extra:
+                raise BadInputError(
+                    f"Model {npz_path} holds arrays bovw does not write ({', '.join(extra)}); "
+                    "it is not a bovw model."
+                )
+            missing = [name for name in required if name not in present]
+            if missing:
+                raise BadInputError(
+                    f"Model {npz_path} lacks the arrays {', '.join(missing)}; "
+                    "it is incomplete, save it again."
+                )
+            described = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+            return {
+                name: _read_member(z, present[name], npz_path, described.get(name))
+                for name in required
+            }
     except BadInputError:
         raise
-    except ValueError as exc:
-        if "pickle" in str(exc):
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as exc:
+        raise BadInputError(
+            f"Model {npz_path} is corrupt or truncated ({exc}); save it again."
+        ) from None
+    except (RuntimeError, NotImplementedError) as exc:  # encrypted, or an unknown compression
+        raise BadInputError(
+            f"Model {npz_path} is not an archive bovw wrote ({exc}); save it again."
+        ) from None
+
+
+def _read_member(
+    z: zipfile.ZipFile, info: zipfile.ZipInfo, npz_path: Path, want: Any
+) -> np.ndarray:
+    """One ``.npy`` member, its header checked against its size before the data is read."""
+    name = info.filename[: -len(".npy")]
+    with z.open(info) as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise BadInputError(f"Model {npz_path}: array {name} has an unknown .npy version.")
+        if any(n < 0 for n in shape):
+            raise BadInputError(f"Model {npz_path}: array {name} has a negative shape {shape}.")
+        if dtype.hasobject:
             raise BadInputError(
                 f"Model {npz_path} contains pickled objects, which bovw never loads; "
                 "it is not a bovw model."
-            ) from None
-        raise BadInputError(
-            f"Model {npz_path} is corrupt or truncated ({exc}); save it again."
-        ) from None
-    except (zipfile.BadZipFile, OSError, EOFError, KeyError) as exc:
-        raise BadInputError(
-            f"Model {npz_path} is corrupt or truncated ({exc}); save it again."
-        ) from None
+            )
+        if isinstance(want, dict) and list(shape) != list(want.get("shape", [])):
+            raise BadInputError(
+                f"Model {npz_path}: array {name} has shape {shape}, but model.json says "
+                f"{tuple(want.get('shape', []))}; the files do not belong together."
+            )
+        count = math.prod(shape)
+        nbytes = count * dtype.itemsize
+        # The header's claim must be exactly what the directory says the member holds
+        # (which the caller bounded by max_bytes): nothing is allocated on its word alone.
+        if f.tell() + nbytes != info.file_size:
+            raise BadInputError(
+                f"Model {npz_path}: array {name} claims {count:,} values of {dtype}, but its "
+                f"member holds {info.file_size:,} bytes; the file is corrupt, save it again."
+            )
+        buf = bytearray(nbytes)
+        view, done = memoryview(buf), 0
+        while done < nbytes:
+            n = f.readinto(view[done:])
+            if not n:
+                raise EOFError(f"array {name} ends early")
+            done += n
+    a = np.frombuffer(buf, dtype=dtype)
+    return a.reshape(shape[::-1]).T if fortran else a.reshape(shape)
 
 
 def _check_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], npz_path: Path) -> None:
-    vocab_type = (meta.get("vocabulary") or {}).get("type")
-    if vocab_type == "kmeans":
-        required = _KMEANS_ARRAYS + _SVM_ARRAYS
-    elif vocab_type == "gmm":
-        required = _GMM_ARRAYS + _SVM_ARRAYS
-        if (meta.get("vocabulary") or {}).get("pca"):
-            required += _PCA_ARRAYS
-    else:
-        raise BadInputError(f"Model {npz_path} names an unknown vocabulary type {vocab_type!r}.")
-    missing = [name for name in required if name not in arrays]
-    if missing:
-        raise BadInputError(
-            f"Model {npz_path} lacks the arrays {', '.join(missing)}; it is incomplete, save it again."
-        )
-    described = meta.get("arrays") or {}
-    for name in required:
+    described = meta.get("arrays") if isinstance(meta.get("arrays"), dict) else {}
+    for name in _required_arrays(meta, npz_path):
         a = arrays[name]
         if a.dtype.kind not in "fiu":
             raise BadInputError(f"Model {npz_path}: array {name} has dtype {a.dtype}, not numbers.")
         want = described.get(name)
-        if want is not None and list(a.shape) != list(want.get("shape", [])):
+        if isinstance(want, dict) and a.dtype.str != want.get("dtype", a.dtype.str):
             raise BadInputError(
-                f"Model {npz_path}: array {name} has shape {a.shape}, but model.json says "
-                f"{tuple(want['shape'])}; the files do not belong together."
+                f"Model {npz_path}: array {name} has dtype {a.dtype.str}, but model.json says "
+                f"{want['dtype']}; the files do not belong together."
             )
         if a.dtype.kind == "f" and not np.all(np.isfinite(a)):
             raise BadInputError(f"Model {npz_path}: array {name} holds NaN or infinite values.")
@@ -861,11 +1045,15 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _sha256(path: Path) -> str:
+def _sha256(source: Path | BinaryIO) -> str:
+    """SHA-256 of a file, given as a path or as an open binary file (read from its start)."""
+    if isinstance(source, str | os.PathLike):
+        with open(source, "rb") as f:
+            return _sha256(f)
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    source.seek(0)
+    for block in iter(lambda: source.read(1 << 20), b""):
+        h.update(block)
     return h.hexdigest()
 
 

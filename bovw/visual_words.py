@@ -7,7 +7,9 @@ SIFT from a set of images with the run's settings, assigns every descriptor to
 its nearest word (k-means) or most likely Gaussian (GMM), and keeps, for a
 sample of words, the patches with the smallest distance (highest
 log-likelihood). :func:`plot_visual_words` draws them as a grid, one row per
-word.
+word. :func:`run_images` lists the images a run folder records, and
+:func:`spread_over_classes` picks a sample of them, so that ``bovw words``
+never has to trust the dataset path written in a model.
 
 Conventions
 -----------
@@ -27,18 +29,32 @@ References
 
 from __future__ import annotations
 
+import csv
 import os
-from collections.abc import Sequence
+import stat
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import cv2
 import numpy as np
 
 from .codebook import GMMVocabulary, as_descriptors
 from .config import SiftSettings
+from .data import BadInputError
 from .model import BoVWModel, _read, image_features
 
-__all__ = ["WordPatches", "find_word_patches", "plot_visual_words"]
+__all__ = [
+    "WordPatches",
+    "find_word_patches",
+    "plot_visual_words",
+    "run_images",
+    "spread_over_classes",
+]
+
+#: The file of a run folder that records its test images (written by bovw.report).
+PREDICTIONS_FILE = "predictions.csv"
 
 
 @dataclass
@@ -112,6 +128,7 @@ def find_word_patches(
     max_per_image: int = 1,
     random_state: int | None = 0,
     progress: bool = False,
+    skip_bad: bool = False,
 ) -> WordPatches:
     """For a sample of visual words, the image patches whose descriptors are nearest to each.
 
@@ -141,6 +158,9 @@ def find_word_patches(
         Seed of the word sample.
     progress : bool
         Show a progress bar over the images.
+    skip_bad : bool
+        Leave out images that cannot be read, with a warning naming each,
+        instead of raising :class:`~bovw.data.BadInputError`.
 
     Returns
     -------
@@ -165,7 +185,13 @@ def find_word_patches(
     names: list[str] = []
     per_image = []  # (labels, scores, frames) of the non-zero descriptors of each image
     for i, item in enumerate(tqdm(images, desc="visual words", disable=not progress, unit="img")):
-        image = _read(item, sift)
+        try:
+            image = _read(item, sift)
+        except BadInputError as exc:
+            if not skip_bad:
+                raise
+            warnings.warn(f"{exc} Left out.", stacklevel=2)
+            continue
         feats = image_features(image, sift)
         gray = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
         if gray.shape[:2] != (feats.height, feats.width):  # max_side resize
@@ -224,6 +250,114 @@ def find_word_patches(
         scores=scores_out,
         sources=sources,
     )
+
+
+def run_images(run_dir: str | os.PathLike) -> dict[str, list[Path]]:
+    """The images a run folder records, by class: the test images of its ``predictions.csv``.
+
+    Only the listed files are named; no folder is walked, and the dataset path
+    written in the run's ``model.json`` is not used.
+
+    Parameters
+    ----------
+    run_dir : path-like
+        A run folder written by ``bovw run``.
+
+    Returns
+    -------
+    dict of str to list of Path
+        The image paths of each true class, in file order (as written: relative
+        paths are relative to the folder the run was started from).
+
+    Raises
+    ------
+    BadInputError
+        When the folder has no ``predictions.csv`` (runs stopped before
+        evaluation) or it is not one bovw wrote.
+    """
+    path = Path(run_dir) / PREDICTIONS_FILE
+    if not path.is_file():  # also refuses a named pipe, which would block the read
+        raise BadInputError(
+            f"Run folder {run_dir} records no images (no {PREDICTIONS_FILE}); "
+            "give the images to search with --data."
+        )
+    by_class: dict[str, list[Path]] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            rows = csv.reader(f)
+            if next(rows, [])[:2] != ["path", "true"]:
+                raise BadInputError(
+                    f"{path} does not start with the columns path,true; it is not a bovw "
+                    "predictions file, give the images to search with --data."
+                )
+            for lineno, row in enumerate(rows, start=2):
+                if len(row) < 2 or not row[0]:
+                    raise BadInputError(
+                        f"Line {lineno} of {path} names no image; give the images to search "
+                        "with --data."
+                    )
+                by_class.setdefault(row[1], []).append(Path(row[0]))
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise BadInputError(
+            f"{path} is not a readable CSV file ({exc}); give the images to search with --data."
+        ) from None
+    return by_class
+
+
+def _is_regular_file(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+def spread_over_classes(
+    by_class: Sequence[Sequence[Path]],
+    n_images: int,
+    *,
+    random_state: int | None = 0,
+    usable: Callable[[Path], bool] = _is_regular_file,
+) -> list[Path]:
+    """Up to ``n_images`` paths taken in turn from each class, each class shuffled.
+
+    Parameters
+    ----------
+    by_class : sequence of sequences of Path
+        The candidate images of each class.
+    n_images : int
+        How many to take at most.
+    random_state : int or None
+        Seed of the shuffles.
+    usable : callable
+        Paths for which it is false are passed over (default: those that are not
+        regular files here: missing files, folders, named pipes). It is asked
+        only about the paths reached, not about all of them.
+
+    Returns
+    -------
+    list of Path
+        Round robin over the classes: every class is represented as far as
+        ``n_images`` allows.
+    """
+    rng = np.random.default_rng(random_state)
+    queues = []
+    for paths in by_class:
+        order = list(paths)
+        rng.shuffle(order)
+        queues.append(iter(order))
+    picked: list[Path] = []
+    while queues and len(picked) < n_images:
+        still = []
+        for queue in queues:
+            for path in queue:
+                if usable(path):
+                    picked.append(path)
+                    still.append(queue)
+                    break
+            if len(picked) == n_images:
+                break
+        queues = still
+    return picked
 
 
 def plot_visual_words(

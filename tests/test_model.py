@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import pickle
+import re
+import struct
+import threading
 import zipfile
 from pathlib import Path
 
@@ -293,6 +299,164 @@ def test_cli_refusal_is_one_sentence_and_exit_2(model_copy, data):
     r = CliRunner().invoke(main, ["predict", str(model_copy), str(data / "test")])
     assert r.exit_code == 2
     assert r.output.count("\n") == 1 and "not an .npz archive" in r.output
+
+
+# --------------------------------------------------------------------------- hostile files
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.lib.format.write_array(buf, array, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _write_npz(path: Path, members: dict[str, bytes]) -> None:
+    with zipfile.ZipFile(path, "w") as z:
+        for name, data in members.items():
+            z.writestr(name + ".npy", data)
+
+
+def _members(model_copy: Path) -> dict[str, bytes]:
+    with np.load(model_copy) as arrays:
+        return {name: _npy(arrays[name]) for name in arrays.files}
+
+
+def _claim_size(path: Path, member: str, size: int) -> None:
+    """Make the zip's central directory claim ``size`` bytes for ``member`` (nothing written)."""
+    data = bytearray(path.read_bytes())
+    at = data.find(b"PK\x01\x02")
+    while at >= 0:
+        (name_len,) = struct.unpack_from("<H", data, at + 28)
+        if data[at + 46 : at + 46 + name_len] == member.encode():
+            struct.pack_into("<I", data, at + 24, size)  # the uncompressed size
+            path.write_bytes(bytes(data))
+            return
+        at = data.find(b"PK\x01\x02", at + 4)
+    raise AssertionError(f"no {member} in {path}")
+
+
+def _edit_meta(model_copy: Path, edit) -> None:
+    json_path = model_copy.with_suffix(".json")
+    meta = json.loads(json_path.read_text())
+    edit(meta)
+    json_path.write_text(json.dumps(meta))
+
+
+def _reseal(model_copy: Path) -> None:
+    """Record the npz's SHA-256 in model.json: only the defect under test is left."""
+    digest = hashlib.sha256(model_copy.read_bytes()).hexdigest()
+    _edit_meta(model_copy, lambda m: m.update(npz_sha256=digest))
+
+
+def _load_within(path: Path, pipe: Path, seconds: float = 20.0):
+    """The exception load_model(path) raises; fails the test instead of hanging on ``pipe``."""
+    outcome: dict[str, BaseException] = {}
+
+    def target():
+        try:
+            load_model(path)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        os.close(os.open(pipe, os.O_WRONLY | os.O_NONBLOCK))  # unblock the reader: EOF
+        thread.join(seconds)
+        pytest.fail(f"load_model blocked on the named pipe {pipe.name}")
+    return outcome.get("error")
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes are POSIX")
+@pytest.mark.parametrize("name", ["model.npz", "model.json"])
+def test_refuses_a_named_pipe_without_blocking(model_copy, name):
+    pipe = model_copy.parent / name
+    pipe.unlink()
+    os.mkfifo(pipe)
+    error = _load_within(model_copy, pipe)
+    assert isinstance(error, BadInputError), error
+    assert f"{name} is a named pipe, not a regular file" in str(error)
+
+
+@pytest.mark.parametrize(
+    "member, match",
+    [
+        # An unused member: refused by its name, before anything is read.
+        ("junk.npy", r"arrays bovw does not write \(junk\)"),
+        # A used one whose directory entry disagrees with its header.
+        ("coef.npy", "claims .* values of float.*, but its member holds 1,900,000,000 bytes"),
+    ],
+)
+def test_member_sizes_come_from_the_zip_directory_before_reading(model_copy, member, match):
+    members = _members(model_copy)
+    members["junk"] = _npy(np.zeros(1000, np.uint8))
+    if member != "junk.npy":
+        del members["junk"]
+    _write_npz(model_copy, members)
+    _claim_size(model_copy, member, 1_900_000_000)  # 1.9 GB claimed, of a file of kilobytes
+    _reseal(model_copy)
+    with pytest.raises(BadInputError, match=match):
+        load_model(model_copy)
+
+
+def test_refuses_an_npy_header_claiming_more_than_it_holds(model_copy):
+    members = _members(model_copy)
+    header = io.BytesIO()
+    shape = (10**6, 10**6)  # 8 TB of float64, were it allocated
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "<f8", "fortran_order": False, "shape": shape}
+    )
+    members["coef"] = header.getvalue() + bytes(64)
+    _write_npz(model_copy, members)
+    _edit_meta(model_copy, lambda m: m["arrays"]["coef"].update(shape=list(shape), dtype="<f8"))
+    _reseal(model_copy)
+    with pytest.raises(BadInputError, match="coef claims 1,000,000,000,000 values"):
+        load_model(model_copy)
+
+
+def test_reads_fortran_ordered_arrays_as_saved(model_copy):
+    members = _members(model_copy)
+    with np.load(model_copy) as arrays:
+        coef = arrays["coef"]
+    members["coef"] = _npy(np.asfortranarray(coef))
+    assert b"'fortran_order': True" in members["coef"][:128]
+    _write_npz(model_copy, members)
+    _reseal(model_copy)
+    np.testing.assert_array_equal(load_model(model_copy).coef, coef)
+
+
+def _append(key_and_value: str):
+    return lambda text: text.rstrip()[:-1] + ", " + key_and_value + "}"
+
+
+@pytest.mark.parametrize(
+    "edit, match",
+    [
+        (_append('"x": ' + "9" * 10_000), "an integer of 10000 digits"),
+        (_append('"x": ' + "[" * 100_000 + "]" * 100_000), "nest 100001 levels deep"),
+        (lambda t: re.sub(r'"magnif": [0-9.]+', '"magnif": 1e999', t), "1e999, beyond the range"),
+        (lambda t: re.sub(r'"alpha": [-0-9.e]+', '"alpha": NaN', t), "NaN, which is not"),
+        (lambda t: re.sub(r'"npz_sha256": "[0-9a-f]+"', '"npz_sha256": null', t), "npz_sha256"),
+        (lambda t: re.sub(r', "npz_sha256": "[0-9a-f]+"', "", t), "lack the SHA-256"),
+    ],
+    ids=["long-integer", "deep-nesting", "huge-float", "nan", "null-checksum", "no-checksum"],
+)
+def test_refuses_hostile_or_unverifiable_model_json(model_copy, edit, match):
+    json_path = model_copy.with_suffix(".json")
+    text = json.dumps(json.loads(json_path.read_text()))  # one line: the edits are regexes
+    edited = edit(text)
+    assert edited != text
+    json_path.write_text(edited)
+    with pytest.raises(BadInputError, match=match):
+        load_model(model_copy)
+
+
+def test_cli_refuses_a_deeply_nested_model_json_with_exit_2(model_copy, data):
+    json_path = model_copy.with_suffix(".json")
+    json_path.write_text(_append('"x": ' + "[" * 100_000 + "]" * 100_000)(json_path.read_text()))
+    r = CliRunner().invoke(main, ["predict", str(model_copy), str(data / "test"), "-q"])
+    assert r.exit_code == 2 and r.output.count("\n") == 1 and "levels deep" in r.output
 
 
 # --------------------------------------------------------------------------- bovw predict

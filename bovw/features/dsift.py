@@ -61,7 +61,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 
 from bovw.features import ImageFeatures
 
-__all__ = ["dense_sift", "DenseSIFT", "extract_features", "COLOR_SPACES"]
+__all__ = ["dense_sift", "DenseSIFT", "extract_features", "descriptor_size", "COLOR_SPACES"]
 
 #: Supported values of the ``color`` parameter.
 COLOR_SPACES = ("gray", "rgb", "hsv", "opponent")
@@ -72,6 +72,28 @@ _DESCR_SIZE = _NUM_BINS * _NUM_BINS * _NUM_ORI  # 128
 _EPS = np.float32(np.finfo(np.float32).eps)  # VL_EPSILON_F, added to the L2 norms
 _ORI_SCALE = np.float32(_NUM_ORI / (2.0 * math.pi))
 _MAX_CACHED_PIXELS = 512 * 512  # larger images get scratch buffers that are not kept
+
+
+def descriptor_size(color: str = "gray") -> int:
+    """Length of a descriptor: 128 (4 x 4 bins x 8 orientations) per channel of ``color``.
+
+    Parameters
+    ----------
+    color : {"gray", "rgb", "hsv", "opponent"}
+
+    Returns
+    -------
+    int
+        128 for ``"gray"``, 384 for the three-channel colour spaces.
+
+    Examples
+    --------
+    >>> descriptor_size("gray"), descriptor_size("opponent")
+    (128, 384)
+    """
+    if color not in COLOR_SPACES:
+        raise ValueError(f"color must be one of {COLOR_SPACES}, got {color!r}")
+    return (1 if color == "gray" else 3) * _DESCR_SIZE
 
 
 # --------------------------------------------------------------------------- inputs
@@ -512,7 +534,7 @@ def dense_sift(
     """
     sizes = _check_params(sizes, step, magnif, window_size, color)
     step = int(step)
-    dim = (1 if color == "gray" else 3) * _DESCR_SIZE
+    dim = descriptor_size(color)
     out_dtype = np.float32 if float_descriptors else np.uint8
     shape = np.shape(image)
     if len(shape) < 2 or min(shape[:2]) < 2:  # no patch fits (and no gradient exists)
