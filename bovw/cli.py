@@ -100,7 +100,7 @@ _setting(
     "sift.max_side",
     "--max-side",
     type=int,
-    help="Resize images to this longest side before extraction (0: no resize).",
+    help="Shrink images to this longest side right after decoding (default: 1024; 0: keep).",
 )
 _setting(
     "codebook.words",

@@ -54,7 +54,8 @@ BATCH = 16
 def extract_image(digest: str, sift: SiftSettings, path: str) -> ImageFeatures:
     """Dense SIFT of one image (cached by content hash and settings; ``path`` is not a key)."""
     limit_worker_threads()
-    return image_features(read_image(path, color="gray" if sift.color == "gray" else "bgr"), sift)
+    color = "gray" if sift.color == "gray" else "bgr"
+    return image_features(read_image(path, color=color, max_side=sift.max_side), sift)
 
 
 def dense_sift_params(sift: SiftSettings) -> dict[str, Any]:
