@@ -16,6 +16,8 @@ The public API, re-exported from the modules that implement it::
 
 from importlib.metadata import PackageNotFoundError, version
 
+# First: bovw.data sets OpenCV's pixel limit, which cv2 reads once, when it is first imported.
+from . import data  # noqa: F401, I001
 from .classifier import fit_classifier, make_classifier, make_kernel_map
 from .codebook import GMMVocabulary, KMeansCodebook, sample_descriptors
 from .config import Config, load_config

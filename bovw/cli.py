@@ -100,7 +100,7 @@ _setting(
     "sift.max_side",
     "--max-side",
     type=int,
-    help="Resize images to this longest side before extraction (0: no resize).",
+    help="Shrink images to this longest side right after decoding (default: 1024; 0: keep).",
 )
 _setting(
     "codebook.words",
@@ -510,6 +510,21 @@ def _expand_inputs(inputs) -> list[Path]:
     return paths
 
 
+def _json_line(obj) -> str:
+    """One line of JSON, UTF-8 text as is, and a file name's undecodable bytes as escapes.
+
+    Python holds the bytes of a file name that are not UTF-8 as lone surrogates
+    (``b"\\xff"`` as ``"\\udcff"``). Written as the JSON escape ``\\udcff``, they
+    keep the line valid UTF-8, and ``os.fsencode(json.loads(line)["path"])`` gives
+    the name's bytes back.
+    """
+    import json
+
+    text = json.dumps(obj, ensure_ascii=False)
+    # Lone surrogates can only stand inside JSON strings, where \uXXXX is their escape.
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 @main.command("predict")
 @click.argument("model", type=click.Path())
 @click.argument("images", nargs=-1, required=True, type=click.Path(), metavar="IMAGE_OR_DIR...")
@@ -528,7 +543,6 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
     labels and scores). Images that cannot be read are reported one by one and
     the rest are still classified; the exit code is 2 when none could be.
     """
-    import json
 
     from tqdm.auto import tqdm
 
@@ -543,6 +557,10 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
     if not paths:
         raise BadInputError("No image files to classify; give image files or folders of images.")
     n_ok = n_bad = 0
+    # File names that are not UTF-8 (held as surrogates) go out as their own bytes, as ls
+    # prints them, instead of stopping the output with a UnicodeEncodeError.
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(errors="surrogateescape")
     bar = tqdm(total=len(paths), desc="predict", unit="img", disable=quiet, file=sys.stderr)
     for pred in clf.predict_stream(paths, top_k=top_k, jobs=jobs):
         bar.update(1)
@@ -551,7 +569,7 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
         else:
             n_bad += 1
         if as_json:
-            line = json.dumps(pred.to_dict(), ensure_ascii=False)
+            line = _json_line(pred.to_dict())
         elif pred.error is not None:
             bar.write(f"error: {pred.error}", file=sys.stderr)
             continue

@@ -83,8 +83,11 @@ class SiftSettings:
     color: str = "gray"
     #: RootSIFT: +1.1 points for Fisher vectors on 15-Scene (benchmarks/RESULTS.md).
     root: bool = True
-    #: Resize images so that their longest side is at most this (0: keep the size).
-    max_side: int = 0
+    #: Shrink images, right after decoding, so that their longest side is at most this
+    #: (0: keep the size). It bounds dense SIFT's memory per image (about 0.3 GB at 1024 px
+    #: with the default sizes and step, 1.1 GB at 2048, benchmarks/RESULTS.md) and leaves
+    #: 15-Scene (at most 552 px) and CIFAR-10 (32 px) as they are.
+    max_side: int = 1024
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,9 @@ _SVM_ARRAYS = ("coef", "intercept", "classes")
 def _read(item, sift: SiftSettings) -> np.ndarray:
     if isinstance(item, np.ndarray):
         return item
-    return read_image(item, color="gray" if sift.color == "gray" else "bgr")
+    # As the pipeline's extract stage reads it: shrunk to max_side right after decoding.
+    color = "gray" if sift.color == "gray" else "bgr"
+    return read_image(item, color=color, max_side=sift.max_side)
 
 
 # --------------------------------------------------------------------------- the model
@@ -429,6 +431,15 @@ class BoVWModel:
                 out.append(Prediction(path=name, error=str(exc)))
             except (cv2.error, ValueError, OSError) as exc:
                 out.append(Prediction(path=name, error=f"Cannot classify {name}: {exc}."))
+            except MemoryError:
+                # One image too large for the memory left must not lose the batch's others.
+                out.append(
+                    Prediction(
+                        path=name,
+                        error=f"Cannot classify {name}: out of memory; "
+                        "lower --max-side when training, or shrink the image.",
+                    )
+                )
         if rows:
             scores = self.decision_from_vectors(np.vstack(rows).astype(np.float32, copy=False))
             if mirror:

@@ -58,7 +58,7 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 1, "codebook": 1, "encode": 1, "train": 3, "evaluate": 3}
+REVISIONS = {"extract": 2, "codebook": 1, "encode": 1, "train": 3, "evaluate": 3}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
@@ -167,7 +167,9 @@ class ImageCall:
 def extract_image(call: ImageCall) -> ImageFeatures:
     """Dense SIFT of one image file (uncached)."""
     color = "gray" if call.sift.color == "gray" else "bgr"
-    return image_features(read_image(call.path, color=color), call.sift)
+    return image_features(
+        read_image(call.path, color=color, max_side=call.sift.max_side), call.sift
+    )
 
 
 @dataclass

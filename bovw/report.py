@@ -569,7 +569,10 @@ def write_run_folder(
             metrics["model"] = {"npz": "model.npz", "json": "model.json"}
     write_json(run_dir / "metrics.json", metrics)
     tmp = run_dir / "report.md.tmp"
-    tmp.write_text(format_report(result, metrics, files))
+    # Class names come from folder names, which need not be UTF-8: write their bytes back.
+    tmp.write_text(
+        format_report(result, metrics, files), encoding="utf-8", errors="surrogateescape"
+    )
     os.replace(tmp, run_dir / "report.md")
     return metrics
 
@@ -578,7 +581,10 @@ def _write_predictions(path: Path, dataset, predicted) -> None:
     import csv
 
     tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", newline="", encoding="utf-8") as f:
+    # A file name that is not UTF-8 (Python holds its bytes as surrogates) is written as
+    # its bytes, so that reading the CSV with errors="surrogateescape" and os.fsencode
+    # give the file's name back.
+    with tmp.open("w", newline="", encoding="utf-8", errors="surrogateescape") as f:
         w = csv.writer(f)
         w.writerow(["path", "true", "predicted", "correct"])
         for s, p in zip(dataset.test, predicted, strict=True):

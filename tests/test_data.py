@@ -1,13 +1,15 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from conftest import DEMO, textured_image, write_image
+from conftest import DEMO, REPO, textured_image, write_image
 
 from bovw.data import BadInputError, decode_image, load_dataset, read_image
 
@@ -159,3 +161,190 @@ def test_symlink_loop_does_not_hang(tiny_dataset):
 def test_paths_are_paths(tiny_dataset):
     ds = load_dataset(str(tiny_dataset))
     assert all(isinstance(s.path, Path) for s in ds.train)
+
+
+# --------------------------------------------------------------------------- hostile images
+
+
+def _webp_vp8x(width: int, height: int) -> bytes:
+    """A WebP extended-format header whose canvas is ``width x height``, and nothing else."""
+    body = b"\0\0\0\0" + (width - 1).to_bytes(3, "little") + (height - 1).to_bytes(3, "little")
+    chunk = b"VP8X" + len(body).to_bytes(4, "little") + body
+    return b"RIFF" + (4 + len(chunk)).to_bytes(4, "little") + b"WEBP" + chunk
+
+
+def _webp_bitstream(size: int, lossless: bool) -> bytes:
+    """A real 16 x 16 WebP whose bitstream header is rewritten to claim ``size x size``."""
+    img = np.random.default_rng(0).integers(0, 255, (16, 16, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101 if lossless else 80])
+    data = bytearray(buf.tobytes())
+    if lossless:  # VP8L: 14-bit width - 1 and height - 1 after the 0x2f signature
+        assert data[12:16] == b"VP8L" and data[20] == 0x2F
+        bits = int.from_bytes(data[21:25], "little") & ~((1 << 28) - 1)
+        data[21:25] = (bits | (size - 1) | ((size - 1) << 14)).to_bytes(4, "little")
+    else:  # VP8: 14-bit width and height after the key frame's start code
+        assert data[12:16] == b"VP8 " and data[23:26] == b"\x9d\x01\x2a"
+        data[26:28] = size.to_bytes(2, "little")
+        data[28:30] = size.to_bytes(2, "little")
+    return bytes(data)
+
+
+def _tiff(width: int, height: int, order: str = "II") -> bytes:
+    """A TIFF header with one IFD naming ``width x height`` (LONG entries), and no pixels."""
+    end = "little" if order == "II" else "big"
+
+    def entry(tag: int, value: int) -> bytes:
+        return (
+            tag.to_bytes(2, end)
+            + (4).to_bytes(2, end)
+            + (1).to_bytes(4, end)
+            + value.to_bytes(4, end)
+        )
+
+    magic = b"II*\0" if order == "II" else b"MM\0*"
+    ifd = (2).to_bytes(2, end) + entry(256, width) + entry(257, height) + bytes(4)
+    return magic + (8).to_bytes(4, end) + ifd
+
+
+BOMBS = {
+    "webp-vp8x": _webp_vp8x(12_000, 12_000),
+    "webp-vp8": _webp_bitstream(12_000, lossless=False),
+    "webp-vp8l": _webp_bitstream(12_000, lossless=True),
+    "tiff-le": _tiff(12_000, 12_000),
+    "tiff-be": _tiff(12_000, 12_000, "MM"),
+    "pgm": b"P5\n# a comment\n12000 12000\n255\n" + bytes(64),
+    "pfm": b"PF\n12000 12000\n-1.0\n" + bytes(64),
+    "sunras": b"\x59\xa6\x6a\x95" + (12_000).to_bytes(4, "big") * 2 + bytes(20),
+    "hdr": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 12000 +X 12000\n" + bytes(64),
+    "j2k": b"\xff\x4f\xff\x51\x00\x29\x00\x00"
+    + (12_000).to_bytes(4, "big") * 2
+    + bytes(8)
+    + bytes(40),
+}
+
+
+@pytest.mark.parametrize("data", list(BOMBS.values()), ids=list(BOMBS))
+def test_bombs_of_every_format_are_refused_before_decoding(data, monkeypatch):
+    def no_decoding(*args):
+        raise AssertionError("cv2.imdecode was called on a decompression bomb")
+
+    monkeypatch.setattr(cv2, "imdecode", no_decoding)
+    with pytest.raises(BadInputError, match=r"bomb\.img claims 12000 x 12000 pixels"):
+        decode_image(data, "bomb.img")
+
+
+def test_a_bomb_in_a_dataset_is_named_or_skipped(tiny_dataset):
+    bomb = tiny_dataset / "train" / "alpha" / "bomb.webp"
+    bomb.write_bytes(BOMBS["webp-vp8x"])
+    with pytest.raises(BadInputError, match="bomb.webp claims 12000 x 12000"):
+        load_dataset(tiny_dataset)
+    with pytest.warns(UserWarning, match="bomb.webp claims"):
+        ds = load_dataset(tiny_dataset, skip_bad=True)
+    assert bomb in ds.skipped and len(ds.train) == 24
+
+
+def test_opencv_pixel_limit_is_set_before_cv2_is_imported():
+    # OpenCV reads OPENCV_IO_MAX_IMAGE_PIXELS once, at import: only a fresh process shows
+    # whether importing bovw sets it in time. The PGM header claims 8001 x 8001 pixels,
+    # just over MAX_PIXELS; with the limit in force OpenCV refuses it before allocating.
+    code = (
+        "import bovw, cv2, numpy as np\n"
+        "data = np.frombuffer(b'P5\\n8001 8001\\n255\\n' + bytes(100), np.uint8)\n"
+        "try:\n"
+        "    cv2.imdecode(data, cv2.IMREAD_UNCHANGED)\n"
+        "    print('decoded')\n"
+        "except cv2.error as exc:\n"
+        "    print('refused' if 'CV_IO_MAX_IMAGE_PIXELS' in str(exc) else 'other error')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "OPENCV_IO_MAX_IMAGE_PIXELS"}
+    env["PYTHONPATH"] = str(REPO)
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert out.stdout.strip() == "refused", out.stderr
+
+
+def _jpeg(progressive: bool = False, restart: int = 0, color: bool = True) -> bytes:
+    gray = textured_image(1, 7, 96)
+    image = np.dstack([gray, np.roll(gray, 9, axis=0), 255 - gray]) if color else gray
+    params = [
+        cv2.IMWRITE_JPEG_PROGRESSIVE,
+        int(progressive),
+        cv2.IMWRITE_JPEG_RST_INTERVAL,
+        restart,
+    ]
+    ok, buf = cv2.imencode(".jpg", image, params)
+    return buf.tobytes()
+
+
+JPEG_KINDS = {
+    "baseline": {},
+    "gray": {"color": False},
+    "progressive": {"progressive": True},
+    "restarts": {"restart": 1},
+    "progressive-restarts": {"progressive": True, "restart": 2},
+}
+
+
+@pytest.mark.parametrize("kind", list(JPEG_KINDS.values()), ids=list(JPEG_KINDS))
+def test_truncated_jpeg_with_an_end_marker_is_refused(kind, tmp_path):
+    full = _jpeg(**kind)
+    # Cuts early, in the middle and just before the end of the image data; each followed
+    # by the end-of-image marker, so the file looks whole from its last two bytes.
+    for fraction in (0.3, 0.6, 0.97):
+        cut = tmp_path / f"cut {fraction}.jpg"
+        cut.write_bytes(full[: int(len(full) * fraction)] + b"\xff\xd9")
+        with pytest.raises(BadInputError, match=f"cut {fraction}.jpg is a truncated"):
+            read_image(cut)
+    # Complete files stay accepted, also with bytes after the end marker (camera trailers).
+    for name, data in (("whole.jpg", full), ("trailer.jpg", full + b"maker notes\xff\xd8\0")):
+        (tmp_path / name).write_bytes(data)
+        assert read_image(tmp_path / name).shape == (96, 96)
+
+
+def test_truncated_jpeg_with_an_end_marker_in_a_dataset(tiny_dataset):
+    bad = tiny_dataset / "train" / "alpha" / "cut.jpg"
+    full = _jpeg()
+    bad.write_bytes(full[: len(full) // 2] + b"\xff\xd9")
+    with pytest.raises(BadInputError, match="cut.jpg is a truncated"):
+        load_dataset(tiny_dataset)
+    with pytest.warns(UserWarning, match="cut.jpg is a truncated"):
+        ds = load_dataset(tiny_dataset, skip_bad=True)
+    assert bad in ds.skipped and len(ds.train) == 24
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int32, np.int16])
+def test_one_rule_for_sample_types_in_datasets_and_reads(tiny_dataset, dtype):
+    odd = tiny_dataset / "train" / "alpha" / "odd.tiff"
+    write_image(odd, (textured_image(0, 3) / 255).astype(dtype))
+    # load_dataset (bovw run) and read_image (extraction, bovw predict) give one answer.
+    with pytest.raises(BadInputError, match=f"odd.tiff has {np.dtype(dtype).name} samples"):
+        load_dataset(tiny_dataset)
+    with pytest.raises(BadInputError, match=f"odd.tiff has {np.dtype(dtype).name} samples"):
+        read_image(odd)
+
+
+def test_max_side_shrinks_right_after_decoding(tmp_path):
+    from bovw.data import fit_max_side
+
+    deep = np.random.default_rng(1).integers(0, 65535, (300, 120, 4), dtype=np.uint16)
+    path = write_image(tmp_path / "deep.png", deep)
+    small = read_image(path, max_side=100)
+    assert small.shape == (100, 40)
+    assert read_image(path, max_side=300).shape == (300, 120)
+    assert fit_max_side(np.zeros((7, 3000), np.uint8), 1024).shape == (2, 1024)
+
+
+def test_folder_links_in_a_class_folder_are_not_followed(flat_dataset):
+    (flat_dataset / "one" / "loop").symlink_to("..")
+    with pytest.warns(UserWarning, match="Did not follow 1 links to folders"):
+        ds = load_dataset(flat_dataset)
+    labels = np.concatenate([ds.labels("train"), ds.labels("test")])
+    assert np.bincount(labels).tolist() == [10, 10]
+
+
+@pytest.mark.filterwarnings("ignore:.*both train and test")
+def test_same_content_under_two_labels_warns(flat_dataset):
+    (flat_dataset / "two" / "copy.jpg").symlink_to(flat_dataset / "one" / "img 0.jpg")
+    with pytest.warns(UserWarning, match="1 images appear under more than one class"):
+        load_dataset(flat_dataset)
