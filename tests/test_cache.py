@@ -19,6 +19,7 @@ from click.testing import CliRunner
 from conftest import FAST, REPO
 
 import bovw
+import bovw.pipeline
 from bovw.cache import (
     HIT,
     MISS,
@@ -414,7 +415,8 @@ def test_cache_info_shows_stages_revisions_and_the_cap(tiny_dataset, tmp_path, m
     assert r.exit_code == 0
     assert "2.8 GiB" in r.output  # the cap
     lines = {line.split()[0]: line.split() for line in r.output.splitlines() if line}
-    assert lines["extract"][1:3] == ["1", "36"] and lines["train"][2] == "1"
+    revision = str(bovw.pipeline.REVISIONS["extract"])
+    assert lines["extract"][1:3] == [revision, "36"] and lines["train"][2] == "1"
 
 
 def test_parse_size():
