@@ -28,11 +28,32 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def commit() -> str:
+    """The checkout's commit (short hash, "+changes" when the tree differs from it)."""
+    here = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=here, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=here,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return (head or "unknown") + ("+changes" if dirty else "")
+
+
 def machine_line() -> str:
-    """One line naming the machine and the date, to stand under each recorded table."""
+    """One line naming the machine, the date and the commit, under each recorded table."""
     cpu = cpu_name()
     when = datetime.now(UTC).strftime("%Y-%m-%d")
-    return f"Measured {when} on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}."
+    return (
+        f"Measured {when} on {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
+        f"commit {commit()}."
+    )
 
 
 def update_section(title: str, body: str, path: Path = RESULTS) -> None:

@@ -49,7 +49,7 @@ def main() -> None:
     from bovw.cache.store import available_compressors
     from bovw.config import Config
     from bovw.data import read_image
-    from bovw.pipeline import image_features
+    from bovw.assembly import image_features
 
     sift = Config().sift
     paths = sample_paths(Path(args.data), args.images)

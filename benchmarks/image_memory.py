@@ -31,7 +31,7 @@ PEAK = "print(int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]
 SIFT = """
 import numpy as np
 from bovw.config import SiftSettings
-from bovw.pipeline import image_features
+from bovw.assembly import image_features
 side = {side}
 image = np.random.default_rng(0).integers(0, 255, (side, side), dtype=np.uint8)
 features = image_features(image, SiftSettings(max_side=0))

@@ -8,9 +8,11 @@ The public API, re-exported from the modules that implement it::
     bovw.HistogramEncoder, ... make_encoder     one vector per image         (bovw.encoding)
     bovw.make_classifier                        linear SVM by SGD            (bovw.classifier)
     bovw.Config, bovw.run                       the cached pipeline          (bovw.config, bovw.pipeline)
-    bovw.load_model, bovw.save_model            saved models, prediction     (bovw.model)
-    bovw.make_bovw_pipeline                     one scikit-learn Pipeline    (bovw.model)
-    bovw.write_run_folder                       report, plots, model         (bovw.report)
+    bovw.BoVWClassifier                         the run's model, in memory   (bovw.estimator)
+    bovw.make_bovw_pipeline                     one scikit-learn Pipeline    (bovw.estimator)
+    bovw.BoVWModel                              a trained model, inference   (bovw.model)
+    bovw.load_model, bovw.save_model            saved models as plain data   (bovw.persistence)
+    bovw.write_run_folder                       report, plots, model         (bovw.run_folder)
     bovw.find_word_patches, plot_visual_words   what the words look like     (bovw.visual_words)
 """
 
@@ -30,11 +32,13 @@ from .encoding import (
     VLADEncoder,
     make_encoder,
 )
+from .estimator import BoVWClassifier, make_bovw_pipeline
 from .features import ImageFeatures
 from .features.dsift import DenseSIFT, dense_sift
-from .model import BoVWModel, load_model, make_bovw_pipeline, save_model
+from .model import BoVWModel
+from .persistence import load_model, save_model
 from .pipeline import RunResult, run
-from .report import write_run_folder
+from .run_folder import write_run_folder
 from .visual_words import WordPatches, find_word_patches, plot_visual_words
 
 try:
@@ -44,6 +48,7 @@ except PackageNotFoundError:  # running from a checkout without installing
 
 __all__ = [
     "BadInputError",
+    "BoVWClassifier",
     "BoVWModel",
     "Config",
     "Dataset",

@@ -312,7 +312,8 @@ def _run_stages(
     Config. With ``cnn`` (CNN setting overrides) the CNN is trained and compared too.
     """
     from . import pipeline
-    from .report import format_table, write_run_folder
+    from .report import format_table
+    from .run_folder import write_run_folder
 
     data, out, jobs, quiet = (
         params.pop("data"),
@@ -546,7 +547,7 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
 
     from tqdm.auto import tqdm
 
-    from .model import load_model
+    from .persistence import load_model
 
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, not {top_k}.")
@@ -631,7 +632,7 @@ def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, q
     path written in the model is never used: a model may come from elsewhere.
     """
     from .data import load_dataset
-    from .model import load_model
+    from .persistence import load_model
     from .visual_words import (
         find_word_patches,
         plot_visual_words,

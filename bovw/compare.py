@@ -45,7 +45,7 @@ TIMED_IMAGES = 40
 
 def bovw_figures(result, run_dir: str | Path) -> dict[str, Any]:
     """The compared figures of a finished BoVW run whose folder holds ``model.npz``."""
-    from .model import load_model
+    from .persistence import load_model
 
     run_dir = Path(run_dir)
     model = load_model(run_dir / "model.npz")

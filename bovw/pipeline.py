@@ -25,29 +25,33 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 from joblib import Parallel, delayed
 from tqdm.auto import tqdm
 
+from .assembly import (
+    best_class,
+    build_classifier,
+    build_dense_sift,
+    build_encoder,
+    build_vocabulary,
+    decision_by_blocks,
+    encode_with_mirrors,
+    image_features,
+    mirror_scores,
+    read_for_sift,
+    split_mirrored,
+    train_classifier,
+    training_targets,
+)
 from .cache import HIT, MISS, RECOMPUTED, Memo, codec, estimator_params, open_store, prune
 from .cache.maintenance import default_max_size
 from .cache.memo import report_problems
-from .classifier import (
-    GramLinearSVM,
-    LinearSVM,
-    NonNegativeChi2,
-    fit_classifier,
-    make_classifier,
-    predict_encoded,
-    signed_sqrt,
-)
+from .classifier import GramLinearSVM, LinearSVM, NonNegativeChi2, signed_sqrt
 from .codebook import GMMVocabulary, KMeansCodebook
-from .config import AUTO_PYRAMIDS, CodebookSettings, Config, EncodingSettings, SiftSettings
-from .data import Dataset, Sample, load_dataset, read_image
-from .encoding import make_encoder
-from .features import ImageFeatures, mirror_features
-from .features.dsift import DenseSIFT, dense_sift
+from .config import Config, SiftSettings
+from .data import Dataset, Sample, load_dataset
+from .features import ImageFeatures
 from .parallel import cluster_session, parallel_backend, scheduler_address, single_threaded
 from .report import classification_metrics
 
@@ -69,90 +73,17 @@ codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVM, GramLinearS
 codec.allow_function(signed_sqrt)
 
 
-# --------------------------------------------------------------------------- the estimators
-
-
-def dense_sift_params(sift: SiftSettings) -> dict[str, Any]:
-    """The keyword arguments of :func:`bovw.dense_sift` (and ``DenseSIFT``) that ``sift`` sets."""
-    return {
-        "sizes": tuple(sift.sizes),
-        "step": sift.step,
-        "fast": sift.fast,
-        "magnif": sift.magnif,
-        "window_size": sift.window_size,
-        "contrast_threshold": sift.contrast_threshold,
-        "color": sift.color,
-        "root": sift.root,
-    }
-
-
-def extraction_inputs(sift: SiftSettings) -> dict[str, Any]:
-    """What an image's features depend on besides its bytes: the DenseSIFT estimator's
-    parameters (its defaults included) and the resize before it."""
-    return {
-        "dense_sift": estimator_params(DenseSIFT(**dense_sift_params(sift))),
-        "max_side": sift.max_side,
-    }
-
-
-def make_vocabulary(codebook: CodebookSettings, encoding: EncodingSettings, seed: int):
-    """The unfitted vocabulary of the settings: a PCA + GMM for Fisher vectors, else k-means."""
-    if encoding.encoding == "fisher":
-        return GMMVocabulary(
-            n_components=codebook.gmm_components,
-            n_pca=codebook.pca_dims or None,
-            whiten=codebook.whiten,
-            n_samples=codebook.gmm_samples,
-            random_state=seed,
-        )
-    return KMeansCodebook(n_words=codebook.words, n_samples=codebook.samples, random_state=seed)
-
-
-def make_pipeline_encoder(encoding: EncodingSettings, vocabulary):
-    """The encoder of ``encoding`` around a vocabulary (fitted: ready to transform)."""
-    pyramid = encoding.pyramid
-    params: dict[str, Any] = {
-        "pyramid": AUTO_PYRAMIDS[encoding.encoding] if pyramid == "auto" else pyramid
-    }
-    if encoding.encoding in ("hist", "soft"):
-        params["normalize"] = encoding.normalize
-    encoder = make_encoder(encoding.encoding, codebook=vocabulary, **params)
-    if not hasattr(vocabulary, "n_features_in_"):
-        return encoder  # unfitted vocabulary: the encoder is only described (cache keys)
-    # The vocabulary is fitted, so fit() only derives the pyramid layout from the settings.
-    return encoder.fit([])
-
-
 # --------------------------------------------------------------------------- stage work
 # Module-level so that joblib can send them to worker processes.
 
 
-def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
-    """Dense SIFT of one decoded image, as the extract stage computes it.
-
-    Parameters
-    ----------
-    image : ndarray of uint8, shape (H, W) or (H, W, 3)
-        Gray or BGR (OpenCV's channel order, as :func:`bovw.read_image` returns).
-    sift : SiftSettings
-        The run's dense SIFT settings (``max_side`` resizing included).
-
-    Returns
-    -------
-    ImageFeatures
-    """
-    image = np.asarray(image)
-    if sift.color == "gray" and image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    elif sift.color != "gray" and image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    h, w = image.shape[:2]
-    if sift.max_side and max(h, w) > sift.max_side:
-        scale = sift.max_side / max(h, w)
-        w, h = max(1, round(w * scale)), max(1, round(h * scale))
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-    frames, descriptors = dense_sift(image, **dense_sift_params(sift))
-    return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
+def extraction_inputs(config: Config) -> dict[str, Any]:
+    """What an image's features depend on besides its bytes: the DenseSIFT estimator's
+    parameters (its defaults included) and the resize before it."""
+    return {
+        "dense_sift": estimator_params(build_dense_sift(config)),
+        "max_side": config.sift.max_side,
+    }
 
 
 @dataclass(frozen=True)
@@ -166,10 +97,7 @@ class ImageCall:
 
 def extract_image(call: ImageCall) -> ImageFeatures:
     """Dense SIFT of one image file (uncached)."""
-    color = "gray" if call.sift.color == "gray" else "bgr"
-    return image_features(
-        read_image(call.path, color=color, max_side=call.sift.max_side), call.sift
-    )
+    return image_features(read_for_sift(call.path, call.sift), call.sift)
 
 
 @dataclass
@@ -210,10 +138,8 @@ def _encode_batch(
     """Encoded rows of a batch of images; with ``mirror``, then those of their mirrors."""
     report = BatchReport()
     features = [cached_features(memo, call, report) for call in calls]
-    if mirror:
-        features += [mirror_features(f) for f in features]
     with single_threaded():
-        rows = encoder.transform(features)
+        rows = encode_with_mirrors(encoder, features, mirror)
     report.images = len(calls)
     return rows, report
 
@@ -282,7 +208,7 @@ class _Context:
         for stage, inputs in self.inputs.items():  # in order: upstream keys come first
             upstream = {name: self.keys[call] for name, call in _UPSTREAM[stage].items()}
             self.keys[stage] = self.memos[stage.split(":")[0]].key({**inputs, **upstream})
-        self._sift_inputs = extraction_inputs(config.sift)
+        self._sift_inputs = extraction_inputs(config)
 
     # -- per-image extraction ------------------------------------------------------------
 
@@ -329,9 +255,8 @@ class _Context:
         return self._vocab
 
     def _fit_vocabulary(self):
-        c = self.config
         stream = self.stream_features(self.dataset.train, desc="codebook: sampling descriptors")
-        return make_vocabulary(c.codebook, c.encoding, c.seed).fit(stream)
+        return build_vocabulary(self.config).fit(stream)
 
     def features(self, split: str) -> np.ndarray:
         if split not in self._features:
@@ -342,7 +267,7 @@ class _Context:
     def _encode(self, split: str) -> np.ndarray:
         """Encode every image of one split into a float32 matrix, one row per image."""
         mirror = self.config.encoding.mirror
-        encoder = make_pipeline_encoder(self.config.encoding, self.vocabulary())
+        encoder = build_encoder(self.config, self.vocabulary())
         samples = getattr(self.dataset, split)
         n = len(samples)
         batches = [samples[i : i + BATCH] for i in range(0, n, BATCH)]
@@ -374,25 +299,19 @@ class _Context:
         """The linear SVM on the encoded training split (the best of the model selection)."""
         c = self.config
         X = self.features("train")
-        y = self.dataset.labels("train")
-        groups = None
-        if c.encoding.mirror:
-            # Each image and its mirror: one group, so that cross-validation never
-            # validates on the mirror of a training image.
-            groups = np.tile(np.arange(y.size), 2)
-            y = np.tile(y, 2)
-        fitted = fit_classifier(
-            X, y, c.classifier, random_state=c.seed, n_jobs=self.jobs, groups=groups
-        )
-        # The cache keeps the fitted Pipeline (kernel map, normalization, SVM), as data.
-        return getattr(fitted, "best_estimator_", fitted)
+        y, groups = training_targets(self.dataset.labels("train"), c.encoding.mirror)
+        return train_classifier(self.config, X, y, groups, n_jobs=self.jobs)
 
     def _evaluate(self) -> dict[str, Any]:
         model = self.model()
         X = self.features("test")
         y = self.dataset.labels("test")
         t = time.perf_counter()
-        predicted = predict_encoded(model, X, mirror=self.config.encoding.mirror)
+        own, mirrored = split_mirrored(X, self.config.encoding.mirror)
+        scores = decision_by_blocks(model, own)
+        if mirrored is not None:
+            scores = mirror_scores(scores, decision_by_blocks(model, mirrored))
+        predicted = model.classes_[best_class(scores)]
         seconds = time.perf_counter() - t
         metrics = classification_metrics(y, predicted, self.dataset.classes)
         metrics["predict_seconds"] = seconds
@@ -437,20 +356,20 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
     of upstream calls are added by name (see ``_UPSTREAM``).
     """
     c = config
-    vocabulary = make_vocabulary(c.codebook, c.encoding, c.seed)
-    encoder = make_pipeline_encoder(c.encoding, vocabulary)
-    classifier = make_classifier(c.classifier, random_state=c.seed)
+    vocabulary = build_vocabulary(c)
+    encoder = build_encoder(c, vocabulary)
+    classifier = build_classifier(c)
     inputs: dict[str, dict[str, Any]] = {
         "codebook": {
             "train_images": dataset.split_hash("train"),
-            "extraction": extraction_inputs(c.sift),
+            "extraction": extraction_inputs(c),
             "vocabulary": estimator_params(vocabulary),
         }
     }
     for split in ("train", "test"):
         inputs[f"encode:{split}"] = {
             "images": dataset.split_hash(split),
-            "extraction": extraction_inputs(c.sift),
+            "extraction": extraction_inputs(c),
             "encoder": estimator_params(encoder, exclude=("codebook",)),
             "mirror": c.encoding.mirror,
         }

@@ -40,10 +40,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from .assembly import image_features, read_for_sift
 from .codebook import GMMVocabulary, as_descriptors
 from .config import SiftSettings
 from .data import BadInputError
-from .model import BoVWModel, _read, image_features
+from .model import BoVWModel
 
 __all__ = [
     "WordPatches",
@@ -186,7 +187,7 @@ def find_word_patches(
     per_image = []  # (labels, scores, frames) of the non-zero descriptors of each image
     for i, item in enumerate(tqdm(images, desc="visual words", disable=not progress, unit="img")):
         try:
-            image = _read(item, sift)
+            image = read_for_sift(item, sift)
         except BadInputError as exc:
             if not skip_bad:
                 raise

@@ -19,6 +19,7 @@ from dataclasses import fields
 import pytest
 from conftest import DEMO
 
+import bovw.assembly as assembly
 import bovw.classifier
 import bovw.codebook
 import bovw.data
@@ -43,30 +44,47 @@ STAGE_SOURCES = {
         bovw.features.dsift,
         bovw.features,
         bovw.data,
-        pipeline.image_features,
+        assembly.dense_sift_params,
+        assembly.build_dense_sift,
+        assembly.read_for_sift,
+        assembly.image_features,
         pipeline.extract_image,
-        pipeline.dense_sift_params,
     ],
-    "codebook": [bovw.codebook, pipeline.make_vocabulary, pipeline._Context._fit_vocabulary],
+    "codebook": [bovw.codebook, assembly.build_vocabulary, pipeline._Context._fit_vocabulary],
     "encode": [
         bovw.encoding,
-        pipeline.make_pipeline_encoder,
+        assembly.encoder_params,
+        assembly.build_encoder,
+        assembly.encode_with_mirrors,
         pipeline._Context._encode,
         pipeline._encode_batch,
     ],
-    "train": [bovw.classifier, pipeline._Context._train],
-    "evaluate": [bovw.report.classification_metrics, pipeline._Context._evaluate],
+    "train": [
+        bovw.classifier,
+        assembly.build_classifier,
+        assembly.training_targets,
+        assembly.train_classifier,
+        pipeline._Context._train,
+    ],
+    "evaluate": [
+        bovw.report.classification_metrics,
+        assembly.split_mirrored,
+        assembly.mirror_scores,
+        assembly.decision_by_blocks,
+        assembly.best_class,
+        pipeline._Context._evaluate,
+    ],
 }
 
 #: (revision, SHA-256 of the sources) as last recorded. When a stage's source
 #: changes: if its results may change, raise its number in bovw.pipeline.REVISIONS;
 #: either way, record the new hash here.
 RECORDED = {
-    "extract": (2, "e51c9e23039ef566"),
-    "codebook": (1, "50789e3229314520"),
-    "encode": (1, "63160ca90b39312c"),
-    "train": (3, "6d3e800b36408ebc"),
-    "evaluate": (3, "139dbe2b4ba56fec"),
+    "extract": (2, "cc5d2fb9c0e05390"),
+    "codebook": (1, "ff82b508710ab20a"),
+    "encode": (1, "3cfaf7d3b431c251"),
+    "train": (3, "b53b98f84d4656e4"),
+    "evaluate": (3, "d4c4f93f13c7c7dd"),
 }
 
 

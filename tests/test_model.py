@@ -22,7 +22,8 @@ import bovw
 from bovw.cli import main
 from bovw.config import Config
 from bovw.data import BadInputError, read_image
-from bovw.model import BoVWModel, load_model, save_model
+from bovw.model import BoVWModel
+from bovw.persistence import load_model, save_model
 
 CLASSES = ["alpha", "beta", "gamma"]
 
@@ -524,7 +525,7 @@ def test_from_run_needs_a_trained_model(data, cache):
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_make_bovw_pipeline_with_memory(data, tmp_path, monkeypatch):
     from bovw.features.dsift import DenseSIFT
-    from bovw.model import make_bovw_pipeline
+    from bovw.estimator import make_bovw_pipeline
 
     def load(split):
         paths = sorted((data / split).rglob("*.png"))

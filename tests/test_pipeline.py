@@ -146,7 +146,7 @@ def test_test_features_follow_the_training_set_of_the_vocabulary(tiny_dataset, t
 def test_mirror_encodes_each_image_twice_and_scores_both(tiny_dataset, tmp_path):
     from bovw.data import read_image
     from bovw.features import mirror_features
-    from bovw.pipeline import image_features, make_pipeline_encoder
+    from bovw.assembly import build_encoder, image_features
 
     config = small_config(tiny_dataset, **{"encoding.mirror": True})
     result = bovw.run(config, cache_dir=tmp_path / "c", progress=False)
@@ -158,7 +158,7 @@ def test_mirror_encodes_each_image_twice_and_scores_both(tiny_dataset, tmp_path)
     plain = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
     np.testing.assert_array_equal(X[:n_train], plain.features["train"])
     assert [s.cache for s in plain.stages][:2] == ["hit", "hit"]  # extraction and codebook shared
-    encoder = make_pipeline_encoder(config.encoding, result.vocabulary)
+    encoder = build_encoder(config, result.vocabulary)
     sample = result.dataset.train[3]
     features = image_features(read_image(sample.path), config.sift)
     np.testing.assert_allclose(

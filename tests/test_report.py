@@ -19,8 +19,8 @@ from bovw.report import (
     plot_confusion_matrix,
     plot_per_class,
     row_normalize,
-    write_run_folder,
 )
+from bovw.run_folder import write_run_folder
 
 
 @pytest.fixture(scope="module")
@@ -154,12 +154,12 @@ def test_write_run_folder_before_evaluate(result, tmp_path):
 
 
 def test_run_folder_is_written_when_the_model_cannot_be_saved(result, tmp_path, monkeypatch):
-    import bovw.model
+    import bovw.persistence
 
     def fail(*args, **kwargs):
         raise ValueError("unsupported classifier")
 
-    monkeypatch.setattr(bovw.model, "save_model", fail)
+    monkeypatch.setattr(bovw.persistence, "save_model", fail)
     with pytest.warns(UserWarning, match="could not be saved: unsupported classifier"):
         metrics = write_run_folder(tmp_path, result)
     assert metrics["model"] == {"error": "unsupported classifier"}

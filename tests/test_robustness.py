@@ -259,11 +259,12 @@ def test_a_huge_jpeg_is_shrunk_at_decoding_within_a_memory_limit(tmp_path):
         "import resource, sys\n"
         "resource.setrlimit(resource.RLIMIT_AS, (2_500_000_000, 2_500_000_000))\n"
         "from bovw.config import SiftSettings\n"
-        "from bovw.model import _read\n"
-        "from bovw.pipeline import ImageCall, extract_image, image_features\n"
+        "from bovw.assembly import read_for_sift\n"
+        "from bovw.assembly import image_features\n"
+        "from bovw.pipeline import ImageCall, extract_image\n"
         "sift = SiftSettings()\n"
         "a = extract_image(ImageCall('k', sys.argv[1], sift))\n"
-        "b = image_features(_read(sys.argv[1], sift), sift)\n"  # as bovw predict reads it
+        "b = image_features(read_for_sift(sys.argv[1], sift), sift)\n"  # as bovw predict reads it
         "assert (a.width, a.height) == (b.width, b.height) == (sift.max_side, sift.max_side)\n"
         "assert (a.frames == b.frames).all()\n"
         # Dense SIFT itself may round one value of 250,000 x 128 differently from one call

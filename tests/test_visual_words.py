@@ -17,7 +17,8 @@ from bovw.cli import main
 from bovw.codebook import GMMVocabulary, KMeansCodebook
 from bovw.config import SiftSettings
 from bovw.data import BadInputError
-from bovw.model import image_features, load_model
+from bovw.assembly import image_features
+from bovw.persistence import load_model
 from bovw.visual_words import (
     _crop,
     find_word_patches,

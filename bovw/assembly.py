@@ -1,0 +1,225 @@
+"""From a :class:`~bovw.config.Config` to a model: the one place a BoVW model is put together.
+
+Every way of building a model goes through here, so the same settings give
+the same model everywhere: the cached pipeline (:func:`bovw.run` and the
+command line), the in-memory estimator (:class:`bovw.BoVWClassifier`), the
+composable scikit-learn Pipeline (:func:`bovw.make_bovw_pipeline`) and a
+loaded model (:func:`bovw.load_model`). The pieces:
+
+- the estimators of each stage, built from the settings (:func:`build_dense_sift`,
+  :func:`build_vocabulary`, :func:`build_encoder`, :func:`build_classifier`);
+- the image preparation before dense SIFT (:func:`read_for_sift`, :func:`image_features`);
+- mirror augmentation, in one place: the row layout of encoded mirrored images
+  (:func:`encode_with_mirrors`), the cross-validation groups that keep an image
+  and its mirror in one fold (:func:`training_targets`), and the scoring rule of a
+  test image, the mean of its own and its mirror's decision values (:func:`mirror_scores`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import cv2
+import numpy as np
+
+from .classifier import fit_classifier, make_classifier
+from .codebook import GMMVocabulary, KMeansCodebook
+from .config import AUTO_PYRAMIDS, Config, SiftSettings
+from .data import read_image
+from .encoding import make_encoder
+from .features import ImageFeatures, mirror_features
+from .features.dsift import DenseSIFT, dense_sift
+
+# --------------------------------------------------------------------------- estimators
+
+
+def dense_sift_params(sift: SiftSettings) -> dict[str, Any]:
+    """The keyword arguments of :func:`bovw.dense_sift` (and ``DenseSIFT``) that ``sift`` sets."""
+    return {
+        "sizes": tuple(sift.sizes),
+        "step": sift.step,
+        "fast": sift.fast,
+        "magnif": sift.magnif,
+        "window_size": sift.window_size,
+        "contrast_threshold": sift.contrast_threshold,
+        "color": sift.color,
+        "root": sift.root,
+    }
+
+
+def build_dense_sift(config: Config) -> DenseSIFT:
+    """The dense SIFT extractor of the settings (``max_side`` is applied before it)."""
+    return DenseSIFT(**dense_sift_params(config.sift))
+
+
+def build_vocabulary(config: Config):
+    """The unfitted vocabulary: a PCA + GMM for Fisher vectors, else k-means words."""
+    c, seed = config.codebook, config.seed
+    if config.encoding.encoding == "fisher":
+        return GMMVocabulary(
+            n_components=c.gmm_components,
+            n_pca=c.pca_dims or None,
+            whiten=c.whiten,
+            n_samples=c.gmm_samples,
+            random_state=seed,
+        )
+    return KMeansCodebook(n_words=c.words, n_samples=c.samples, random_state=seed)
+
+
+def encoder_params(config: Config) -> dict[str, Any]:
+    """The encoder's parameters that the settings set (the vocabulary aside)."""
+    e = config.encoding
+    params: dict[str, Any] = {
+        "pyramid": AUTO_PYRAMIDS[e.encoding] if e.pyramid == "auto" else e.pyramid
+    }
+    if e.encoding in ("hist", "soft"):
+        params["normalize"] = e.normalize
+    return params
+
+
+def build_encoder(config: Config, vocabulary, **overrides):
+    """The encoder of the settings around ``vocabulary``.
+
+    With a fitted vocabulary the encoder is fitted too (``fit`` only derives the
+    pyramid layout), ready to transform; with an unfitted one it is only
+    described (for cache keys, or a Pipeline that fits the vocabulary itself).
+    ``overrides`` are fitted encoder parameters of a saved model (soft assignment's
+    ``sigma``).
+    """
+    encoder = make_encoder(
+        config.encoding.encoding, codebook=vocabulary, **{**encoder_params(config), **overrides}
+    )
+    if hasattr(vocabulary, "n_features_in_"):
+        return encoder.fit([])
+    return encoder
+
+
+def build_classifier(config: Config, *, n_jobs: int = 1):
+    """The linear SVM with its model selection (alpha by cross-validation on train only)."""
+    return make_classifier(config.classifier, random_state=config.seed, n_jobs=n_jobs)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def read_for_sift(item, sift: SiftSettings) -> np.ndarray:
+    """An image (an array, or a path read as the extract stage reads it) for dense SIFT."""
+    if isinstance(item, np.ndarray):
+        return item
+    color = "gray" if sift.color == "gray" else "bgr"
+    # Shrunk to max_side right after decoding, so a huge file never costs its full size.
+    return read_image(item, color=color, max_side=sift.max_side)
+
+
+def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
+    """Dense SIFT of one decoded image, as every path computes it.
+
+    Parameters
+    ----------
+    image : ndarray of uint8, shape (H, W) or (H, W, 3)
+        Gray or BGR (OpenCV's channel order, as :func:`bovw.read_image` returns).
+    sift : SiftSettings
+        The run's dense SIFT settings (``max_side`` resizing included).
+
+    Returns
+    -------
+    ImageFeatures
+    """
+    image = np.asarray(image)
+    if sift.color == "gray" and image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    elif sift.color != "gray" and image.ndim == 2:
+        image = cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    h, w = image.shape[:2]
+    if sift.max_side and max(h, w) > sift.max_side:
+        scale = sift.max_side / max(h, w)
+        w, h = max(1, round(w * scale)), max(1, round(h * scale))
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+    frames, descriptors = dense_sift(image, **dense_sift_params(sift))
+    return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
+
+
+# --------------------------------------------------------------------------- mirror augmentation
+
+
+def encode_with_mirrors(encoder, features: list[ImageFeatures], mirror: bool) -> np.ndarray:
+    """Encoded rows of ``features``; with ``mirror``, then the rows of their mirrors.
+
+    The mirrored image's descriptors are a fixed permutation of the original's
+    (:func:`bovw.features.mirror_features`), so mirroring costs an encoding, not
+    an extraction. Layout: ``n`` rows, then (with ``mirror``) ``n`` more, row
+    ``n + i`` the mirror of row ``i``.
+    """
+    if mirror:
+        features = list(features) + [mirror_features(f) for f in features]
+    return encoder.transform(features).astype(np.float32, copy=False)
+
+
+def training_targets(y: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Labels and cross-validation groups for rows laid out by :func:`encode_with_mirrors`.
+
+    With ``mirror``, each image and its mirror form one group, so that
+    cross-validation never validates on the mirror of a training image.
+    """
+    y = np.asarray(y)
+    if not mirror:
+        return y, None
+    return np.tile(y, 2), np.tile(np.arange(y.size), 2)
+
+
+def train_classifier(
+    config: Config, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, *, n_jobs: int = 1
+):
+    """The linear SVM fitted on encoded rows, its ``alpha`` chosen by cross-validation.
+
+    ``y`` and ``groups`` come from :func:`training_targets`. Returns the fitted
+    classifier (kernel map, L2 normalization, the SVM refitted with the chosen
+    ``alpha`` on every row).
+    """
+    fitted = fit_classifier(
+        X, y, config.classifier, random_state=config.seed, n_jobs=n_jobs, groups=groups
+    )
+    return getattr(fitted, "best_estimator_", fitted)
+
+
+def mirror_scores(scores: np.ndarray, mirror_scores_: np.ndarray | None) -> np.ndarray:
+    """A test image's decision values: the mean of its own and its mirror's (or its own)."""
+    if mirror_scores_ is None:
+        return scores
+    return 0.5 * (scores + mirror_scores_)
+
+
+def best_class(scores: np.ndarray) -> np.ndarray:
+    """Index of the winning class per row: argmax, or ``score > 0`` for a binary SVM's one column."""
+    if scores.ndim == 1:
+        return (scores > 0).astype(np.int64)
+    return np.argmax(scores, axis=1)
+
+
+def split_mirrored(X: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(rows of the images, rows of their mirrors or None)`` of an encoded matrix."""
+    if not mirror:
+        return X, None
+    n = X.shape[0] // 2
+    if X.shape[0] != 2 * n:
+        raise ValueError(f"Mirrored features need an even number of rows, not {X.shape[0]}.")
+    return X[:n], X[n:]
+
+
+def decision_by_blocks(model, X: np.ndarray, rows: int = 1024) -> np.ndarray:
+    """``model.decision_function(X)`` a block of rows at a time.
+
+    The classifier copies its input (kernel map, normalization); by blocks, the
+    copies stay a block in size whatever the number of images.
+    """
+    blocks = [model.decision_function(X[i : i + rows]) for i in range(0, X.shape[0], rows)]
+    return np.concatenate(blocks) if blocks else model.decision_function(X)
+
+
+def features_of(items: Iterable, sift: SiftSettings) -> list[ImageFeatures]:
+    """Dense SIFT of images given as arrays, paths or already extracted :class:`ImageFeatures`."""
+    return [
+        item if isinstance(item, ImageFeatures) else image_features(read_for_sift(item, sift), sift)
+        for item in items
+    ]
