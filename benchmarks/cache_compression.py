@@ -45,11 +45,11 @@ def main() -> None:
     if not Path(args.data).is_dir():
         raise SystemExit(f"15-Scene not found at {args.data}; pass --data.")
 
+    from bovw.assembly import image_features
     from bovw.cache import CacheStore
     from bovw.cache.store import available_compressors
     from bovw.config import Config
     from bovw.data import read_image
-    from bovw.assembly import image_features
 
     sift = Config().sift
     paths = sample_paths(Path(args.data), args.images)

@@ -524,8 +524,8 @@ def test_from_run_needs_a_trained_model(data, cache):
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
 def test_make_bovw_pipeline_with_memory(data, tmp_path, monkeypatch):
-    from bovw.features.dsift import DenseSIFT
     from bovw.estimator import make_bovw_pipeline
+    from bovw.features.dsift import DenseSIFT
 
     def load(split):
         paths = sorted((data / split).rglob("*.png"))

@@ -144,9 +144,9 @@ def test_test_features_follow_the_training_set_of_the_vocabulary(tiny_dataset, t
 
 
 def test_mirror_encodes_each_image_twice_and_scores_both(tiny_dataset, tmp_path):
+    from bovw.assembly import build_encoder, image_features
     from bovw.data import read_image
     from bovw.features import mirror_features
-    from bovw.assembly import build_encoder, image_features
 
     config = small_config(tiny_dataset, **{"encoding.mirror": True})
     result = bovw.run(config, cache_dir=tmp_path / "c", progress=False)

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 from conftest import FAST, textured_image, write_image, write_tiny_dataset
 
+from bovw.assembly import image_features
 from bovw.cli import main
 from bovw.codebook import GMMVocabulary, KMeansCodebook
 from bovw.config import SiftSettings
 from bovw.data import BadInputError
-from bovw.assembly import image_features
 from bovw.persistence import load_model
 from bovw.visual_words import (
     _crop,
