@@ -8,6 +8,7 @@ import click
 
 from ..errors import BadInputError
 from .errors import handle_errors
+from .options import Option
 
 
 @click.command("words")
@@ -16,7 +17,9 @@ from .errors import handle_errors
     "--data",
     "data_path",
     type=click.Path(),
-    help="Search the training images of this dataset (default: the run's recorded test images).",
+    help="Search the training images of this dataset.",
+    cls=Option,
+    default_text="the test images the run recorded",
 )
 @click.option(
     "--words",
@@ -43,7 +46,9 @@ from .errors import handle_errors
 @click.option(
     "--out",
     type=click.Path(dir_okay=False),
-    help="PNG to write (default RUN_DIR/visual_words.png).",
+    help="PNG to write.",
+    cls=Option,
+    default_text="RUN_DIR/visual_words.png",
 )
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @handle_errors
