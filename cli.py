@@ -3,4 +3,5 @@
 from bovw.cli import main
 
 if __name__ == "__main__":
-    main()
+    # prog_name: usage lines say "bovw", as for the installed command.
+    main(prog_name="bovw")

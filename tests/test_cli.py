@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -180,3 +181,18 @@ def test_interrupted_extraction_resumes(tmp_path):
     m = json.loads((tmp_path / "r" / "metrics.json").read_text())
     assert m["stages"]["extract"]["cache"] in ("partial", "hit")
     assert f"{done_before} of 120 images cached" in r.stderr or done_before == 120
+
+
+def test_version_and_usage_say_bovw_from_the_checkout_shim():
+    shim = [sys.executable, str(REPO / "cli.py")]
+    r = subprocess.run([*shim, "--version"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and re.fullmatch(r"bovw, version \S+\n", r.stdout), r.stdout
+    r = subprocess.run([*shim, "extract", "--help"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("Usage: bovw extract "), r.stdout
+
+
+def test_cnn_data_options_are_the_settings_and_validated(tmp_path):
+    # bovw cnn train splits the data with the same generated options as bovw run.
+    r = CliRunner().invoke(main, ["cnn", "train", str(tmp_path / "nowhere"), "--split-seed", "-1"])
+    assert r.exit_code == 2 and "Setting data.split_seed (--split-seed) must be" in r.output
+    assert "nowhere" not in r.output

@@ -1,16 +1,25 @@
 from __future__ import annotations
 
-import dataclasses
 import re
-import typing
-from dataclasses import fields
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import DEMO
 
+from bovw.classifier import fit_classifier
 from bovw.cli import main
-from bovw.config import Config, ConfigError, SiftSettings, config_from_dict, load_config
+from bovw.cli.options import build_config
+from bovw.config import (
+    ClassifierSettings,
+    Config,
+    ConfigError,
+    SiftSettings,
+    config_from_dict,
+    load_config,
+    setting_info,
+    settings,
+)
 
 
 def test_toml_round_trip(tmp_path):
@@ -124,38 +133,153 @@ def test_values_take_their_annotated_type(tmp_path):
     assert type(config.codebook.words) is int and config.data.train_per_class is None
 
 
-def _settings() -> list[tuple[str, object]]:
-    """Every setting's dotted name and annotation, read from the dataclasses."""
-    out = []
-    for f in fields(Config):
-        hint = typing.get_type_hints(Config)[f.name]
-        if dataclasses.is_dataclass(hint):
-            hints = typing.get_type_hints(hint)
-            out += [(f"{f.name}.{g.name}", hints[g.name]) for g in fields(hint)]
-        else:
-            out.append((f.name, hint))
-    return out
+#: Every setting, its flag and its default, written out here rather than read from
+#: bovw.config: a setting added, removed, renamed or given another default or flag
+#: must be changed here too, on purpose.
+SETTINGS = {
+    "seed": ("--seed", 0),
+    "data.path": (None, str(DEMO)),
+    "data.train_per_class": ("--train-per-class", None),
+    "data.test_per_class": ("--test-per-class", None),
+    "data.split_seed": ("--split-seed", 0),
+    "data.skip_bad": ("--skip-bad", False),
+    "sift.sizes": ("--sizes", (4, 6, 8, 10)),
+    "sift.step": ("--step", 4),
+    "sift.fast": ("--fast", True),
+    "sift.magnif": (None, 6.0),
+    "sift.window_size": (None, 1.5),
+    "sift.contrast_threshold": (None, 0.005),
+    "sift.color": ("--color", "gray"),
+    "sift.root": ("--root-sift", True),
+    "sift.max_side": ("--max-side", 1024),
+    "codebook.words": ("--words", None),
+    "codebook.samples": ("--samples", 1_000_000),
+    "codebook.gmm_samples": (None, 256_000),
+    "codebook.gmm_components": ("--gmm-components", 64),
+    "codebook.pca_dims": ("--pca-dims", 64),
+    "codebook.whiten": (None, False),
+    "encoding.encoding": ("--encoding", "fisher"),
+    "encoding.pyramid": ("--pyramid", "auto"),
+    "encoding.normalize": ("--normalize", "sqrt"),
+    "encoding.mirror": ("--mirror", True),
+    "classifier.loss": ("--loss", "hinge"),
+    "classifier.alphas": ("--alphas", (1e-5, 1e-4, 1e-3, 1e-2)),
+    "classifier.cv_folds": ("--cv-folds", 3),
+    "classifier.average": ("--average", True),
+    "classifier.max_iter": ("--max-iter", 30),
+    "classifier.kernel_map": ("--kernel-map", "none"),
+    "classifier.solver": ("--solver", "sgd"),
+    "classifier.batch_size": (None, 8),
+}
+
+#: The smallest and largest valid value of each number setting (None: no upper bound),
+#: and whether the smallest is excluded. Written out, not read from bovw.config.
+RANGES = {
+    "seed": (0, 2**32 - 1, False),
+    "data.train_per_class": (1, None, False),
+    "data.test_per_class": (1, None, False),
+    "data.split_seed": (0, 2**32 - 1, False),
+    "sift.sizes": (1, 1024, False),
+    "sift.step": (1, None, False),
+    "sift.magnif": (1.0, None, False),
+    "sift.window_size": (0.0, None, True),
+    "sift.contrast_threshold": (0.0, None, False),
+    "sift.max_side": (0, None, False),
+    "codebook.words": (2, 65_536, False),
+    "codebook.samples": (1, 10**8, False),
+    "codebook.gmm_samples": (1, 10**8, False),
+    "codebook.gmm_components": (1, 4096, False),
+    "codebook.pca_dims": (0, None, False),
+    "classifier.alphas": (0.0, None, True),
+    "classifier.cv_folds": (2, None, False),
+    "classifier.max_iter": (1, None, False),
+    "classifier.batch_size": (1, None, False),
+}
+
+CHOICES = {
+    "sift.color": ("gray", "rgb", "hsv", "opponent"),
+    "encoding.encoding": ("hist", "soft", "vlad", "fisher"),
+    "encoding.normalize": ("l1", "l2", "sqrt", "none"),
+    "classifier.loss": ("hinge", "log_loss", "modified_huber", "squared_hinge"),
+    "classifier.kernel_map": ("none", "hellinger", "chi2"),
+    "classifier.solver": ("sgd", "sklearn"),
+}
 
 
-def _is_number(hint) -> bool:
-    return any(a in (int, float) for a in typing.get_args(hint) or (hint,))
+def test_the_settings_their_flags_and_defaults():
+    assert {s.name: (s.meta.flag, s.default) for s in settings()} == SETTINGS
+    config = Config()
+    assert {name: config.get(name) for name in SETTINGS} == {
+        name: default for name, (_flag, default) in SETTINGS.items()
+    }
 
 
-# Both lists come from the dataclasses: a new setting is covered without editing the tests.
-@pytest.mark.parametrize("name", [name for name, _ in _settings()])
+def test_every_setting_has_help_and_number_settings_a_range():
+    for s in settings():
+        assert s.meta.help.endswith(".") and "default" not in s.meta.help, s.name
+    numbers = {s.name for s in settings() if s.meta.range is not None}
+    assert numbers == set(RANGES)
+
+
+# The name lists come from the table above, checked against the dataclasses by the test
+# before: a new setting is covered once it is written there.
+@pytest.mark.parametrize("name", list(SETTINGS))
 def test_every_setting_is_type_checked(name):
     with pytest.raises(ConfigError, match=rf"^Setting {re.escape(name)} must be ") as e:
         Config().with_overrides({name: {"a": 1}}).validate()
     assert e.value.setting == name
 
 
-@pytest.mark.parametrize(
-    "name, hint", [(name, hint) for name, hint in _settings() if _is_number(hint)]
-)
-def test_every_number_setting_has_a_range(name, hint):
-    bad = (-1,) if typing.get_origin(hint) is tuple else -1
-    with pytest.raises(ConfigError, match=rf"^Setting {re.escape(name)} must be "):
-        Config().with_overrides({name: bad}).validate()
+def _with(name: str, value):
+    """``value`` for the setting ``name``, a one-element list for a list setting."""
+    return (value,) if isinstance(SETTINGS[name][1], tuple) else value
+
+
+#: Other settings under which a range's ends are valid (one GMM sample fits no 64
+#: Gaussians, so it is tried with k-means words, which do not use that sample).
+CONTEXT = {"codebook.gmm_samples": {"encoding.encoding": "hist", "codebook.words": 2}}
+
+
+@pytest.mark.parametrize("name", list(RANGES))
+def test_every_number_setting_has_its_range(name):
+    low, high, low_open = RANGES[name]
+    base = Config().with_overrides(CONTEXT.get(name, {}))
+    step = 1 if isinstance(low, int) else 1e-6
+    valid = [low + step if low_open else low] + ([high] if high is not None else [])
+    invalid = [low if low_open else low - step] + ([high + step] if high is not None else [])
+    for value in valid:
+        assert base.with_overrides({name: _with(name, value)}).validate().get(name) == _with(
+            name, value
+        )
+    for value in invalid:
+        with pytest.raises(ConfigError, match=rf"^Setting {re.escape(name)} must be ") as e:
+            base.with_overrides({name: _with(name, value)}).validate()
+        assert e.value.setting == name
+
+
+@pytest.mark.parametrize("name", list(CHOICES))
+def test_every_choice_setting_takes_its_choices_and_nothing_else(name):
+    for value in CHOICES[name]:
+        assert Config().with_overrides({name: value}).validate().get(name) == value
+    with pytest.raises(ConfigError, match=rf"^Setting {re.escape(name)} must be one of "):
+        Config().with_overrides({name: "bogus"}).validate()
+    assert setting_info(name).meta.choices == CHOICES[name]
+
+
+def test_every_classifier_choice_is_implemented():
+    # The choices are written in bovw.config (bovw.classifier imports its settings from
+    # there); each must be one the classifier can fit.
+    rng = np.random.default_rng(0)
+    X = rng.random((30, 4)).astype(np.float32)
+    y = np.repeat([0, 1, 2], 10)
+    X[np.arange(30), y] += 2
+    combos = [{"loss": loss} for loss in CHOICES["classifier.loss"]]
+    combos += [{"kernel_map": k} for k in CHOICES["classifier.kernel_map"]]
+    combos += [{"solver": s} for s in CHOICES["classifier.solver"]]
+    for combo in combos:
+        settings_ = ClassifierSettings(alphas=(1e-3,), cv_folds=2, max_iter=5, **combo)
+        model = fit_classifier(X, y, settings_)
+        assert (model.predict(X) == y).mean() > 0.5, combo
 
 
 @pytest.mark.parametrize(
@@ -232,3 +356,24 @@ def test_cli_config_file_is_validated(tmp_path):
     args = ["extract", str(tmp_path / "nowhere"), "--config", str(path)]
     r = CliRunner().invoke(main, [*args, "--cache-dir", str(tmp_path / "c")])
     assert r.exit_code == 2 and "encoding.mirror" in r.output and "true or false" in r.output
+
+
+def test_auto_settings_cover_every_choice_of_what_they_follow():
+    autos = {s.name: s.meta.auto for s in settings() if s.meta.auto is not None}
+    assert set(autos) == {"codebook.words", "encoding.pyramid"}
+    for auto in autos.values():
+        assert auto.by == "encoding.encoding"
+        assert set(auto.values) == set(CHOICES[auto.by])
+
+
+def test_flags_override_the_config_file_only_when_given(tmp_path):
+    path = _toml(tmp_path, "[sift]\nstep = 6\n[encoding]\nmirror = false\n[codebook]\nwords = 50\n")
+    extract = main.get_command(None, "extract")
+    ctx = extract.make_context("extract", ["--config", str(path), "--words", "24", "--fast"])
+    params = dict(ctx.params)
+    config = build_config(params.pop("data"), params.pop("config_file"), params)
+    assert config.sift.step == 6 and config.encoding.mirror is False  # from the file
+    assert config.codebook.words == 24 and config.sift.fast is True  # from the flags
+    assert config.sift.sizes == (4, 6, 8, 10)  # neither: the default
+    # build_config takes the settings' options out; what is left is the run's.
+    assert "words" not in params and "jobs" in params

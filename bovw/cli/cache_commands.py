@@ -1,0 +1,131 @@
+"""``bovw cache``: inspect, prune or empty the cache."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from ..errors import BadInputError
+from .errors import handle_errors
+from .options import Option, parse_size_option
+
+
+@click.group("cache")
+def cache() -> None:
+    """Inspect, prune or empty the cache."""
+
+
+def _cache_dir_option(func):
+    return click.option(
+        "--cache-dir",
+        type=click.Path(file_okay=False),
+        help="Cache folder.",
+        cls=Option,
+        default_text="$BOVW_CACHE_DIR or ~/.cache/bovw",
+    )(func)
+
+
+@cache.command("info")
+@_cache_dir_option
+@handle_errors
+def cache_info_command(cache_dir):
+    """Show what the cache holds: size per stage and code revision, and the cap."""
+    from ..cache import cache_info, default_cache_dir, default_max_size
+    from ..report import format_table
+
+    where = Path(cache_dir) if cache_dir else default_cache_dir()
+    summary = cache_info(where)
+    click.echo(f"Cache folder: {where}")
+    click.echo(
+        f"Size cap: {_human(default_max_size(where))} (--cache-max-size, BOVW_CACHE_MAX_SIZE)"
+    )
+    if not summary.rows and not summary.legacy_bytes:
+        click.echo("The cache is empty.")
+        return
+    table = [[stage, rev, str(n), _human(size)] for stage, rev, n, size in summary.rows]
+    if summary.legacy_bytes:
+        table.append(
+            ["(older bovw: joblib pickles, never read)", "", "", _human(summary.legacy_bytes)]
+        )
+    if summary.tmp_bytes:
+        table.append(["(unfinished writes)", "", "", _human(summary.tmp_bytes)])
+    table.append(["total", "", str(sum(r[2] for r in summary.rows)), _human(summary.total_bytes)])
+    click.echo(format_table(table, ["stage", "revision", "entries", "size"]))
+
+
+def _confirm(question: str, yes: bool) -> None:
+    """Ask before deleting; without a terminal to ask on, refuse unless --yes was given."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise BadInputError(f"{question} Standard input is not a terminal: pass --yes to confirm.")
+    click.confirm(question, abort=True)
+
+
+@cache.command("clear")
+@_cache_dir_option
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def cache_clear_command(cache_dir, yes):
+    """Delete everything bovw stored in the cache (other files are left alone)."""
+    from ..cache import CacheError, clear_cache, default_cache_dir, is_bovw_cache
+
+    where = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not where.exists():
+        click.echo(f"There is no cache at {where}.")
+        return
+    if not is_bovw_cache(where):
+        raise CacheError(
+            f"Refusing to clear {where}: it is not a bovw cache (no CACHEDIR.TAG marker); "
+            "check --cache-dir or BOVW_CACHE_DIR."
+        )
+    _confirm(f"Delete every bovw cache entry in {where}?", yes)
+    freed = clear_cache(where)
+    click.echo(f"Cleared {where} ({_human(freed)} freed).")
+
+
+@cache.command("prune")
+@_cache_dir_option
+@click.option("--max-size", help="Evict least recently used entries down to this size, e.g. 20GB.")
+@click.option("--older-than", type=float, help="Evict entries not used for this many days.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@handle_errors
+def cache_prune_command(cache_dir, max_size, older_than, yes):
+    """Evict least recently used entries (default: down to the size cap)."""
+    from ..cache import CacheError, default_cache_dir, default_max_size, is_bovw_cache, prune
+
+    where = Path(cache_dir) if cache_dir else default_cache_dir()
+    if not where.exists():
+        click.echo(f"There is no cache at {where}.")
+        return
+    if not is_bovw_cache(where):
+        raise CacheError(
+            f"Refusing to prune {where}: it is not a bovw cache (no CACHEDIR.TAG marker); "
+            "check --cache-dir or BOVW_CACHE_DIR."
+        )
+    if older_than is not None and older_than < 0:
+        raise BadInputError(f"--older-than must be a number of days >= 0, not {older_than}.")
+    limit = parse_size_option("--max-size", max_size)
+    if limit is None and older_than is None:
+        limit = default_max_size(where)
+    what = " and ".join(
+        part
+        for part in (
+            f"down to {_human(limit)}" if limit is not None else "",
+            f"unused for {older_than:g} days" if older_than is not None else "",
+        )
+        if part
+    )
+    _confirm(f"Evict least recently used entries of {where} {what}?", yes)
+    deleted, freed = prune(where, max_size=limit, older_than_days=older_than)
+    click.echo(f"Pruned {where}: {deleted} entries deleted, {_human(freed)} freed.")
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
