@@ -11,6 +11,7 @@ dense SIFT, the same encoder around the same vocabulary (both built by
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -294,6 +295,8 @@ class BoVWModel:
         """
         from joblib import Parallel, delayed
 
+        from .parallel import in_worker
+
         if batch_size is None:
             batch_size = 16 if jobs == 1 else 64
 
@@ -312,8 +315,9 @@ class BoVWModel:
             for batch in batches():
                 yield from self._predict_batch(batch, top_k)
             return
+        parent = os.getpid()
         stream = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(self._predict_batch)(b, top_k, True) for b in batches()
+            delayed(in_worker)(parent, self._predict_batch, b, top_k, True) for b in batches()
         )
         for results in stream:
             yield from results

@@ -11,8 +11,12 @@ filesystem that every worker sees.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
-from collections.abc import Iterator
+import signal
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import cv2
 
@@ -36,6 +40,57 @@ def single_threaded() -> Iterator[None]:
             yield
     finally:
         cv2.setNumThreads(previous)
+
+
+def resolve_jobs(jobs: int, flag: str = "--jobs") -> int:
+    """Worker processes for a ``--jobs`` value, with joblib's convention for negatives.
+
+    ``N >= 1``: N processes; ``-1``: one per core; ``-2``: all cores but one, and so on.
+    """
+    cores = os.cpu_count() or 1
+    if jobs >= 1:
+        return jobs
+    if jobs < 0 and cores + 1 + jobs >= 1:
+        return cores + 1 + jobs
+    from .errors import BadInputError
+
+    raise BadInputError(
+        f"{flag} must be a number of processes (1, 2, ...) or -1 for one per core "
+        f"(-2 for all but one, down to -{cores} here), not {jobs}."
+    )
+
+
+_WATCHING_PARENT = False
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """In a local worker process: have Linux kill it when the bovw process that started it dies.
+
+    loky keeps idle workers alive for minutes, so a ``kill -9`` of a ``--jobs N`` run
+    used to leave N workers of a few hundred MB each behind. ``PR_SET_PDEATHSIG``
+    ends them with their parent. Nothing is done in the parent itself (``--jobs 1``
+    runs in-process), in processes that are not its direct children (Dask workers),
+    or off Linux.
+    """
+    global _WATCHING_PARENT
+    if _WATCHING_PARENT or sys.platform != "linux" or os.getpid() == parent_pid:
+        return
+    if os.getppid() != parent_pid:
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    _WATCHING_PARENT = True
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def in_worker(parent_pid: int, func: Callable, *args: Any) -> Any:
+    """``func(*args)`` in a worker that dies with its parent (see :func:`die_with_parent`)."""
+    die_with_parent(parent_pid)
+    return func(*args)
 
 
 def scheduler_address(explicit: str | None = None) -> str | None:

@@ -18,6 +18,7 @@ them image by image from the cache.
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -27,7 +28,6 @@ from typing import Any
 
 import numpy as np
 from joblib import Parallel, delayed
-from tqdm.auto import tqdm
 
 from .assembly import (
     best_class,
@@ -52,7 +52,14 @@ from .codebook import GMMVocabulary, KMeansCodebook
 from .config import Config, SiftSettings
 from .data import Dataset, Sample, load_dataset
 from .features import ImageFeatures
-from .parallel import cluster_session, parallel_backend, scheduler_address, single_threaded
+from .parallel import (
+    cluster_session,
+    in_worker,
+    parallel_backend,
+    scheduler_address,
+    single_threaded,
+)
+from .progress import progress_bar
 from .report import classification_metrics
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
@@ -219,7 +226,7 @@ class _Context:
     def stream_features(self, samples: list[Sample], desc: str) -> Iterator[ImageFeatures]:
         """Per-image features from the cache (computed on a miss), one at a time."""
         report = BatchReport()
-        for s in tqdm(samples, desc=desc, disable=not self.progress, leave=False, unit="img"):
+        for s in progress_bar(samples, desc=desc, disable=not self.progress, unit="img"):
             yield cached_features(self.memos["extract"], self.image_call(s), report)
         self.absorb(report, "extract")
 
@@ -325,11 +332,12 @@ class _Context:
 
         ``sizes`` are the images in each call, for the progress bar.
         """
-        bar = tqdm(total=sum(sizes), desc=desc, disable=not self.progress, leave=False, unit="img")
+        bar = progress_bar(total=sum(sizes), desc=desc, disable=not self.progress, unit="img")
         with parallel_backend(self.jobs, self.scheduler):
             n_jobs = -1 if self.scheduler else self.jobs
+            parent = os.getpid()
             stream = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(func)(*args) for args in arg_tuples
+                delayed(in_worker)(parent, func, *args) for args in arg_tuples
             )
             for size, result in zip(sizes, stream, strict=True):
                 bar.update(size)

@@ -179,13 +179,15 @@ def find_word_patches(
     sift = sift or SiftSettings()
     if n_patches < 1 or (words is None and n_words < 1):
         raise ValueError("n_words and n_patches must be at least 1.")
-    from tqdm.auto import tqdm
+    from .progress import progress_bar
 
     k = _n_words(vocabulary)
     grays: list[np.ndarray] = []
     names: list[str] = []
     per_image = []  # (labels, scores, frames) of the non-zero descriptors of each image
-    for i, item in enumerate(tqdm(images, desc="visual words", disable=not progress, unit="img")):
+    for i, item in enumerate(
+        progress_bar(images, desc="visual words", disable=not progress, unit="img")
+    ):
         try:
             image = read_for_sift(item, sift)
         except BadInputError as exc:

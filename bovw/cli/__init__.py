@@ -22,15 +22,21 @@ from .words import words_command
 __all__ = ["EXIT_BAD_INPUT", "main"]
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    invoke_without_command=True,
+)
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 # prog_name: "bovw" however it is started (python cli.py, python -m bovw.cli).
 @click.version_option(package_name="bovw", prog_name="bovw")
-def main(debug: bool) -> None:
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
     """Bag of visual words image classification: dense SIFT, codebooks, encodings, linear SVMs.
 
     With no DATA, commands use the demo dataset shipped in data/.
     """
+    if ctx.invoked_subcommand is None:  # plain `bovw`: the help, not a usage error
+        click.echo(ctx.get_help())
 
 
 for _command in [*COMMANDS, predict_command, words_command, cache, cnn]:

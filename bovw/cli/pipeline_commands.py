@@ -15,6 +15,7 @@ import click
 
 from ..config import DEMO_DATA
 from ..errors import BadInputError
+from ..parallel import resolve_jobs
 from .cnn_commands import cnn_options, pop_cnn_overrides
 from .errors import handle_errors
 from .options import build_config, parse_size_option, pipeline_options
@@ -36,8 +37,7 @@ def run_stages(
     cache_dir, scheduler = params.pop("cache_dir"), params.pop("scheduler")
     keep_descriptors = params.pop("keep_descriptors")
     cache_max_size = parse_size_option("--cache-max-size", params.pop("cache_max_size"))
-    if jobs < 1:
-        raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
+    jobs = resolve_jobs(jobs)
     config = build_config(data, params.pop("config_file"), params)
     if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
         raise BadInputError(f"The demo dataset {DEMO_DATA} is missing; give a DATA folder.")

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import BadInputError
+from ..parallel import resolve_jobs
 from .errors import EXIT_BAD_INPUT, handle_errors
 
 
@@ -64,14 +65,12 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
     the rest are still classified; the exit code is 2 when none could be.
     """
 
-    from tqdm.auto import tqdm
-
     from ..persistence import load_model
+    from ..progress import plural, progress_bar
 
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, not {top_k}.")
-    if jobs < 1:
-        raise BadInputError(f"--jobs must be at least 1, not {jobs}.")
+    jobs = resolve_jobs(jobs)
     clf = load_model(model)
     paths = _expand_inputs(images)
     if not paths:
@@ -81,7 +80,7 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
     # prints them, instead of stopping the output with a UnicodeEncodeError.
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(errors="surrogateescape")
-    bar = tqdm(total=len(paths), desc="predict", unit="img", disable=quiet, file=sys.stderr)
+    bar = progress_bar(total=len(paths), desc="predict", unit="img", disable=quiet, leave=True)
     for pred in clf.predict_stream(paths, top_k=top_k, jobs=jobs):
         bar.update(1)
         if pred.error is None:
@@ -100,6 +99,9 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
         bar.write(line, file=sys.stdout)
     bar.close()
     if n_bad:
-        click.echo(f"{n_ok} images classified, {n_bad} could not be read.", err=True)
+        click.echo(
+            f"{plural(n_ok, 'image')} classified, {plural(n_bad, 'image')} could not be read.",
+            err=True,
+        )
     if n_ok == 0:
         sys.exit(EXIT_BAD_INPUT)

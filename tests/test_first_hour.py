@@ -1,0 +1,102 @@
+"""What a new user meets first: the bare command, --jobs, progress in logs, a killed run."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+from conftest import REPO, textured_image, write_image
+
+from bovw.cli import main
+from bovw.errors import BadInputError
+from bovw.parallel import resolve_jobs
+from bovw.progress import LineProgress, plural
+
+
+def test_bare_bovw_shows_the_help_and_succeeds():
+    r = CliRunner().invoke(main, [])
+    assert r.exit_code == 0 and "Commands:" in r.output and "run" in r.output
+
+
+def test_jobs_follow_joblibs_convention():
+    cores = os.cpu_count() or 1
+    assert resolve_jobs(3) == 3
+    assert resolve_jobs(-1) == cores
+    with pytest.raises(BadInputError, match="-1 for one per core"):
+        resolve_jobs(0)
+    with pytest.raises(BadInputError):
+        resolve_jobs(-cores - 1)
+    r = CliRunner().invoke(main, ["extract", "--jobs", "0"])
+    assert r.exit_code == 2 and "--jobs" in r.output
+
+
+def test_line_progress_prints_a_line_per_tenth():
+    out = io.StringIO()
+    bar = LineProgress(total=1000, desc="encode", unit="img", file=out)
+    for _ in range(1000):
+        bar.update(1)
+    bar.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 10 and "\r" not in out.getvalue()
+    assert lines[0].startswith("encode: 10% (100/1000 img") and lines[-1].startswith("encode: 100%")
+    assert plural(1, "file") == "1 file" and plural(2, "image") == "2 images"
+
+
+def many_images(root, n: int = 120, size: int = 160):
+    for k in range(2):
+        for i in range(n // 2):
+            write_image(root / f"c{k}" / f"{i}.png", textured_image(k, 100 * k + i, size=size))
+    return root
+
+
+def test_progress_in_a_log_is_lines_not_redraws(tmp_path):
+    data = many_images(tmp_path / "d", n=60, size=64)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "extract", str(data), "--cache-dir",
+         str(tmp_path / "c"), "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "\r" not in r.stderr
+    progress = [line for line in r.stderr.splitlines() if line.startswith("extract: ")]
+    assert 2 <= len(progress) <= 11 and progress[-1].startswith("extract: 100%")
+
+
+def test_kill_9_of_a_parallel_run_leaves_no_workers(tmp_path):
+    data = many_images(tmp_path / "d", n=200, size=200)
+    cmd = [sys.executable, str(REPO / "cli.py"), "extract", str(data), "--jobs", "2",
+           "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r"), "--step", "2", "-q"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    workers: list[int] = []
+    while time.time() < deadline and proc.poll() is None:
+        workers = _children(proc.pid)
+        if len(workers) >= 2 and any((tmp_path / "c" / "entries").glob("extract/*/*/*")):
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None and len(workers) >= 2, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    deadline = time.time() + 15
+    while time.time() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.2)
+    assert not [pid for pid in workers if _alive(pid)]
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
