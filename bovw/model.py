@@ -60,13 +60,13 @@ import cv2
 import numpy as np
 from sklearn.preprocessing import normalize as _l2_normalize
 
-from .classifier import KERNEL_MAPS, make_kernel_map
-from .codebook import GMMVocabulary, KMeansCodebook
 from .config import Config, ConfigError, SiftSettings, config_from_dict
 from .data import BadInputError, read_image
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
 from .pipeline import dense_sift_params, image_features, make_pipeline_encoder
+from .svm import KERNEL_MAPS, make_kernel_map
+from .vocabulary import GMMVocabulary, KMeansCodebook
 
 __all__ = [
     "FORMAT",
@@ -248,12 +248,10 @@ class BoVWModel:
         params = {k: v for k, v in encoder.get_params(deep=False).items() if k != "codebook"}
         if config.encoding.encoding == "soft":
             params["sigma"] = float(encoder.sigma_)  # fitted width, so no codebook stats needed
-        estimator = getattr(result.model, "best_estimator_", result.model)
-        kmap = estimator.named_steps["kernel_map"]
-        svm = estimator.named_steps["svm"]
+        svm = result.model  # a fitted LinearSVMCV
         kernel = {"name": config.classifier.kernel_map}
         if kernel["name"] == "chi2":
-            sampler = kmap.sampler_
+            sampler = svm.kernel_map_.sampler_
             kernel["sample_steps"] = int(sampler.sample_steps)
             kernel["sample_interval"] = sampler.sample_interval
         return cls(
@@ -266,7 +264,7 @@ class BoVWModel:
             intercept=svm.intercept_,
             svm_classes=svm.classes_,
             dataset_manifest=result.dataset.manifest_hash,
-            alpha=float(svm.alpha) if getattr(svm, "alpha", None) is not None else None,
+            alpha=float(svm.alpha_),
         )
 
     # -- prediction --------------------------------------------------------------------
@@ -554,9 +552,9 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     """
     from sklearn.pipeline import Pipeline
 
-    from .classifier import make_classifier
     from .features.dsift import DenseSIFT
     from .pipeline import make_vocabulary
+    from .svm import make_classifier
 
     config = (config or Config()).validate()
     s, c, e = config.sift, config.codebook, config.encoding

@@ -33,16 +33,6 @@ from tqdm.auto import tqdm
 from .cache import HIT, MISS, RECOMPUTED, Memo, codec, estimator_params, open_store, prune
 from .cache.maintenance import default_max_size
 from .cache.memo import report_problems
-from .classifier import (
-    GramLinearSVM,
-    LinearSVM,
-    NonNegativeChi2,
-    fit_classifier,
-    make_classifier,
-    predict_encoded,
-    signed_sqrt,
-)
-from .codebook import GMMVocabulary, KMeansCodebook
 from .config import AUTO_PYRAMIDS, CodebookSettings, Config, EncodingSettings, SiftSettings
 from .data import Dataset, Sample, load_dataset, read_image
 from .encoding import make_encoder
@@ -50,6 +40,8 @@ from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
 from .parallel import cluster_session, parallel_backend, scheduler_address, single_threaded
 from .report import classification_metrics
+from .svm import LinearSVMCV, NonNegativeChi2, make_classifier, predict_encoded, signed_sqrt
+from .vocabulary import GMMVocabulary, KMeansCodebook
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
 STAGES = ("extract", "codebook", "encode", "train", "evaluate")
@@ -58,14 +50,14 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 2, "codebook": 1, "encode": 1, "train": 3, "evaluate": 3}
+REVISIONS = {"extract": 2, "codebook": 2, "encode": 1, "train": 4, "evaluate": 4}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
 BATCH = 16
 
 # What the stages store: the only classes (and function) a cache entry may name.
-codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVM, GramLinearSVM, NonNegativeChi2)
+codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVMCV, NonNegativeChi2)
 codec.allow_function(signed_sqrt)
 
 
@@ -238,8 +230,8 @@ class RunResult:
     ``features`` maps ``"train"`` and ``"test"`` to the encoded matrices, one
     row per image in the dataset's order; with ``encoding.mirror`` the rows of
     the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``).
-    ``model`` is the fitted classifier (a scikit-learn Pipeline: kernel map, L2
-    normalization, the linear SVM with the alpha that cross-validation chose),
+    ``model`` is the fitted classifier (a :class:`~bovw.svm.LinearSVMCV`: kernel map,
+    L2 normalization, the linear SVM with the alpha that cross-validation chose),
     ``metrics`` the test-split metrics. ``cache_note`` says what the end-of-run
     size cap evicted, if anything.
     """
@@ -371,7 +363,11 @@ class _Context:
         return self._model
 
     def _train(self):
-        """The linear SVM on the encoded training split (the best of the model selection)."""
+        """The fitted :class:`~bovw.svm.LinearSVMCV` on the encoded training split.
+
+        Only the training split's features and labels are read: ``alpha`` is chosen
+        by cross-validation on them, and the test split is left to :meth:`_evaluate`.
+        """
         c = self.config
         X = self.features("train")
         y = self.dataset.labels("train")
@@ -381,11 +377,8 @@ class _Context:
             # validates on the mirror of a training image.
             groups = np.tile(np.arange(y.size), 2)
             y = np.tile(y, 2)
-        fitted = fit_classifier(
-            X, y, c.classifier, random_state=c.seed, n_jobs=self.jobs, groups=groups
-        )
-        # The cache keeps the fitted Pipeline (kernel map, normalization, SVM), as data.
-        return getattr(fitted, "best_estimator_", fitted)
+        classifier = make_classifier(c.classifier, random_state=c.seed, n_jobs=self.jobs)
+        return classifier.fit(X, y, groups=groups)
 
     def _evaluate(self) -> dict[str, Any]:
         model = self.model()

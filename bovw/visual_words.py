@@ -40,7 +40,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .codebook import GMMVocabulary, as_descriptors
+from .vocabulary import GMMVocabulary, as_descriptors
 from .config import SiftSettings
 from .data import BadInputError
 from .model import BoVWModel, _read, image_features

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
-from bovw.codebook import GMMVocabulary, KMeansCodebook
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 from bovw.encoding import (
     ENCODINGS,
     FisherEncoder,

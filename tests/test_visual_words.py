@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from conftest import FAST, textured_image, write_image, write_tiny_dataset
 
 from bovw.cli import main
-from bovw.codebook import GMMVocabulary, KMeansCodebook
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 from bovw.config import SiftSettings
 from bovw.data import BadInputError
 from bovw.model import image_features, load_model
