@@ -19,19 +19,28 @@ from dataclasses import fields
 import pytest
 from conftest import DEMO
 
-import bovw.classifier
-import bovw.codebook
 import bovw.data
 import bovw.encoding
 import bovw.features
 import bovw.features.dsift
 import bovw.pipeline as pipeline
 import bovw.report
-from bovw.codebook import GMMVocabulary, KMeansCodebook
+import bovw.svm
+import bovw.svm.gram
+import bovw.svm.kernel_maps
+import bovw.svm.linear
+import bovw.svm.selection
+import bovw.svm.spaces
+import bovw.vocabulary
+import bovw.vocabulary.gmm
+import bovw.vocabulary.kmeans
+import bovw.vocabulary.sampling
 from bovw.config import Config
 from bovw.data import load_dataset
 from bovw.encoding import FisherEncoder, HistogramEncoder
 from bovw.features.dsift import DenseSIFT
+from bovw.svm import LinearSVM, LinearSVMCV
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
 # --------------------------------------------------------------------------- code revisions
 
@@ -47,15 +56,34 @@ STAGE_SOURCES = {
         pipeline.extract_image,
         pipeline.dense_sift_params,
     ],
-    "codebook": [bovw.codebook, pipeline.make_vocabulary, pipeline._Context._fit_vocabulary],
+    "codebook": [
+        bovw.vocabulary,
+        bovw.vocabulary.sampling,
+        bovw.vocabulary.kmeans,
+        bovw.vocabulary.gmm,
+        pipeline.make_vocabulary,
+        pipeline._Context._fit_vocabulary,
+    ],
     "encode": [
         bovw.encoding,
         pipeline.make_pipeline_encoder,
         pipeline._Context._encode,
         pipeline._encode_batch,
     ],
-    "train": [bovw.classifier, pipeline._Context._train],
-    "evaluate": [bovw.report.classification_metrics, pipeline._Context._evaluate],
+    "train": [
+        bovw.svm,
+        bovw.svm.linear,
+        bovw.svm.spaces,
+        bovw.svm.gram,
+        bovw.svm.kernel_maps,
+        bovw.svm.selection,
+        pipeline._Context._train,
+    ],
+    "evaluate": [
+        bovw.svm.scoring,
+        bovw.report.classification_metrics,
+        pipeline._Context._evaluate,
+    ],
 }
 
 #: (revision, SHA-256 of the sources) as last recorded. When a stage's source
@@ -219,12 +247,42 @@ ESTIMATORS = [
         {"codebook", "pyramid", "normalize"},
     ),
     (
-        bovw.classifier.LinearSVM,
+        LinearSVMCV,
         {},
         MODEL,
-        # alpha is set by the grid search, yet its default is named in the key: a
-        # harmless extra miss, kept rather than special-cased.
-        {"loss", "batch_size", "average", "max_iter", "tol", "random_state"},
+        # make_classifier sets every ClassifierSettings field, the seed and n_jobs; tol,
+        # n_iter_no_change, fit_intercept and shuffle are the estimator's defaults.
+        {
+            "alphas",
+            "cv",
+            "kernel_map",
+            "loss",
+            "solver",
+            "average",
+            "max_iter",
+            "batch_size",
+            "random_state",
+            "n_jobs",
+        },
+    ),
+    (
+        # LinearSVMCV builds its LinearSVM with every parameter given (alpha per candidate),
+        # so no LinearSVM default reaches a result: none may change a key.
+        LinearSVM,
+        {},
+        MODEL,
+        {
+            "loss",
+            "alpha",
+            "batch_size",
+            "max_iter",
+            "tol",
+            "n_iter_no_change",
+            "average",
+            "fit_intercept",
+            "shuffle",
+            "random_state",
+        },
     ),
 ]
 

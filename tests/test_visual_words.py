@@ -14,7 +14,6 @@ from click.testing import CliRunner
 from conftest import FAST, textured_image, write_image, write_tiny_dataset
 
 from bovw.cli import main
-from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 from bovw.config import SiftSettings
 from bovw.data import BadInputError
 from bovw.model import image_features, load_model
@@ -25,6 +24,7 @@ from bovw.visual_words import (
     run_images,
     spread_over_classes,
 )
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
 SIFT = SiftSettings(sizes=(6, 8), step=6)
 
