@@ -40,8 +40,8 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from bovw.vocabulary import GMMVocabulary, KMeansCodebook, as_descriptors, chunk_rows
 from bovw.features import ImageFeatures
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook, as_descriptors, chunk_rows
 
 __all__ = [
     "ENCODINGS",

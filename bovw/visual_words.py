@@ -40,10 +40,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from .vocabulary import GMMVocabulary, as_descriptors
 from .config import SiftSettings
 from .data import BadInputError
 from .model import BoVWModel, _read, image_features
+from .vocabulary import GMMVocabulary, as_descriptors
 
 __all__ = [
     "WordPatches",

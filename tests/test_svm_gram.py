@@ -22,5 +22,5 @@ def test_gram_svm_predicts_from_products_and_converts_to_primal():
     assert np.isclose(gram.objective(gram_matrix(X), y), svm.objective(X, y), rtol=1e-4)
     with pytest.raises(ValueError, match="square"):
         GramLinearSVM().fit(X, y)
-    with pytest.raises(ValueError, match="training samples"):
+    with pytest.raises(ValueError, match="expecting 200 features"):
         gram.decision_function(Xt)

@@ -8,7 +8,7 @@ samples than dimensions (Fisher vectors) the whole search costs seconds.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .linear import LinearSVM
 from .spaces import DualSpace, dual_to_primal
@@ -40,30 +40,21 @@ class GramLinearSVM(LinearSVM):
     def fit(self, K, y):
         """Fit from the (n, n) Gram matrix ``K`` of the training features."""
         self._check_params()
-        K = np.asarray(K)
-        if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        # n_features_in_ is the number of training samples: the width of every later K.
+        K, y = validate_data(self, K, y, dtype=np.float32, reset=True)
+        if K.shape[0] != K.shape[1]:
             raise ValueError(f"GramLinearSVM needs a square Gram matrix, not shape {K.shape}.")
-        Y = self._targets(np.asarray(y))
-        if Y.shape[0] != K.shape[0]:
-            raise ValueError(
-                f"The Gram matrix has {K.shape[0]} rows but y has {Y.shape[0]} labels."
-            )
+        Y = self._targets(y)
         space, means = DualSpace.from_gram(K, center=self.fit_intercept)
         self.dual_coef_, self.centered_intercept_ = self._sgd(space, Y)
         self._train_means = means
-        self.n_features_in_ = K.shape[1]
         self.representation_ = "dual"
         return self
 
     def decision_function(self, K):
         """Scores of samples given their (n_new, n_train) products with the training samples."""
         check_is_fitted(self, "dual_coef_")
-        K = np.asarray(K, np.float32)
-        if K.ndim != 2 or K.shape[1] != self.dual_coef_.shape[1]:
-            raise ValueError(
-                f"Expected products with the {self.dual_coef_.shape[1]} training samples, "
-                f"got shape {K.shape}."
-            )
+        K = validate_data(self, K, dtype=np.float32, reset=False)
         if self._train_means is not None:
             row_mean, grand_mean = self._train_means
             K = K - K.mean(1, dtype=np.float64).astype(np.float32)[:, None]
