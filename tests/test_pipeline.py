@@ -174,7 +174,8 @@ def test_mirror_pairs_stay_in_one_cross_validation_fold(monkeypatch):
     y = np.repeat(np.arange(3), 12)
     X = rng.normal(size=(y.size, 40)).astype(np.float32) + y[:, None]
     Xm = np.vstack([X, X + 0.01 * rng.normal(size=X.shape).astype(np.float32)])
-    Xm /= np.linalg.norm(Xm, axis=1, keepdims=True)  # unit rows: the SVM sees rows of Xm
+    Xm = (Xm / np.linalg.norm(Xm, axis=1, keepdims=True)).astype(np.float32)
+    # Unit float32 rows are used as they are: the rows the SVM sees are rows of Xm.
     groups = np.tile(np.arange(y.size), 2)
     index = {row.tobytes(): i for i, row in enumerate(Xm)}
     fitted = []
