@@ -4,7 +4,8 @@ On the 15-Scene Fisher vectors of the standard protocol (train on ``train/``,
 report on ``test/``; the features come from the pipeline's cache, computed
 first when the cache is cold), side by side in one run:
 
-1. Model selection as ``bovw run`` does it (:func:`bovw.classifier.fit_classifier`:
+1. Model selection as ``bovw run`` does it (:class:`bovw.svm.LinearSVMCV` from
+   :func:`bovw.svm.make_classifier`:
    stratified CV of ``alpha`` on the training split, then the refit), with
    ``--solver sgd`` (LinearSVM); with ``--sklearn-search`` also with
    ``--solver sklearn`` (SGDClassifier; about 13 of its fits, minutes).
@@ -50,8 +51,8 @@ from sklearn.metrics import balanced_accuracy_score  # noqa: E402
 from sklearn.preprocessing import normalize  # noqa: E402
 from sklearn.svm import LinearSVC  # noqa: E402
 
-from bovw.classifier import LinearSVM, fit_classifier  # noqa: E402
 from bovw.config import ClassifierSettings, Config  # noqa: E402
+from bovw.svm import LinearSVM, make_classifier  # noqa: E402
 
 TITLE = "Linear SVM training speed"
 SCENE15 = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "scene15"
@@ -163,16 +164,18 @@ def main(argv=None) -> None:
         alpha = args.alpha
     else:
         search, sec = timed(
-            lambda: fit_classifier(Xtr, ytr, settings, random_state=0, n_jobs=args.jobs)
+            lambda: make_classifier(settings, random_state=0, n_jobs=args.jobs).fit(Xtr, ytr)
         )
-        alpha = search.best_params_["svm__alpha"]
+        alpha = search.alpha_
         n_fits = len(settings.alphas) * settings.cv_folds + 1
         search_rows.append(("sgd (LinearSVM)", sec, n_fits, alpha, *scores(search, Xte, yte)))
         print(f"model selection, LinearSVM: {sec:.1f} s, alpha={alpha:g}")
     if args.sklearn_search and args.alpha is None:
         s2 = ClassifierSettings(solver="sklearn")
-        sk, sec2 = timed(lambda: fit_classifier(Xtr, ytr, s2, random_state=0, n_jobs=args.jobs))
-        a2 = sk.best_params_["svm__alpha"]
+        sk, sec2 = timed(
+            lambda: make_classifier(s2, random_state=0, n_jobs=args.jobs).fit(Xtr, ytr)
+        )
+        a2 = sk.alpha_
         search_rows.append(("sklearn (SGDClassifier)", sec2, n_fits, a2, *scores(sk, Xte, yte)))
         print(f"model selection, SGDClassifier: {sec2:.1f} s, alpha={a2:g}")
 
@@ -243,7 +246,7 @@ def main(argv=None) -> None:
         "",
         f"Features: {source}; {dim:,} dimensions, {classes} classes, float32, L2-normalized.",
         "",
-        f"Model selection (`fit_classifier(..., n_jobs={args.jobs})`: stratified 3-fold CV over alphas "
+        f"Model selection (`LinearSVMCV(n_jobs={args.jobs}).fit`: stratified 3-fold CV over alphas "
         f"{', '.join(f'{a:g}' for a in settings.alphas)} on the training split, then the refit; "
         "kernel map and normalization applied once):",
         "",

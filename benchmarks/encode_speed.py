@@ -37,9 +37,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _results import RESULTS, cpu_name, update_section  # noqa: E402
 
-from bovw.codebook import GMMVocabulary, KMeansCodebook  # noqa: E402
 from bovw.encoding import make_encoder  # noqa: E402
 from bovw.features import ImageFeatures  # noqa: E402
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook  # noqa: E402
 
 SECTION = "## Encoding speed"
 

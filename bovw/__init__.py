@@ -4,9 +4,10 @@ The public API, re-exported from the modules that implement it::
 
     bovw.read_image, bovw.load_dataset          datasets and decoding        (bovw.data)
     bovw.dense_sift, bovw.DenseSIFT             dense SIFT, VLFeat-style     (bovw.features.dsift)
-    bovw.KMeansCodebook, bovw.GMMVocabulary     visual vocabularies          (bovw.codebook)
+    bovw.KMeansCodebook, bovw.GMMVocabulary     visual vocabularies          (bovw.vocabulary)
     bovw.HistogramEncoder, ... make_encoder     one vector per image         (bovw.encoding)
-    bovw.make_classifier                        linear SVM by SGD            (bovw.classifier)
+    bovw.LinearSVM, bovw.LinearSVMCV            linear SVM, alpha by CV      (bovw.svm)
+    bovw.make_classifier, make_kernel_map       the run's classifier         (bovw.svm)
     bovw.Config, bovw.run                       the cached pipeline          (bovw.config, bovw.pipeline)
     bovw.BoVWClassifier                         the run's model, in memory   (bovw.estimator)
     bovw.make_bovw_pipeline                     one scikit-learn Pipeline    (bovw.estimator)
@@ -20,8 +21,6 @@ from importlib.metadata import PackageNotFoundError, version
 
 # First: bovw.data sets OpenCV's pixel limit, which cv2 reads once, when it is first imported.
 from . import data  # noqa: F401, I001
-from .classifier import fit_classifier, make_classifier, make_kernel_map
-from .codebook import GMMVocabulary, KMeansCodebook, sample_descriptors
 from .config import Config, load_config
 from .data import BadInputError, Dataset, Sample, load_dataset, read_image
 from .encoding import (
@@ -39,7 +38,9 @@ from .model import BoVWModel
 from .persistence import load_model, save_model
 from .pipeline import RunResult, run
 from .run_folder import write_run_folder
+from .svm import LinearSVM, LinearSVMCV, make_classifier, make_kernel_map
 from .visual_words import WordPatches, find_word_patches, plot_visual_words
+from .vocabulary import GMMVocabulary, KMeansCodebook, sample_descriptors
 
 try:
     __version__ = version("bovw")
@@ -59,6 +60,8 @@ __all__ = [
     "HistogramEncoder",
     "ImageFeatures",
     "KMeansCodebook",
+    "LinearSVM",
+    "LinearSVMCV",
     "RunResult",
     "Sample",
     "SoftAssignmentEncoder",
@@ -66,7 +69,6 @@ __all__ = [
     "WordPatches",
     "dense_sift",
     "find_word_patches",
-    "fit_classifier",
     "load_config",
     "load_dataset",
     "load_model",

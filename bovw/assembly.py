@@ -23,13 +23,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .classifier import fit_classifier, make_classifier
-from .codebook import GMMVocabulary, KMeansCodebook
 from .config import AUTO_PYRAMIDS, Config, SiftSettings
 from .data import read_image
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
+from .svm import make_classifier
+from .vocabulary import GMMVocabulary, KMeansCodebook
 
 # --------------------------------------------------------------------------- estimators
 
@@ -174,13 +174,10 @@ def train_classifier(
     """The linear SVM fitted on encoded rows, its ``alpha`` chosen by cross-validation.
 
     ``y`` and ``groups`` come from :func:`training_targets`. Returns the fitted
-    classifier (kernel map, L2 normalization, the SVM refitted with the chosen
-    ``alpha`` on every row).
+    :class:`~bovw.svm.LinearSVMCV` (kernel map, L2 normalization, the SVM refitted
+    with the chosen ``alpha`` on every row).
     """
-    fitted = fit_classifier(
-        X, y, config.classifier, random_state=config.seed, n_jobs=n_jobs, groups=groups
-    )
-    return getattr(fitted, "best_estimator_", fitted)
+    return build_classifier(config, n_jobs=n_jobs).fit(X, y, groups=groups)
 
 
 def mirror_scores(scores: np.ndarray, mirror_scores_: np.ndarray | None) -> np.ndarray:

@@ -40,8 +40,8 @@ from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
-from bovw.codebook import GMMVocabulary, KMeansCodebook, _chunk_rows, as_descriptors
 from bovw.features import ImageFeatures
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook, as_descriptors, chunk_rows
 
 __all__ = [
     "ENCODINGS",
@@ -388,7 +388,7 @@ class _PyramidEncoder(TransformerMixin, BaseEstimator):
         return np.array([f"{name}{i}" for i in range(self.n_features_out_)], dtype=object)
 
     def _chunks(self, n: int, n_cols: int):
-        step = _chunk_rows(n_cols, self.chunk_size)
+        step = chunk_rows(n_cols, self.chunk_size)
         for start in range(0, n, step):
             yield start, min(start + step, n)
 

@@ -21,10 +21,10 @@ import numpy as np
 from sklearn.preprocessing import normalize as _l2_normalize
 
 from .assembly import build_encoder, features_of, image_features, mirror_scores, read_for_sift
-from .classifier import KERNEL_MAPS, make_kernel_map
 from .config import Config
 from .data import BadInputError
 from .features import ImageFeatures, mirror_features
+from .svm import KERNEL_MAPS, make_kernel_map
 
 __all__ = ["KERNEL_MAPS", "BoVWModel", "Prediction"]
 
@@ -160,12 +160,10 @@ class BoVWModel:
         params = {k: v for k, v in encoder.get_params(deep=False).items() if k != "codebook"}
         if config.encoding.encoding == "soft":
             params["sigma"] = float(encoder.sigma_)  # fitted width, so no codebook stats needed
-        estimator = getattr(result.model, "best_estimator_", result.model)
-        kmap = estimator.named_steps["kernel_map"]
-        svm = estimator.named_steps["svm"]
+        svm = result.model  # a fitted LinearSVMCV
         kernel = {"name": config.classifier.kernel_map}
         if kernel["name"] == "chi2":
-            sampler = kmap.sampler_
+            sampler = svm.kernel_map_.sampler_
             kernel["sample_steps"] = int(sampler.sample_steps)
             kernel["sample_interval"] = sampler.sample_interval
         return cls(
@@ -178,7 +176,7 @@ class BoVWModel:
             intercept=svm.intercept_,
             svm_classes=svm.classes_,
             dataset_manifest=result.dataset.manifest_hash,
-            alpha=float(svm.alpha) if getattr(svm, "alpha", None) is not None else None,
+            alpha=float(svm.alpha_),
         )
 
     # -- prediction --------------------------------------------------------------------

@@ -57,10 +57,10 @@ from typing import Any, BinaryIO
 import cv2
 import numpy as np
 
-from .codebook import GMMVocabulary, KMeansCodebook
 from .config import ConfigError, config_from_dict
 from .data import BadInputError
 from .model import KERNEL_MAPS, BoVWModel, _jsonable
+from .vocabulary import GMMVocabulary, KMeansCodebook
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_MODEL_BYTES", "load_model", "model_paths", "save_model"]
 

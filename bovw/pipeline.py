@@ -47,8 +47,6 @@ from .assembly import (
 from .cache import HIT, MISS, RECOMPUTED, Memo, codec, estimator_params, open_store, prune
 from .cache.maintenance import default_max_size
 from .cache.memo import report_problems
-from .classifier import GramLinearSVM, LinearSVM, NonNegativeChi2, signed_sqrt
-from .codebook import GMMVocabulary, KMeansCodebook
 from .config import Config, SiftSettings
 from .data import Dataset, Sample, load_dataset
 from .features import ImageFeatures
@@ -61,6 +59,8 @@ from .parallel import (
 )
 from .progress import progress_bar
 from .report import classification_metrics
+from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
+from .vocabulary import GMMVocabulary, KMeansCodebook
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
 STAGES = ("extract", "codebook", "encode", "train", "evaluate")
@@ -69,14 +69,14 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 2, "codebook": 1, "encode": 1, "train": 3, "evaluate": 3}
+REVISIONS = {"extract": 2, "codebook": 2, "encode": 1, "train": 4, "evaluate": 4}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
 BATCH = 16
 
 # What the stages store: the only classes (and function) a cache entry may name.
-codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVM, GramLinearSVM, NonNegativeChi2)
+codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVMCV, NonNegativeChi2)
 codec.allow_function(signed_sqrt)
 
 
@@ -171,8 +171,8 @@ class RunResult:
     ``features`` maps ``"train"`` and ``"test"`` to the encoded matrices, one
     row per image in the dataset's order; with ``encoding.mirror`` the rows of
     the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``).
-    ``model`` is the fitted classifier (a scikit-learn Pipeline: kernel map, L2
-    normalization, the linear SVM with the alpha that cross-validation chose),
+    ``model`` is the fitted classifier (a :class:`~bovw.svm.LinearSVMCV`: kernel map,
+    L2 normalization, the linear SVM with the alpha that cross-validation chose),
     ``metrics`` the test-split metrics. ``cache_note`` says what the end-of-run
     size cap evicted, if anything.
     """

@@ -41,10 +41,10 @@ import cv2
 import numpy as np
 
 from .assembly import image_features, read_for_sift
-from .codebook import GMMVocabulary, as_descriptors
 from .config import SiftSettings
 from .data import BadInputError
 from .model import BoVWModel
+from .vocabulary import GMMVocabulary, as_descriptors
 
 __all__ = [
     "WordPatches",

@@ -473,8 +473,7 @@ from bovw.config import Config
 config = Config().with_overrides({"data.path": sys.argv[1], "encoding.encoding": "fisher",
     "codebook.gmm_components": 8, "codebook.pca_dims": 32, "sift.sizes": (6, 8), "sift.step": 4})
 r = bovw.run(config, cache_dir=sys.argv[2], jobs=int(sys.argv[3]), progress=False)
-svm = r.model.named_steps["svm"]
-np.save(sys.argv[4], np.concatenate([svm.coef_.ravel(), svm.intercept_.ravel()]))
+np.save(sys.argv[4], np.concatenate([r.model.coef_.ravel(), r.model.intercept_.ravel()]))
 print(",".join(s.cache for s in r.stages))
 """
 

@@ -20,19 +20,20 @@ import pytest
 from conftest import DEMO
 
 import bovw.assembly as assembly
-import bovw.classifier
-import bovw.codebook
 import bovw.data
 import bovw.encoding
 import bovw.features
 import bovw.features.dsift
 import bovw.pipeline as pipeline
 import bovw.report
-from bovw.codebook import GMMVocabulary, KMeansCodebook
+import bovw.svm
+import bovw.vocabulary
 from bovw.config import Config
 from bovw.data import load_dataset
 from bovw.encoding import FisherEncoder, HistogramEncoder
 from bovw.features.dsift import DenseSIFT
+from bovw.svm import LinearSVM, LinearSVMCV
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
 # --------------------------------------------------------------------------- code revisions
 
@@ -50,7 +51,14 @@ STAGE_SOURCES = {
         assembly.image_features,
         pipeline.extract_image,
     ],
-    "codebook": [bovw.codebook, assembly.build_vocabulary, pipeline._Context._fit_vocabulary],
+    "codebook": [
+        bovw.vocabulary,
+        bovw.vocabulary.sampling,
+        bovw.vocabulary.kmeans,
+        bovw.vocabulary.gmm,
+        assembly.build_vocabulary,
+        pipeline._Context._fit_vocabulary,
+    ],
     "encode": [
         bovw.encoding,
         assembly.encoder_params,
@@ -60,7 +68,12 @@ STAGE_SOURCES = {
         pipeline._encode_batch,
     ],
     "train": [
-        bovw.classifier,
+        bovw.svm,
+        bovw.svm.linear,
+        bovw.svm.spaces,
+        bovw.svm.gram,
+        bovw.svm.kernel_maps,
+        bovw.svm.selection,
         assembly.build_classifier,
         assembly.training_targets,
         assembly.train_classifier,
@@ -81,10 +94,10 @@ STAGE_SOURCES = {
 #: either way, record the new hash here.
 RECORDED = {
     "extract": (2, "cc5d2fb9c0e05390"),
-    "codebook": (1, "ff82b508710ab20a"),
-    "encode": (1, "3cfaf7d3b431c251"),
-    "train": (3, "b53b98f84d4656e4"),
-    "evaluate": (3, "d4c4f93f13c7c7dd"),
+    "codebook": (2, "88faf8f969234468"),
+    "encode": (1, "015cfed932e6862f"),
+    "train": (4, "953d613ff49e9b81"),
+    "evaluate": (4, "d4c4f93f13c7c7dd"),
 }
 
 
@@ -237,12 +250,42 @@ ESTIMATORS = [
         {"codebook", "pyramid", "normalize"},
     ),
     (
-        bovw.classifier.LinearSVM,
+        LinearSVMCV,
         {},
         MODEL,
-        # alpha is set by the grid search, yet its default is named in the key: a
-        # harmless extra miss, kept rather than special-cased.
-        {"loss", "batch_size", "average", "max_iter", "tol", "random_state"},
+        # make_classifier sets every ClassifierSettings field, the seed and n_jobs; tol,
+        # n_iter_no_change, fit_intercept and shuffle are the estimator's defaults.
+        {
+            "alphas",
+            "cv",
+            "kernel_map",
+            "loss",
+            "solver",
+            "average",
+            "max_iter",
+            "batch_size",
+            "random_state",
+            "n_jobs",
+        },
+    ),
+    (
+        # LinearSVMCV builds its LinearSVM with every parameter given (alpha per candidate),
+        # so no LinearSVM default reaches a result: none may change a key.
+        LinearSVM,
+        {},
+        MODEL,
+        {
+            "loss",
+            "alpha",
+            "batch_size",
+            "max_iter",
+            "tol",
+            "n_iter_no_change",
+            "average",
+            "fit_intercept",
+            "shuffle",
+            "random_state",
+        },
     ),
 ]
 

@@ -7,7 +7,6 @@ import pytest
 from click.testing import CliRunner
 from conftest import DEMO
 
-from bovw.classifier import fit_classifier
 from bovw.cli import main
 from bovw.cli.options import build_config
 from bovw.config import (
@@ -20,6 +19,7 @@ from bovw.config import (
     setting_info,
     settings,
 )
+from bovw.svm import make_classifier
 
 
 def test_toml_round_trip(tmp_path):
@@ -267,7 +267,7 @@ def test_every_choice_setting_takes_its_choices_and_nothing_else(name):
 
 
 def test_every_classifier_choice_is_implemented():
-    # The choices are written in bovw.config (bovw.classifier imports its settings from
+    # The choices are written in bovw.config (bovw.svm imports its settings from
     # there); each must be one the classifier can fit.
     rng = np.random.default_rng(0)
     X = rng.random((30, 4)).astype(np.float32)
@@ -278,7 +278,7 @@ def test_every_classifier_choice_is_implemented():
     combos += [{"solver": s} for s in CHOICES["classifier.solver"]]
     for combo in combos:
         settings_ = ClassifierSettings(alphas=(1e-3,), cv_folds=2, max_iter=5, **combo)
-        model = fit_classifier(X, y, settings_)
+        model = make_classifier(settings_).fit(X, y)
         assert (model.predict(X) == y).mean() > 0.5, combo
 
 

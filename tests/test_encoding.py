@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from threadpoolctl import threadpool_limits
 
-from bovw.codebook import GMMVocabulary, KMeansCodebook
 from bovw.encoding import (
     ENCODINGS,
     FisherEncoder,
@@ -25,6 +24,7 @@ from bovw.encoding import (
     pyramid_level_weights,
 )
 from bovw.features import ImageFeatures
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
 D = 8
 W, H = 90, 60

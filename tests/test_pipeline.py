@@ -166,15 +166,28 @@ def test_mirror_encodes_each_image_twice_and_scores_both(tiny_dataset, tmp_path)
     )
 
 
-def test_mirror_pairs_stay_in_one_cross_validation_fold():
-    from bovw.classifier import fit_classifier
+def test_mirror_pairs_stay_in_one_cross_validation_fold(monkeypatch):
     from bovw.config import ClassifierSettings
+    from bovw.svm import LinearSVM, make_classifier
 
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(3), 12)
     X = rng.normal(size=(y.size, 40)).astype(np.float32) + y[:, None]
     Xm = np.vstack([X, X + 0.01 * rng.normal(size=X.shape).astype(np.float32)])
+    Xm = (Xm / np.linalg.norm(Xm, axis=1, keepdims=True)).astype(np.float32)
+    # Unit float32 rows are used as they are: the rows the SVM sees are rows of Xm.
     groups = np.tile(np.arange(y.size), 2)
-    search = fit_classifier(Xm, np.tile(y, 2), ClassifierSettings(), groups=groups)
-    for train, valid in search.cv.split(Xm, np.tile(y, 2), groups):
-        assert not set(groups[train]) & set(groups[valid])
+    index = {row.tobytes(): i for i, row in enumerate(Xm)}
+    fitted = []
+    real_fit = LinearSVM.fit
+
+    def fit(self, Z, labels):
+        fitted.append({index[row.tobytes()] for row in Z})
+        return real_fit(self, Z, labels)
+
+    monkeypatch.setattr(LinearSVM, "fit", fit)
+    make_classifier(ClassifierSettings()).fit(Xm, np.tile(y, 2), groups=groups)
+    assert len(fitted) == 4 * 3 + 1
+    for rows in fitted[:-1]:  # every cross-validation fit holds both rows of a pair, or neither
+        assert all((g in rows) == (g + y.size in rows) for g in range(y.size))
+        assert len(rows) < Xm.shape[0]

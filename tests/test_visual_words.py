@@ -15,7 +15,6 @@ from conftest import FAST, textured_image, write_image, write_tiny_dataset
 
 from bovw.assembly import image_features
 from bovw.cli import main
-from bovw.codebook import GMMVocabulary, KMeansCodebook
 from bovw.config import SiftSettings
 from bovw.data import BadInputError
 from bovw.persistence import load_model
@@ -26,6 +25,7 @@ from bovw.visual_words import (
     run_images,
     spread_over_classes,
 )
+from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
 SIFT = SiftSettings(sizes=(6, 8), step=6)
 

@@ -1,0 +1,24 @@
+"""Visual vocabularies: the descriptor sample, k-means words, a GMM for Fisher vectors.
+
+One family per module::
+
+    sampling    descriptor sets, the even random sample, memory-bounded chunks
+    kmeans      KMeansCodebook: mini-batch k-means words, BLAS assignment
+    gmm         GMMVocabulary: PCA + diagonal Gaussian mixture, posteriors
+
+See :mod:`bovw.vocabulary.sampling` for the conventions (descriptors are rows,
+all-zero descriptors are left out of the sample).
+"""
+
+from .gmm import GMMVocabulary
+from .kmeans import KMeansCodebook
+from .sampling import DEFAULT_CHUNK_BYTES, as_descriptors, chunk_rows, sample_descriptors
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "GMMVocabulary",
+    "KMeansCodebook",
+    "as_descriptors",
+    "chunk_rows",
+    "sample_descriptors",
+]

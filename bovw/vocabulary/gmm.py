@@ -1,0 +1,305 @@
+"""A Gaussian mixture vocabulary in a PCA space, for Fisher vectors: :class:`GMMVocabulary`.
+
+Posteriors are computed by chunked BLAS in float32 (a ``(chunk, K)`` block at a
+time); the sample conventions are those of :mod:`bovw.vocabulary.sampling`.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.decomposition import PCA
+from sklearn.mixture import GaussianMixture
+from sklearn.utils.validation import check_is_fitted
+from threadpoolctl import threadpool_limits
+
+from .sampling import as_descriptors, as_sample, chunk_rows
+
+__all__ = ["GMMVocabulary"]
+
+
+class GMMVocabulary(BaseEstimator):
+    """A Gaussian mixture vocabulary in a PCA space, for Fisher vectors.
+
+    Descriptors are projected by PCA (``n_pca`` dimensions, centred, optionally
+    whitened) and a diagonal-covariance Gaussian mixture is fitted by EM, both
+    on a bounded even random sample (:func:`sample_descriptors`; all-zero
+    descriptors left out), as in Perronnin, Sanchez & Mensink 2010 and
+    Chatfield et al. 2011.
+
+    Parameters
+    ----------
+    n_components : int, default=64
+        Number of Gaussians ``K``.
+    n_pca : int or None, default=64
+        PCA dimension ``D`` (clipped to the descriptor dimension); ``None``
+        keeps the descriptors as they are (no PCA).
+    whiten : bool, default=False
+        Whiten the PCA output.
+    n_samples : int, default=256_000
+        Maximum number of descriptors to fit on.
+    max_iter : int, default=100
+        EM iterations.
+    reg_covar : float, default=1e-3
+        Added to the variances, relative to the mean variance of the projected
+        sample (so the floor does not depend on the descriptor scale).
+    init_params : str, default="k-means++"
+        Initialisation of EM, as in :class:`~sklearn.mixture.GaussianMixture`:
+        k-means++ seeding (no Lloyd iterations) is several times cheaper than
+        ``"kmeans"`` and EM refines it anyway.
+    random_state : int or None, default=0
+    chunk_size : int or None, default=None
+        Descriptors per posterior chunk; ``None`` sizes chunks to ~16 MiB.
+    n_threads : int or None, default=1
+        BLAS / OpenMP threads during :meth:`fit`, as in
+        :class:`KMeansCodebook`; ``None`` leaves the libraries' setting.
+        Measured: 256,000 dense SIFT descriptors of 15-Scene, defaults,
+        35.6 s of one core (62 EM iterations).
+
+    Attributes
+    ----------
+    pca_ : PCA or None
+    weights_ : ndarray of shape (K,), float64
+        Mixture weights ``pi_k``.
+    means_ : ndarray of shape (K, D), float32
+    variances_ : ndarray of shape (K, D), float32
+        Diagonal covariances ``sigma_k^2``.
+    n_samples_used_ : int
+    n_features_in_ : int
+
+    References
+    ----------
+    .. [1] F. Perronnin, J. Sanchez and T. Mensink. Improving the Fisher kernel
+       for large-scale image classification. ECCV 2010.
+    .. [2] K. Chatfield, V. Lempitsky, A. Vedaldi and A. Zisserman. The devil
+       is in the details: an evaluation of recent feature encoding methods.
+       BMVC 2011.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(2000, 16)).astype(np.float32)
+    >>> gmm = GMMVocabulary(n_components=4, n_pca=8).fit(X)
+    >>> gmm.posteriors(X[:5]).shape
+    (5, 4)
+    """
+
+    def __init__(
+        self,
+        n_components: int = 64,
+        n_pca: int | None = 64,
+        whiten: bool = False,
+        n_samples: int = 256_000,
+        max_iter: int = 100,
+        reg_covar: float = 1e-3,
+        init_params: str = "k-means++",
+        random_state: int | None = 0,
+        chunk_size: int | None = None,
+        n_threads: int | None = 1,
+    ):
+        self.n_components = n_components
+        self.n_pca = n_pca
+        self.whiten = whiten
+        self.n_samples = n_samples
+        self.max_iter = max_iter
+        self.reg_covar = reg_covar
+        self.init_params = init_params
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+        self.n_threads = n_threads
+
+    def fit(self, descriptor_sets, y=None) -> GMMVocabulary:
+        """Fit PCA then the mixture on an even random sample.
+
+        Parameters
+        ----------
+        descriptor_sets : iterable of (array (n_i, d) or ImageFeatures), or ndarray (m, d)
+            Per-image descriptor sets, or one 2-D array meaning "already sampled".
+
+        Returns
+        -------
+        self
+        """
+        if self.n_threads is not None:
+            with threadpool_limits(int(self.n_threads)):
+                return self._fit(descriptor_sets)
+        return self._fit(descriptor_sets)
+
+    def _fit(self, descriptor_sets) -> GMMVocabulary:
+        t0 = time.perf_counter()
+        K = int(self.n_components)
+        if K < 1:
+            raise ValueError(f"n_components must be a positive integer, got {K}.")
+        sample = as_sample(descriptor_sets, int(self.n_samples), self.random_state)
+        m, d = sample.shape
+        if m < max(K, 2):
+            raise ValueError(
+                f"Cannot fit {K} Gaussians on {m} non-zero descriptors: "
+                "use fewer components or more images."
+            )
+        self.n_features_in_ = d
+        if self.n_pca is not None:
+            n_pca = int(min(self.n_pca, d, m))
+            self.pca_ = PCA(n_components=n_pca, whiten=self.whiten, random_state=self.random_state)
+            Z = self.pca_.fit_transform(sample).astype(np.float32)
+        else:
+            self.pca_ = None
+            Z = sample
+        reg = float(self.reg_covar) * float(np.mean(np.var(Z, axis=0))) + 1e-10
+        gm = GaussianMixture(
+            n_components=K,
+            covariance_type="diag",
+            max_iter=int(self.max_iter),
+            reg_covar=reg,
+            init_params=self.init_params,
+            random_state=self.random_state,
+        )
+        gm.fit(Z)
+        self.gmm_ = gm
+        self.weights_ = np.asarray(gm.weights_, dtype=np.float64)
+        self.means_ = np.ascontiguousarray(gm.means_, dtype=np.float32)
+        self.variances_ = np.ascontiguousarray(gm.covariances_, dtype=np.float32)
+        self._prepare()
+        self.n_samples_used_ = int(m)
+        self.fit_time_ = time.perf_counter() - t0
+        return self
+
+    @classmethod
+    def from_arrays(
+        cls,
+        weights,
+        means,
+        variances,
+        *,
+        pca_mean=None,
+        pca_components=None,
+        pca_explained_variance=None,
+        whiten: bool = False,
+        **params,
+    ) -> GMMVocabulary:
+        """A vocabulary from saved arrays, for loading a model.
+
+        Parameters
+        ----------
+        weights : array-like of shape (K,)
+        means, variances : array-like of shape (K, D)
+        pca_mean : array-like of shape (d,) or None
+            With ``pca_components`` (D, d) (and ``pca_explained_variance``
+            (D,) when whitening): the PCA; ``None`` for no PCA.
+        whiten : bool, default=False
+        **params
+            Other constructor parameters (``chunk_size`` ...).
+
+        Returns
+        -------
+        GMMVocabulary
+            Ready to :meth:`project` and compute :meth:`posteriors`.
+        """
+        means = np.ascontiguousarray(means, dtype=np.float32)
+        K, D = means.shape
+        gmm = cls(
+            n_components=K, n_pca=D if pca_mean is not None else None, whiten=whiten, **params
+        )
+        gmm.weights_ = np.asarray(weights, dtype=np.float64)
+        gmm.means_ = means
+        gmm.variances_ = np.ascontiguousarray(variances, dtype=np.float32)
+        if gmm.weights_.shape != (K,) or gmm.variances_.shape != (K, D):
+            raise ValueError("GMM arrays of inconsistent shapes.")
+        if pca_mean is not None:
+            pca = PCA(n_components=D, whiten=whiten)
+            pca.mean_ = np.asarray(pca_mean)
+            pca.components_ = np.asarray(pca_components)
+            if whiten:
+                pca.explained_variance_ = np.asarray(pca_explained_variance)
+            if pca.components_.shape != (D, pca.mean_.shape[0]):
+                raise ValueError("PCA arrays of inconsistent shapes.")
+            gmm.pca_ = pca
+            gmm.n_features_in_ = int(pca.mean_.shape[0])
+        else:
+            gmm.pca_ = None
+            gmm.n_features_in_ = D
+        gmm._prepare()
+        return gmm
+
+    def _ensure_prepared(self) -> None:
+        check_is_fitted(self, "means_")
+        if getattr(self, "_prepared_for", None) is not self.means_:
+            self._prepare()
+
+    def _prepare(self) -> None:
+        """Precompute the BLAS operands of the posteriors and the PCA projection."""
+        self._prepared_for = self.means_
+        inv_var = (1.0 / self.variances_.astype(np.float64)).astype(np.float32)
+        self._inv_var_t = np.ascontiguousarray(-0.5 * inv_var.T)  # (D, K)
+        self._mu_inv_var_t = np.ascontiguousarray((self.means_ * inv_var).T)  # (D, K)
+        self._const = (
+            np.log(self.weights_)
+            - 0.5 * np.sum(np.log(2 * np.pi * self.variances_.astype(np.float64)), axis=1)
+            - 0.5 * np.sum(self.means_.astype(np.float64) ** 2 * inv_var, axis=1)
+        ).astype(np.float32)
+        if self.pca_ is not None:
+            self._pca_mean = self.pca_.mean_.astype(np.float32)
+            comps = self.pca_.components_.astype(np.float64)
+            if self.whiten:
+                comps = comps / np.sqrt(self.pca_.explained_variance_)[:, None]
+            self._pca_proj = np.ascontiguousarray(comps.T.astype(np.float32))  # (d, D)
+
+    @property
+    def n_words(self) -> int:
+        """Number of Gaussians (the vocabulary size)."""
+        return int(self.n_components)
+
+    def project(self, X) -> np.ndarray:
+        """Project descriptors into the mixture's space: ``(x - mean) P`` (float32)."""
+        self._ensure_prepared()
+        X = as_descriptors(X)
+        if X.shape[0] and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"Descriptors have {X.shape[1]} dimensions, the vocabulary {self.n_features_in_}."
+            )
+        X = X.astype(np.float32, copy=False)
+        if self.pca_ is None:
+            return X.reshape(X.shape[0], self.means_.shape[1])
+        if X.shape[0] == 0:
+            return np.zeros((0, self.means_.shape[1]), dtype=np.float32)
+        return (X - self._pca_mean) @ self._pca_proj
+
+    def log_likelihoods(self, Z: np.ndarray) -> np.ndarray:
+        """``log pi_k + log N(z; mu_k, diag sigma_k^2)`` of projected rows ``Z`` (n, K).
+
+        Computed by BLAS as ``-1/2 (z^2) (1/sigma^2)^T + z (mu/sigma^2)^T + const_k``.
+        """
+        self._ensure_prepared()
+        out = (Z * Z) @ self._inv_var_t
+        out += Z @ self._mu_inv_var_t
+        out += self._const
+        return out
+
+    def posteriors_projected(self, Z: np.ndarray) -> np.ndarray:
+        """Soft assignments ``gamma_t(k)`` of projected rows ``Z`` (n, K), float32."""
+        ll = self.log_likelihoods(Z)
+        ll -= ll.max(axis=1, keepdims=True)
+        np.exp(ll, out=ll)
+        ll /= ll.sum(axis=1, keepdims=True)
+        return ll
+
+    def posteriors(self, X) -> np.ndarray:
+        """Posterior probabilities of the Gaussians for descriptors ``X``, chunked.
+
+        Returns
+        -------
+        ndarray of shape (n, K), float32
+            Rows sum to 1.
+        """
+        X = as_descriptors(X)
+        n, K = X.shape[0], self.means_.shape[0]
+        out = np.empty((n, K), dtype=np.float32)
+        step = chunk_rows(max(K, self.means_.shape[1]), self.chunk_size)
+        for start in range(0, n, step):
+            out[start : start + step] = self.posteriors_projected(
+                self.project(X[start : start + step])
+            )
+        return out
