@@ -47,6 +47,9 @@ class Prediction:
         The ``k`` best classes and their decision values, best first.
     error : str or None
         Why the input could not be predicted (one sentence), else None.
+    no_descriptors : bool
+        The image gave no dense SIFT descriptor (smaller than the SIFT bins): its
+        vector is all zeros and its prediction is the classifier's bias alone.
     """
 
     path: str
@@ -54,6 +57,7 @@ class Prediction:
     score: float | None = None
     top_k: list[tuple[str, float]] = field(default_factory=list)
     error: str | None = None
+    no_descriptors: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict: path, label, score and top_k, or path and error."""
@@ -339,7 +343,7 @@ class BoVWModel:
                     mirrored.append(self.encoder_.encode_one(mirror_features(features)))
                 rows.append(row)
                 where.append(len(out))
-                out.append(Prediction(path=name))
+                out.append(Prediction(path=name, no_descriptors=len(features) == 0))
             except BadInputError as exc:
                 out.append(Prediction(path=name, error=str(exc)))
             except (cv2.error, ValueError, OSError) as exc:

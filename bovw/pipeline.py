@@ -57,7 +57,7 @@ from .parallel import (
     scheduler_address,
     single_threaded,
 )
-from .progress import progress_bar
+from .progress import plural, progress_bar
 from .report import classification_metrics
 from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
 from .vocabulary import GMMVocabulary, KMeansCodebook
@@ -564,6 +564,7 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
         ctx._features[split] = result.features[split] = outcome.value
         statuses.append(outcome.status)
     done(StageResult("encode", time.perf_counter() - t, _combined(statuses)))
+    _warn_empty_images(ctx, result.features)
     if not keep_descriptors:
         _forget_descriptors(ctx)
     if until == "encode":
@@ -578,6 +579,30 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
     stage, result.metrics = _timed_stage(ctx, "evaluate", ctx._evaluate)
     done(stage)
     return result
+
+
+def _warn_empty_images(ctx: _Context, features: dict[str, np.ndarray]) -> None:
+    """One warning, with a count, for images that gave no descriptor (hit or miss alike).
+
+    An image smaller than the SIFT bins (1 x 1, 3 x 3, 1 x 5000 px) has no
+    descriptor, so every encoding gives it an all-zero vector: it is trained on
+    and predicted as nothing but the classifier's bias.
+    """
+    counts = {}
+    for split, X in features.items():
+        n = len(getattr(ctx.dataset, split))
+        counts[split] = sum(
+            int(np.count_nonzero(~X[i : min(i + 1024, n)].any(axis=1))) for i in range(0, n, 1024)
+        )
+    if any(counts.values()):
+        s = ctx.config.sift
+        parts = [f"{plural(k, 'image')} of the {split} split" for split, k in counts.items() if k]
+        warnings.warn(
+            f"{' and '.join(parts)} gave no dense SIFT descriptors (smaller than the bins of "
+            f"--sizes {','.join(map(str, s.sizes))} at --step {s.step}); they are encoded as "
+            "all-zero vectors: leave them out, or use smaller --sizes.",
+            stacklevel=2,
+        )
 
 
 def _combined(statuses: list[str]) -> str:

@@ -96,7 +96,7 @@ RECORDED = {
     "extract": (2, "cc5d2fb9c0e05390"),
     "codebook": (2, "88faf8f969234468"),
     "encode": (1, "015cfed932e6862f"),
-    "train": (4, "953d613ff49e9b81"),
+    "train": (4, "9d8d74feee15e758"),
     "evaluate": (4, "d4c4f93f13c7c7dd"),
 }
 

@@ -100,3 +100,25 @@ def _alive(pid: int) -> bool:
             return f.read().split()[2] != "Z"
     except OSError:
         return False
+
+
+def test_images_without_descriptors_are_counted_once(tiny_dataset, tmp_path):
+    import warnings
+
+    import numpy as np
+
+    import bovw
+    from bovw.config import Config
+
+    for i, shape in enumerate([(1, 1), (3, 3), (1, 500)]):
+        write_image(tiny_dataset / "test" / "alpha" / f"tiny{i}.png", np.full(shape, 90, np.uint8))
+    config = Config().with_overrides(
+        {"data.path": str(tiny_dataset), "sift.sizes": (6, 8), "sift.step": 6,
+         "codebook.words": 24, "codebook.samples": 20000, "encoding.encoding": "soft"}
+    )  # fmt: skip
+    for _ in range(2):  # a miss, then a hit: warned both times
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            bovw.run(config, cache_dir=tmp_path / "c", progress=False)
+        empty = [str(w.message) for w in caught if "no dense SIFT descriptors" in str(w.message)]
+        assert len(empty) == 1 and empty[0].startswith("3 images of the test split")

@@ -75,7 +75,7 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
     paths = _expand_inputs(images)
     if not paths:
         raise BadInputError("No image files to classify; give image files or folders of images.")
-    n_ok = n_bad = 0
+    n_ok = n_bad = n_empty = 0
     # File names that are not UTF-8 (held as surrogates) go out as their own bytes, as ls
     # prints them, instead of stopping the output with a UnicodeEncodeError.
     if hasattr(sys.stdout, "reconfigure"):
@@ -85,6 +85,7 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
         bar.update(1)
         if pred.error is None:
             n_ok += 1
+            n_empty += pred.no_descriptors
         else:
             n_bad += 1
         if as_json:
@@ -98,6 +99,12 @@ def predict_command(model, images, top_k, as_json, jobs, quiet):
             line = pred.path + "\t" + "\t".join(f"{c} {s:.4f}" for c, s in pred.top_k)
         bar.write(line, file=sys.stdout)
     bar.close()
+    if n_empty:
+        click.echo(
+            f"warning: {plural(n_empty, 'image')} gave no dense SIFT descriptors (smaller than "
+            "the model's SIFT bins): their predictions are the classifier's bias alone.",
+            err=True,
+        )
     if n_bad:
         click.echo(
             f"{plural(n_ok, 'image')} classified, {plural(n_bad, 'image')} could not be read.",
