@@ -122,3 +122,20 @@ def test_images_without_descriptors_are_counted_once(tiny_dataset, tmp_path):
             bovw.run(config, cache_dir=tmp_path / "c", progress=False)
         empty = [str(w.message) for w in caught if "no dense SIFT descriptors" in str(w.message)]
         assert len(empty) == 1 and empty[0].startswith("3 images of the test split")
+
+
+def test_cnn_evaluate_takes_a_compare_run_folder(tiny_dataset, tmp_path):
+    pytest.importorskip("torch")
+    from conftest import FAST
+
+    out = tmp_path / "run"
+    tiny_cnn = ["--cnn-epochs", "1", "--cnn-widths", "8,16", "--cnn-image-size", "32"]
+    r = CliRunner().invoke(
+        main,
+        ["compare", str(tiny_dataset), *FAST, *tiny_cnn, "--out", str(out),
+         "--cache-dir", str(tmp_path / "c")],
+    )  # fmt: skip
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(main, ["cnn", "evaluate", str(out), str(tiny_dataset)])
+    assert r.exit_code == 0, r.output
+    assert "mean class accuracy" in r.output

@@ -154,6 +154,9 @@ def cnn_evaluate_command(run_dir, data, jobs, device, **params):
     from ..compare import FIGURES, _fmt
     from ..report import format_table
 
+    # A `bovw compare` (or `bovw run --cnn`) run folder keeps its CNN in cnn/.
+    if not (Path(run_dir) / "cnn.json").exists() and (Path(run_dir) / "cnn" / "cnn.json").exists():
+        run_dir = str(Path(run_dir) / "cnn")
     try:
         model = load_cnn(run_dir)
     except (ValueError, OSError) as exc:
