@@ -139,3 +139,23 @@ def test_cnn_evaluate_takes_a_compare_run_folder(tiny_dataset, tmp_path):
     r = CliRunner().invoke(main, ["cnn", "evaluate", str(out), str(tiny_dataset)])
     assert r.exit_code == 0, r.output
     assert "mean class accuracy" in r.output
+
+
+def test_compare_says_cached_draws_honest_bars_and_writes_markdown(tmp_path):
+    from bovw.compare import comparison_markdown, comparison_rows, plot_comparison
+    from bovw.data import Dataset
+
+    figures = {
+        "BoVW": {"mean_class_accuracy": 0.9, "train_seconds": 0.8, "train_cached": True,
+                 "parameters": 344_000, "flops_per_image": 1e6,
+                 "inference_images_per_second": 50.0},
+        "CNN": {"mean_class_accuracy": 0.8, "train_seconds": 300.0, "parameters": 394_000,
+                "flops_per_image": 2e8, "inference_images_per_second": 400.0},
+    }  # fmt: skip
+    rows = {row[0]: row[1:] for row in comparison_rows(figures)}
+    assert rows["training seconds"] == ["0.8 (cached)", "300.0"]
+    fig = plot_comparison(figures, tmp_path / "compare.png")
+    for ax in fig.axes:
+        assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
+    md = comparison_markdown(figures, Dataset(classes=["a"], train=[], test=[], root=tmp_path))
+    assert "``" not in md and ":mod:" not in md and "`bovw.cnn.summary`" in md
