@@ -73,7 +73,15 @@ __all__ = [
 ]
 
 #: The demo dataset shipped in the repository, the default input.
-DEMO_DATA = Path(__file__).resolve().parent.parent / "data"
+def _demo_data() -> Path:
+    """The demo dataset: inside the package when installed from a wheel (``bovw/_demo``),
+    else the checkout's top-level ``data/`` (editable installs and ``python cli.py``)."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "_demo"
+    return packaged if packaged.is_dir() else here.parent / "data"
+
+
+DEMO_DATA = _demo_data()
 
 # The classifier's choices are written here rather than in bovw.classifier, because
 # that module imports its settings from this one (importing them back would be a cycle).
