@@ -91,7 +91,7 @@ def cnn_settings_for(dataset: Dataset, image_size: int | None = None, **override
 
     ``image_size`` rescales the training crop and, in proportion, the other image sides.
     """
-    from .cnn.train import CNNSettings
+    from .cnn.settings import CNNSettings
 
     settings = CNNSettings.for_dataset(len(dataset.train), **overrides)
     return settings.with_image_size(image_size) if image_size else settings
