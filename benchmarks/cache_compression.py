@@ -48,7 +48,7 @@ def main() -> None:
     from bovw.cache import CacheStore
     from bovw.cache.store import available_compressors
     from bovw.config import Config
-    from bovw.data import read_image
+    from bovw.images import read_image
     from bovw.pipeline import image_features
 
     sift = Config().sift

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import Dataset, read_image
+from .data import Dataset
+from .images import read_image
 from .report import _new_figure, format_table
 
 #: The figures compared, with their labels, in table order.

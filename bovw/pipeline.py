@@ -44,10 +44,11 @@ from .classifier import (
 )
 from .codebook import GMMVocabulary, KMeansCodebook
 from .config import AUTO_PYRAMIDS, CodebookSettings, Config, EncodingSettings, SiftSettings
-from .data import Dataset, Sample, load_dataset, read_image
+from .data import Dataset, Sample, load_dataset
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
+from .images import read_image
 from .parallel import cluster_session, parallel_backend, scheduler_address, single_threaded
 from .report import classification_metrics
 

@@ -144,8 +144,8 @@ def test_test_features_follow_the_training_set_of_the_vocabulary(tiny_dataset, t
 
 
 def test_mirror_encodes_each_image_twice_and_scores_both(tiny_dataset, tmp_path):
-    from bovw.data import read_image
     from bovw.features import mirror_features
+    from bovw.images import read_image
     from bovw.pipeline import image_features, make_pipeline_encoder
 
     config = small_config(tiny_dataset, **{"encoding.mirror": True})

@@ -1,6 +1,6 @@
 """The CNN's input: images decoded once into memory, their normalisation, the hold-out.
 
-Images are decoded once with :func:`bovw.data.read_image` and resized (cv2
+Images are decoded once with :func:`bovw.images.read_image` and resized (cv2
 ``INTER_AREA``, the whole image squashed to a square, no crop) to ``train_size``
 (training) or ``test_load_size`` (testing) pixels a side; they stay in memory as one
 ``uint8`` tensor ``N x C x S x S`` (C = 1 for gray, 3 for BGR). 15-Scene at 112 px is
@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import torch
 
-from bovw.data import read_image
+from bovw.images import read_image
 
 __all__ = ["load_images", "normalize", "holdout"]
 
@@ -27,7 +27,7 @@ def load_images(paths: Sequence[str | os.PathLike], size: int, color: str = "gra
     Parameters
     ----------
     paths : sequence of path
-        Image files (decoded with :func:`bovw.data.read_image`).
+        Image files (decoded with :func:`bovw.images.read_image`).
     size : int
         Side of the square output; the whole image is resized (cv2 ``INTER_AREA``).
     color : {"gray", "bgr"}
