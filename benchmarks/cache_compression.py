@@ -49,7 +49,7 @@ def main() -> None:
     from bovw.cache import CacheStore
     from bovw.cache.store import available_compressors
     from bovw.config import Config
-    from bovw.data import read_image
+    from bovw.images import read_image
 
     sift = Config().sift
     paths = sample_paths(Path(args.data), args.images)

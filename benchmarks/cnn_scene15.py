@@ -36,8 +36,13 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from bovw.cnn.summary import format_summary, summarize  # noqa: E402
-from bovw.cnn.train import CNNSettings, evaluate_cnn, train_cnn  # noqa: E402
+from bovw.cnn import (  # noqa: E402
+    CNNSettings,
+    evaluate_cnn,
+    format_summary,
+    summarize,
+    train_cnn,
+)
 from bovw.data import load_dataset  # noqa: E402
 
 

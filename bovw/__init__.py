@@ -2,7 +2,8 @@
 
 The public API, re-exported from the modules that implement it::
 
-    bovw.read_image, bovw.load_dataset          datasets and decoding        (bovw.data)
+    bovw.read_image                             image decoding               (bovw.images)
+    bovw.load_dataset                           datasets                     (bovw.data)
     bovw.dense_sift, bovw.DenseSIFT             dense SIFT, VLFeat-style     (bovw.features.dsift)
     bovw.KMeansCodebook, bovw.GMMVocabulary     visual vocabularies          (bovw.vocabulary)
     bovw.HistogramEncoder, ... make_encoder     one vector per image         (bovw.encoding)
@@ -19,10 +20,10 @@ The public API, re-exported from the modules that implement it::
 
 from importlib.metadata import PackageNotFoundError, version
 
-# First: bovw.data sets OpenCV's pixel limit, which cv2 reads once, when it is first imported.
-from . import data  # noqa: F401, I001
+# First: bovw.images sets OpenCV's pixel limit, which cv2 reads once, when it is first imported.
+from . import images  # noqa: F401, I001
 from .config import Config, load_config
-from .data import BadInputError, Dataset, Sample, load_dataset, read_image
+from .data import BadInputError, Dataset, Sample, load_dataset
 from .encoding import (
     ENCODINGS,
     FisherEncoder,
@@ -34,6 +35,7 @@ from .encoding import (
 from .estimator import BoVWClassifier, make_bovw_pipeline
 from .features import ImageFeatures
 from .features.dsift import DenseSIFT, dense_sift
+from .images import read_image
 from .model import BoVWModel
 from .persistence import load_model, save_model
 from .pipeline import RunResult, run

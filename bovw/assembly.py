@@ -24,10 +24,10 @@ import cv2
 import numpy as np
 
 from .config import AUTO_PYRAMIDS, Config, SiftSettings
-from .data import read_image
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
+from .images import read_image
 from .svm import make_classifier
 from .vocabulary import GMMVocabulary, KMeansCodebook
 

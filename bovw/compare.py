@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import Dataset, read_image
+from .data import Dataset
+from .images import read_image
 from .report import _new_figure, format_table
 
 #: The figures compared, with their labels, in table order.
@@ -94,7 +95,7 @@ def cnn_settings_for(dataset: Dataset, image_size: int | None = None, **override
 
     ``image_size`` rescales the training crop and, in proportion, the other image sides.
     """
-    from .cnn.train import CNNSettings
+    from .cnn.settings import CNNSettings
 
     settings = CNNSettings.for_dataset(len(dataset.train), **overrides)
     return settings.with_image_size(image_size) if image_size else settings

@@ -12,8 +12,9 @@ from conftest import DEMO
 import bovw
 from bovw.assembly import mirror_scores, training_targets
 from bovw.config import Config
-from bovw.data import load_dataset, read_image
+from bovw.data import load_dataset
 from bovw.estimator import BoVWClassifier, make_bovw_pipeline
+from bovw.images import read_image
 from bovw.persistence import load_model
 from bovw.run_folder import write_run_folder
 

@@ -120,7 +120,7 @@ def test_fuse_bn_matches_unfused():
 
 # ---------------------------------------------------------------- training
 
-from bovw.cnn.train import (  # noqa: E402
+from bovw.cnn import (  # noqa: E402
     CNNSettings,
     evaluate_cnn,
     load_cnn,

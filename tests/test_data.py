@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from conftest import DEMO, REPO, textured_image, write_image
 
-from bovw.data import BadInputError, decode_image, load_dataset, read_image
+from bovw.data import BadInputError, load_dataset
+from bovw.images import decode_image, read_image
 
 
 def test_demo_dataset_layout():
@@ -325,7 +326,7 @@ def test_one_rule_for_sample_types_in_datasets_and_reads(tiny_dataset, dtype):
 
 
 def test_max_side_shrinks_right_after_decoding(tmp_path):
-    from bovw.data import fit_max_side
+    from bovw.images import fit_max_side
 
     deep = np.random.default_rng(1).integers(0, 65535, (300, 120, 4), dtype=np.uint16)
     path = write_image(tmp_path / "deep.png", deep)

@@ -21,7 +21,8 @@ from conftest import FAST, textured_image, write_image
 import bovw
 from bovw.cli import main
 from bovw.config import Config
-from bovw.data import BadInputError, read_image
+from bovw.data import BadInputError
+from bovw.images import read_image
 from bovw.model import BoVWModel
 from bovw.persistence import load_model, save_model
 

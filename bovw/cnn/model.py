@@ -4,7 +4,7 @@ Conventions
 -----------
 Tensors are ``N x C x H x W`` (batch, channels, rows, columns); ``x`` is the column
 axis. Images enter as float32 standardized gray or BGR values, see
-:func:`bovw.cnn.train.normalize`.
+:func:`bovw.cnn.data.normalize`.
 
 The network follows the classic pattern (Simonyan & Zisserman 2015, with batch
 normalization from Ioffe & Szegedy 2015)::
@@ -27,7 +27,9 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-__all__ = ["SmallCNN", "fuse_bn", "fuse_conv_bn"]
+from bovw.cnn.settings import CNNSettings
+
+__all__ = ["SmallCNN", "build_model", "fuse_bn", "fuse_conv_bn"]
 
 
 class SmallCNN(nn.Module):
@@ -110,6 +112,17 @@ class SmallCNN(nn.Module):
         x = self.features(x)
         x = self.flatten(self.pool(x))
         return self.classifier(self.dropout(x))
+
+
+def build_model(settings: CNNSettings, num_classes: int) -> SmallCNN:
+    """The untrained network that ``settings`` describe, for ``num_classes`` classes."""
+    return SmallCNN(
+        in_channels=settings.in_channels,
+        num_classes=num_classes,
+        widths=settings.widths,
+        dropout=settings.dropout,
+        leaky_relu=settings.leaky_relu,
+    )
 
 
 def fuse_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
