@@ -72,6 +72,7 @@ __all__ = [
     "settings",
 ]
 
+
 #: The demo dataset shipped in the repository, the default input.
 def _demo_data() -> Path:
     """The demo dataset: inside the package when installed from a wheel (``bovw/_demo``),

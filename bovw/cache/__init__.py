@@ -15,9 +15,10 @@ from .maintenance import (
     open_store,
     parse_size,
     prune,
+    require_bovw_cache,
 )
 from .memo import HIT, MISS, RECOMPUTED, Memo, Outcome, estimator_params, make_key
-from .store import CacheError, CacheStore, CorruptEntry, is_bovw_cache
+from .store import CacheError, CacheStore, CorruptEntry, human_size, is_bovw_cache
 
 __all__ = [
     "HIT",
@@ -34,9 +35,11 @@ __all__ = [
     "default_cache_dir",
     "default_max_size",
     "estimator_params",
+    "human_size",
     "is_bovw_cache",
     "make_key",
     "open_store",
     "parse_size",
     "prune",
+    "require_bovw_cache",
 ]

@@ -121,7 +121,8 @@ def cache_info(location: str | os.PathLike | None = None) -> CacheSummary:
     return CacheSummary(root, rows, legacy, tmp)
 
 
-def _require_marker(root: Path, action: str) -> None:
+def require_bovw_cache(root: Path, action: str) -> None:
+    """Raise :class:`CacheError` (one sentence) unless ``root`` holds bovw's marker."""
     if not is_bovw_cache(root):
         raise CacheError(
             f"Refusing to {action} {root}: it is not a bovw cache (no {MARKER} marker file); "
@@ -152,7 +153,7 @@ def prune(
     root = Path(location) if location is not None else default_cache_dir()
     if not root.exists():
         return 0, 0
-    _require_marker(root, "prune")
+    require_bovw_cache(root, "prune")
     store = CacheStore(root)
     freed = store.clean_tmp()
     deleted = 0
@@ -180,7 +181,7 @@ def clear_cache(location: str | os.PathLike | None = None) -> int:
     root = Path(location) if location is not None else default_cache_dir()
     if not root.exists():
         return 0
-    _require_marker(root, "clear")
+    require_bovw_cache(root, "clear")
     freed = 0
     for name in (ENTRIES, TMP, *LEGACY):
         path = root / name

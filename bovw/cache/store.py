@@ -387,7 +387,7 @@ class CacheStore:
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
                 self.full = (
                     f"The cache folder {self.root} is full: storing a {stage} entry of about "
-                    f"{_human(max(needed, 1))} failed (no space left on the device); this run "
+                    f"{human_size(max(needed, 1))} failed (no space left on the device); this run "
                     "goes on without caching. Free space with 'bovw cache prune --max-size SIZE'."
                 )
                 return False
@@ -520,7 +520,8 @@ def _tree_size(path: Path) -> int:
     return total
 
 
-def _human(n: float) -> str:
+def human_size(n: float) -> str:
+    """Bytes for people: ``"512 B"``, ``"1.5 MiB"``, ``"11.1 GiB"``."""
     for unit in ("B", "KiB", "MiB", "GiB"):
         if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from ..cache import human_size
 from ..errors import BadInputError
 from .errors import handle_errors
 from .options import Option, parse_size_option
@@ -39,19 +40,21 @@ def cache_info_command(cache_dir):
     summary = cache_info(where)
     click.echo(f"Cache folder: {where}")
     click.echo(
-        f"Size cap: {_human(default_max_size(where))} (--cache-max-size, BOVW_CACHE_MAX_SIZE)"
+        f"Size cap: {human_size(default_max_size(where))} (--cache-max-size, BOVW_CACHE_MAX_SIZE)"
     )
     if not summary.rows and not summary.legacy_bytes:
         click.echo("The cache is empty.")
         return
-    table = [[stage, rev, str(n), _human(size)] for stage, rev, n, size in summary.rows]
+    table = [[stage, rev, str(n), human_size(size)] for stage, rev, n, size in summary.rows]
     if summary.legacy_bytes:
         table.append(
-            ["(older bovw: joblib pickles, never read)", "", "", _human(summary.legacy_bytes)]
+            ["(older bovw: joblib pickles, never read)", "", "", human_size(summary.legacy_bytes)]
         )
     if summary.tmp_bytes:
-        table.append(["(unfinished writes)", "", "", _human(summary.tmp_bytes)])
-    table.append(["total", "", str(sum(r[2] for r in summary.rows)), _human(summary.total_bytes)])
+        table.append(["(unfinished writes)", "", "", human_size(summary.tmp_bytes)])
+    table.append(
+        ["total", "", str(sum(r[2] for r in summary.rows)), human_size(summary.total_bytes)]
+    )
     click.echo(format_table(table, ["stage", "revision", "entries", "size"]))
 
 
@@ -70,20 +73,16 @@ def _confirm(question: str, yes: bool) -> None:
 @handle_errors
 def cache_clear_command(cache_dir, yes):
     """Delete everything bovw stored in the cache (other files are left alone)."""
-    from ..cache import CacheError, clear_cache, default_cache_dir, is_bovw_cache
+    from ..cache import clear_cache, default_cache_dir, require_bovw_cache
 
     where = Path(cache_dir) if cache_dir else default_cache_dir()
     if not where.exists():
         click.echo(f"There is no cache at {where}.")
         return
-    if not is_bovw_cache(where):
-        raise CacheError(
-            f"Refusing to clear {where}: it is not a bovw cache (no CACHEDIR.TAG marker); "
-            "check --cache-dir or BOVW_CACHE_DIR."
-        )
+    require_bovw_cache(where, "clear")
     _confirm(f"Delete every bovw cache entry in {where}?", yes)
     freed = clear_cache(where)
-    click.echo(f"Cleared {where} ({_human(freed)} freed).")
+    click.echo(f"Cleared {where} ({human_size(freed)} freed).")
 
 
 @cache.command("prune")
@@ -94,17 +93,13 @@ def cache_clear_command(cache_dir, yes):
 @handle_errors
 def cache_prune_command(cache_dir, max_size, older_than, yes):
     """Evict least recently used entries (default: down to the size cap)."""
-    from ..cache import CacheError, default_cache_dir, default_max_size, is_bovw_cache, prune
+    from ..cache import default_cache_dir, default_max_size, prune, require_bovw_cache
 
     where = Path(cache_dir) if cache_dir else default_cache_dir()
     if not where.exists():
         click.echo(f"There is no cache at {where}.")
         return
-    if not is_bovw_cache(where):
-        raise CacheError(
-            f"Refusing to prune {where}: it is not a bovw cache (no CACHEDIR.TAG marker); "
-            "check --cache-dir or BOVW_CACHE_DIR."
-        )
+    require_bovw_cache(where, "prune")
     if older_than is not None and older_than < 0:
         raise BadInputError(f"--older-than must be a number of days >= 0, not {older_than}.")
     limit = parse_size_option("--max-size", max_size)
@@ -113,19 +108,11 @@ def cache_prune_command(cache_dir, max_size, older_than, yes):
     what = " and ".join(
         part
         for part in (
-            f"down to {_human(limit)}" if limit is not None else "",
+            f"down to {human_size(limit)}" if limit is not None else "",
             f"unused for {older_than:g} days" if older_than is not None else "",
         )
         if part
     )
     _confirm(f"Evict least recently used entries of {where} {what}?", yes)
     deleted, freed = prune(where, max_size=limit, older_than_days=older_than)
-    click.echo(f"Pruned {where}: {deleted} entries deleted, {_human(freed)} freed.")
-
-
-def _human(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n} B"
+    click.echo(f"Pruned {where}: {deleted} entries deleted, {human_size(freed)} freed.")
