@@ -159,3 +159,96 @@ def test_compare_says_cached_draws_honest_bars_and_writes_markdown(tmp_path):
         assert ax.get_yscale() == "linear" and ax.get_ylim()[0] == 0
     md = comparison_markdown(figures, Dataset(classes=["a"], train=[], test=[], root=tmp_path))
     assert "``" not in md and ":mod:" not in md and "`bovw.cnn.summary`" in md
+
+
+# --------------------------------------------------------------------------- datasets given by mistake
+
+
+def test_an_image_or_a_readme_is_not_read_as_a_dataset_list(tiny_dataset, tmp_path):
+    image = tiny_dataset / "train" / "alpha" / "0.png"
+    jpeg = write_image(tmp_path / "photo.jpg", textured_image(0, 1))
+    readme = tmp_path / "README.md"
+    readme.write_text("# notes\n\nimages -> dense SIFT, one vector per image, with a split\n")
+    for given, says in [
+        (image, "is an image, not a dataset: give the folder that holds the class folders"),
+        (jpeg, "is an image, not a dataset"),
+        (readme, "is not a dataset: give a folder of class folders, or a list of"),
+    ]:
+        r = CliRunner().invoke(main, ["run", str(given), "--cache-dir", str(tmp_path / "c")])
+        assert r.exit_code == 2, r.output
+        error = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+        assert len(error) == 1 and says in error[0] and str(given) in error[0]
+        assert "UnicodeDecodeError" not in r.output and "Line " not in r.output
+
+    # A .txt list is read as a .csv one is; a list that is not UTF-8 is one sentence.
+    from bovw.data import load_dataset
+
+    rows = [f"train/{c}/{i}.png,{c}" for c in ("alpha", "beta") for i in range(3)]
+    (tiny_dataset / "list.txt").write_text("\n".join(rows) + "\n")
+    assert load_dataset(tiny_dataset / "list.txt").classes == ["alpha", "beta"]
+    (tiny_dataset / "latin.csv").write_bytes("train/alpha/0.png,caf\xe9\n".encode("latin-1"))
+    with pytest.raises(BadInputError, match="latin.csv is not UTF-8 text"):
+        load_dataset(tiny_dataset / "latin.csv")
+
+
+def test_a_one_class_list_gets_one_message_about_the_list(tiny_dataset, tmp_path):
+    import warnings
+
+    from bovw.data import load_dataset
+
+    for n_rows in (1, 3):
+        listing = tmp_path / f"one{n_rows}.csv"
+        listing.write_text(
+            "".join(f"{tiny_dataset}/train/alpha/{i}.png,alpha\n" for i in range(n_rows))
+        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            with pytest.raises(BadInputError) as exc:
+                load_dataset(listing)
+        # Formerly: a warning that the class gets 0 train images, then "has no images;
+        # put images in one folder per class (one1.csv/<class>/*.jpg)".
+        assert not caught, [str(w.message) for w in caught]
+        message = str(exc.value)
+        assert "lists images of one class (alpha)" in message
+        assert "folder" not in message and "<class>" not in message
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def test_decode_errors_advise_a_flag_only_where_it_exists(tiny_dataset, tmp_path):
+    from conftest import FAST
+
+    from bovw.data import load_dataset
+    from bovw.images import decode_image
+
+    broken = b"\x89PNG\r\n\x1a\n garbage"
+    with pytest.raises(BadInputError) as exc:
+        decode_image(broken, "x.png")
+    assert "--skip-bad" not in str(exc.value)
+
+    out = tmp_path / "run"
+    r = CliRunner().invoke(
+        main,
+        ["run", str(tiny_dataset), *FAST, "--out", str(out), "--cache-dir", str(tmp_path / "c")],
+    )
+    assert r.exit_code == 0, r.output
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "broken.png").write_bytes(broken)
+    r = CliRunner().invoke(main, ["predict", str(out), str(tmp_path / "bad"), "-q"])
+    assert r.exit_code == 2 and "broken.png" in r.output
+    assert "--skip-bad" not in r.output  # bovw predict has no such flag
+    assert "0 images classified, 1 image could not be read." in r.output
+
+    # Where the flag exists (the dataset commands), it is offered, and the counts agree.
+    for name in ("broken.png", "broken2.png"):
+        (tiny_dataset / "train" / "alpha" / name).write_bytes(broken)
+    with pytest.raises(BadInputError, match=r"or pass --skip-bad .*\(1 more bad file\)\.$"):
+        load_dataset(tiny_dataset)
+    (tiny_dataset / "train" / "alpha" / "broken2.png").unlink()
+    (tiny_dataset / "train" / "alpha" / "notes.md").write_text("not an image")
+    with pytest.warns(UserWarning) as record:
+        load_dataset(tiny_dataset, skip_bad=True)
+    messages = [str(w.message) for w in record]
+    assert any(m.startswith("Skipped 1 file that is not an image: ") for m in messages)
+    assert any(m.startswith("Skipped 1 undecodable image: ") for m in messages)

@@ -8,6 +8,7 @@ from pathlib import Path
 import click
 
 from ..errors import BadInputError
+from ..progress import plural
 from .errors import handle_errors
 from .options import Option, parse_size_option
 
@@ -120,7 +121,9 @@ def cache_prune_command(cache_dir, max_size, older_than, yes):
     )
     _confirm(f"Evict least recently used entries of {where} {what}?", yes)
     deleted, freed = prune(where, max_size=limit, older_than_days=older_than)
-    click.echo(f"Pruned {where}: {deleted} entries deleted, {_human(freed)} freed.")
+    click.echo(
+        f"Pruned {where}: {plural(deleted, 'entry', 'entries')} deleted, {_human(freed)} freed."
+    )
 
 
 def _human(n: int) -> str:
