@@ -263,7 +263,7 @@ class _Context:
 
     def _fit_vocabulary(self):
         stream = self.stream_features(self.dataset.train, desc="codebook: sampling descriptors")
-        return build_vocabulary(self.config).fit(stream)
+        return build_vocabulary(self.config).fit(stream, progress=self.progress)
 
     def features(self, split: str) -> np.ndarray:
         if split not in self._features:

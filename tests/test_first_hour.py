@@ -252,3 +252,50 @@ def test_decode_errors_advise_a_flag_only_where_it_exists(tiny_dataset, tmp_path
     messages = [str(w.message) for w in record]
     assert any(m.startswith("Skipped 1 file that is not an image: ") for m in messages)
     assert any(m.startswith("Skipped 1 undecodable image: ") for m in messages)
+
+
+# --------------------------------------------------------------------------- codebook progress
+
+
+@pytest.mark.parametrize("family", ["kmeans", "gmm"])
+def test_codebook_fitting_shows_progress_and_fits_the_same_bits(family, capsys):
+    import numpy as np
+
+    from bovw.vocabulary import GMMVocabulary, KMeansCodebook
+
+    rng = np.random.default_rng(0)
+    sets = [rng.integers(0, 256, (400, 32), dtype=np.uint8) for _ in range(25)]
+    if family == "kmeans":
+        # A small batch so that MiniBatchKMeans takes many steps; 4 epochs asked.
+        make = lambda: KMeansCodebook(n_words=16, batch_size=256, max_iter=4)  # noqa: E731
+        arrays = lambda v: [v.centers_]  # noqa: E731
+        desc = "codebook: k-means: "
+    else:
+        make = lambda: GMMVocabulary(n_components=6, n_pca=8, max_iter=30)  # noqa: E731
+        arrays = lambda v: [v.weights_, v.means_, v.variances_]  # noqa: E731
+        desc = "codebook: GMM (EM): "
+    quiet = make().fit(sets)
+    assert capsys.readouterr().err == ""
+    shown = make().fit(sets, progress=True)
+    err = capsys.readouterr().err
+    for a, b in zip(arrays(quiet), arrays(shown), strict=True):
+        assert a.dtype == b.dtype and a.tobytes() == b.tobytes()
+    # stderr is not a terminal here: lines, not redraws, and the last one at 100%.
+    lines = [line for line in err.splitlines() if line.startswith(desc)]
+    assert "\r" not in err and len(lines) >= 3, err
+    assert lines[-1].startswith(desc + "100%")
+    percents = [int(line[len(desc) :].split("%")[0]) for line in lines]
+    assert percents == sorted(percents)
+
+
+def test_the_codebook_stage_of_a_run_reports_progress(tiny_dataset, tmp_path):
+    from conftest import FAST
+
+    fast = [a for a in FAST if a != "-q"]
+    r = subprocess.run(
+        [sys.executable, str(REPO / "cli.py"), "codebook", str(tiny_dataset), *fast,
+         "--cache-dir", str(tmp_path / "c"), "--out", str(tmp_path / "r")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "codebook: k-means: 100%" in r.stderr
