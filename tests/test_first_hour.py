@@ -299,3 +299,85 @@ def test_the_codebook_stage_of_a_run_reports_progress(tiny_dataset, tmp_path):
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert "codebook: k-means: 100%" in r.stderr
+
+
+# --------------------------------------------------------------------------- the CNN commands
+
+
+def test_a_finished_cnn_run_is_refused_in_one_sentence_and_restarts(tiny_dataset, tmp_path):
+    import json
+
+    pytest.importorskip("torch")
+    out = tmp_path / "cnn"
+    tiny = ["--cnn-widths", "8,16", "--cnn-image-size", "32", "--out", str(out), "-q"]
+    r = CliRunner().invoke(main, ["cnn", "train", str(tiny_dataset), "--cnn-epochs", "2", *tiny])
+    assert r.exit_code == 0, r.output
+    # Formerly a ValueError and exit 1, with no way to start afresh in that folder.
+    r = CliRunner().invoke(main, ["cnn", "train", str(tiny_dataset), "--cnn-epochs", "4", *tiny])
+    assert r.exit_code == 2, r.output
+    error = [line for line in r.output.splitlines() if line.startswith("Error: ")]
+    assert len(error) == 1 and "--restart" in error[0] and str(out) in error[0]
+    assert "ValueError" not in r.output
+    r = CliRunner().invoke(
+        main, ["cnn", "train", str(tiny_dataset), "--cnn-epochs", "4", "--restart", *tiny]
+    )
+    assert r.exit_code == 0, r.output
+    assert len(json.loads((out / "cnn.json").read_text())["history"]) == 4
+
+
+def test_cnn_summary_describes_what_training_builds_with_the_same_flags(tiny_dataset, tmp_path):
+    import json
+
+    pytest.importorskip("torch")
+    flags = ["--cnn-widths", "8,16", "--cnn-image-size", "32"]
+    out = tmp_path / "cnn"
+    r = CliRunner().invoke(
+        main,
+        ["cnn", "train", str(tiny_dataset), *flags, "--cnn-epochs", "1", "--out", str(out), "-q"],
+    )
+    assert r.exit_code == 0, r.output
+    trained = json.loads((out / "metrics.json").read_text())["cnn"]["parameters"]
+    r = CliRunner().invoke(main, ["cnn", "summary", str(tiny_dataset), *flags])
+    assert r.exit_code == 0, r.output
+    assert f"{trained:,}" in r.stdout  # 3 classes, 2 blocks: the trained network's count
+    # By default: the network `bovw compare` trains on the demo data (5 blocks, 5 classes),
+    # not a 4-block, 15-class one.
+    r = CliRunner().invoke(main, ["cnn", "summary"])
+    assert r.exit_code == 0, r.output
+    assert "5 blocks of widths 16,32,64,128,256, 64 px crops" in r.stderr
+    assert "5 classes" in r.stderr
+    # One naming: the --cnn- flags everywhere, the unprefixed ones nowhere.
+    r = CliRunner().invoke(main, ["cnn", "summary", "--widths", "16"])
+    assert r.exit_code == 2 and "No such option" in r.output
+    for command in (["cnn", "train"], ["cnn", "summary"], ["compare"], ["run"]):
+        help_text = CliRunner().invoke(main, [*command, "--help"]).output
+        assert "--cnn-widths" in help_text and "--cnn-image-size" in help_text
+        assert "--widths" not in help_text.replace("--cnn-widths", "")
+
+
+def test_cnn_evaluate_is_quiet_with_q_and_the_readme_states_the_device_default(
+    tiny_dataset, tmp_path
+):
+    pytest.importorskip("torch")
+    out = tmp_path / "cnn"
+    tiny = ["--cnn-widths", "8,16", "--cnn-image-size", "32", "--cnn-epochs", "1"]
+    r = CliRunner().invoke(main, ["cnn", "train", str(tiny_dataset), *tiny, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    loud = CliRunner().invoke(main, ["cnn", "evaluate", str(out), str(tiny_dataset)])
+    quiet = CliRunner().invoke(main, ["cnn", "evaluate", str(out), str(tiny_dataset), "-q"])
+    assert loud.exit_code == quiet.exit_code == 0, quiet.output
+    assert "cnn evaluate: decoding test images: 100%" in loud.stderr
+    assert quiet.stderr == ""
+
+    def accuracy(result):
+        return [line for line in result.stdout.splitlines() if "accuracy" in line]
+
+    assert accuracy(quiet) == accuracy(loud) and len(accuracy(quiet)) == 2
+
+    # The README says what --device does by default, as the code does it: auto.
+    readme = (REPO / "README.md").read_text()
+    assert "CPU is the\ndefault path" not in readme and "CPU is the default path" not in readme
+    assert "`--device auto` (the default)" in readme
+    for command in (["cnn", "train"], ["cnn", "evaluate"], ["compare"]):
+        help_text = CliRunner().invoke(main, [*command, "--help"]).output
+        assert "[default: auto]" in help_text

@@ -110,6 +110,7 @@ def _compare_with_cnn(result, run_dir: Path, cnn: dict, *, jobs: int, quiet: boo
     from ..report import write_json
 
     device = cnn.pop("device", "auto")
+    restart = cnn.pop("restart", False)
     try:
         settings = cnn_settings_for(result.dataset, **cnn).validate()
     except ValueError as exc:
@@ -120,7 +121,13 @@ def _compare_with_cnn(result, run_dir: Path, cnn: dict, *, jobs: int, quiet: boo
     figures = {
         "BoVW": bovw_figures(result, run_dir),
         "CNN": run_cnn(
-            result.dataset, run_dir / "cnn", settings, jobs=jobs, device=device, progress=not quiet
+            result.dataset,
+            run_dir / "cnn",
+            settings,
+            jobs=jobs,
+            device=device,
+            progress=not quiet,
+            resume=not restart,
         ),
     }
     click.echo("")
