@@ -109,12 +109,24 @@ def run_cnn(
     jobs: int = 1,
     device: str = "auto",
     progress: bool = True,
+    resume: bool = True,
 ) -> dict[str, Any]:
-    """Train the CNN on ``dataset.train``, evaluate on ``dataset.test``; the compared figures."""
+    """Train the CNN on ``dataset.train``, evaluate on ``dataset.test``; the compared figures.
+
+    ``resume=False`` trains afresh over a checkpoint in ``out_dir`` (``--restart``).
+    """
     from .cnn.train import train_cnn
 
     settings = settings or cnn_settings_for(dataset)
-    result = train_cnn(dataset, settings, out_dir, jobs=jobs, device=device, progress=progress)
+    result = train_cnn(
+        dataset,
+        settings,
+        out_dir,
+        jobs=jobs,
+        device=device,
+        progress=progress,
+        resume=resume,
+    )
     m = result.metrics
     figures = {key: m[key] for key in FIGURES if key in m}
     figures["train_seconds"] = float(result.train_seconds)

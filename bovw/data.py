@@ -5,9 +5,10 @@ Three layouts are understood:
 * ``root/<class>/*.jpg`` -- one folder per class; a split protocol
   (``train_per_class``, ``test_per_class``, ``split_seed``) divides it.
 * ``root/train/<class>/*`` and ``root/test/<class>/*`` -- the split is given.
-* a CSV or text file of ``path,label`` lines (paths relative to the file), with
-  an optional third column ``train``/``test``; without it the split protocol
-  applies.
+* a list file, ``.csv`` or ``.txt``, of ``path,label`` lines (paths relative
+  to the file), with an optional third column ``train``/``test``; without it
+  the split protocol applies. Any other file is refused with one sentence: an
+  image or a README given by mistake is not read as a list.
 
 Every image gets a content hash (BLAKE2b of its bytes). The sorted list of
 (hash, class, split) is the manifest, and its hash names the dataset in cache
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import warnings
 from collections.abc import Sequence
@@ -34,6 +36,7 @@ import numpy as np
 # BadInputError is also re-exported: bovw.data.BadInputError.
 from .errors import BadInputError
 from .images import decode_checked, read_bytes
+from .progress import plural
 
 #: File extensions treated as images; anything else is skipped with a warning.
 IMAGE_EXTENSIONS = frozenset(
@@ -55,6 +58,11 @@ IMAGE_EXTENSIONS = frozenset(
         ".jp2",
     }
 )
+
+#: Extensions of list files (``path,label[,split]`` lines). Only these are read as
+#: lists: ``bovw run photo.jpg`` or ``bovw run README.md`` is a mistake to name, not a
+#: file to parse. ``.txt`` is kept because published splits often come as text lists.
+LIST_EXTENSIONS = frozenset({".csv", ".txt"})
 
 
 @dataclass(frozen=True)
@@ -195,8 +203,9 @@ def _split_protocol(
         n_train = train_per_class if train_per_class is not None else (len(members) + 1) // 2
         if n_train + 1 > len(members):
             warnings.warn(
-                f"Class {name!r} has only {len(members)} images, fewer than "
-                f"{n_train} train + 1 test; it gets {max(len(members) - 1, 0)} train images.",
+                f"Class {name!r} has only {plural(len(members), 'image')}, fewer than "
+                f"{n_train} train + 1 test; it gets "
+                f"{plural(max(len(members) - 1, 0), 'train image')}.",
                 stacklevel=3,
             )
             n_train = max(len(members) - 1, 0)
@@ -208,25 +217,50 @@ def _split_protocol(
     return train, test
 
 
+def _check_list_file(path: Path) -> None:
+    """Refuse a file that is not a list dataset, in one sentence naming it."""
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        raise BadInputError(
+            f"{path} is an image, not a dataset: give the folder that holds the class folders "
+            "(or a .csv list of 'path,label' lines)."
+        )
+    if suffix not in LIST_EXTENSIONS:
+        raise BadInputError(
+            f"{path} is not a dataset: give a folder of class folders, or a list of "
+            "'path,label' lines in a .csv or .txt file."
+        )
+
+
 def _read_list_file(path: Path) -> list[tuple[Path, str, str | None]]:
+    _check_list_file(path)
+    try:
+        # newline="": the csv module handles line ends itself (quoted fields may hold them).
+        with path.open(newline="", encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise BadInputError(
+            f"{path} is not UTF-8 text; save the list of 'path,label' lines as UTF-8."
+        ) from None
+    except OSError as exc:
+        raise BadInputError(f"Cannot read {path}: {exc.strerror or exc}.") from None
     rows = []
-    with path.open(newline="", encoding="utf-8") as f:
-        for lineno, row in enumerate(csv.reader(f), start=1):
-            if not row or not "".join(row).strip() or row[0].startswith("#"):
-                continue
-            if lineno == 1 and row[0].strip().lower() in ("path", "file", "filename"):
-                continue
-            if len(row) < 2:
-                raise BadInputError(
-                    f"Line {lineno} of {path} has no label; write each line as 'path,label'."
-                )
-            split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else None
-            if split not in (None, "train", "test"):
-                raise BadInputError(
-                    f"Line {lineno} of {path} names split {row[2]!r}; use 'train' or 'test'."
-                )
-            p = Path(row[0].strip())
-            rows.append(((p if p.is_absolute() else path.parent / p), row[1].strip(), split))
+    for lineno, row in enumerate(csv.reader(io.StringIO(text, newline="")), start=1):
+        if not row or not "".join(row).strip() or row[0].startswith("#"):
+            continue
+        if lineno == 1 and row[0].strip().lower() in ("path", "file", "filename"):
+            continue
+        if len(row) < 2:
+            raise BadInputError(
+                f"Line {lineno} of {path} has no label; write each line as 'path,label'."
+            )
+        split = row[2].strip().lower() if len(row) > 2 and row[2].strip() else None
+        if split not in (None, "train", "test"):
+            raise BadInputError(
+                f"Line {lineno} of {path} names split {row[2]!r}; use 'train' or 'test'."
+            )
+        p = Path(row[0].strip())
+        rows.append(((p if p.is_absolute() else path.parent / p), row[1].strip(), split))
     return rows
 
 
@@ -310,17 +344,22 @@ def load_dataset(
         shown = ", ".join(str(p) for p in others[:10])
         more = f" and {len(others) - 10} more" if len(others) > 10 else ""
         warnings.warn(
-            f"Skipped {len(others)} files that are not images: {shown}{more}.", stacklevel=2
+            f"Skipped {plural(len(others), 'file')} that "
+            f"{'is not an image' if len(others) == 1 else 'are not images'}: {shown}{more}.",
+            stacklevel=2,
         )
 
     if links:
         shown = ", ".join(str(p) for p in links[:10])
         more = f" and {len(links) - 10} more" if len(links) > 10 else ""
         warnings.warn(
-            f"Did not follow {len(links)} links to folders inside class folders: {shown}{more}; "
+            f"Did not follow {plural(len(links), 'link')} to "
+            f"{'a folder' if len(links) == 1 else 'folders'} inside class folders: {shown}{more}; "
             "move or copy the images into the class folder if they belong to it.",
             stacklevel=2,
         )
+
+    _check_classes(root, items if given_split is None else [(p, c) for p, c, _ in given_split])
 
     if given_split is not None:
         classes = sorted({c for _, c, s in given_split if s == "train"})
@@ -349,22 +388,20 @@ def load_dataset(
     empty_classes = empty_folders + [
         c for c in classes if not any(cc == c for _, cc in train_items)
     ]
-    if not train_items:
-        raise BadInputError(
-            f"Dataset {root} has no images; put images in one folder per class "
-            f"({root}/<class>/*.jpg)."
-        )
     if empty_classes:
         warnings.warn(
-            f"Class folders with no training images are left out: {', '.join(empty_classes)}.",
+            f"Classes with no training images are left out: {', '.join(empty_classes)}.",
             stacklevel=2,
         )
         classes = [c for c in classes if c not in empty_classes]
         test_items = [(p, c) for p, c in test_items if c in classes]
     if len(classes) < 2:
+        # Two or more classes were found (_check_classes), but the split left fewer
+        # with training images: the classes are too small for it.
         raise BadInputError(
-            f"Dataset {root} has {len(classes)} class ({', '.join(classes)}); "
-            "classification needs at least two class folders."
+            f"Dataset {root} has training images for {plural(len(classes), 'class', 'classes')}"
+            f"{' (' + ', '.join(classes) + ')' if classes else ''}; classification needs two, "
+            "so give each class at least two images (one to train on, one to test)."
         )
 
     paths = [p for p, _ in train_items] + [p for p, _ in test_items]
@@ -387,10 +424,17 @@ def load_dataset(
     train = build(train_items, 0)
     test = build(test_items, len(train_items))
     if bad and not skip_bad:
-        more = f" ({len(bad) - 1} more bad files)" if len(bad) > 1 else ""
-        raise BadInputError(bad[0] + more)
+        # The decoding messages give no flag advice (bovw predict has no --skip-bad);
+        # here, where the flag exists, it is offered.
+        more = f" ({plural(len(bad) - 1, 'more bad file')})" if len(bad) > 1 else ""
+        raise BadInputError(
+            f"{bad[0].rstrip('.')}, or pass --skip-bad to leave such images out{more}."
+        )
     if bad:
-        warnings.warn(f"Skipped {len(bad)} undecodable images: {'; '.join(bad[:5])}", stacklevel=2)
+        warnings.warn(
+            f"Skipped {plural(len(bad), 'undecodable image')}: {'; '.join(bad[:5])}",
+            stacklevel=2,
+        )
 
     labels_of: dict[str, set[int]] = {}
     for s in train + test:
@@ -399,7 +443,8 @@ def load_dataset(
     if clashes:
         example = {s.label: s.path for s in train + test if s.digest == clashes[0]}
         warnings.warn(
-            f"{len(clashes)} images appear under more than one class (same content), e.g. "
+            f"{plural(len(clashes), 'image')} {'appears' if len(clashes) == 1 else 'appear'} "
+            "under more than one class (same content), e.g. "
             f"{' and '.join(str(p) for p in list(example.values())[:2])}; "
             "check the class folders.",
             stacklevel=2,
@@ -407,11 +452,36 @@ def load_dataset(
     leaked = {s.digest for s in train} & {s.digest for s in test}
     if leaked:
         warnings.warn(
-            f"{len(leaked)} images appear in both train and test (same content); "
+            f"{plural(len(leaked), 'image')} {'appears' if len(leaked) == 1 else 'appear'} "
+            "in both train and test (same content); "
             "test accuracy will be optimistic.",
             stacklevel=2,
         )
     return Dataset(classes=classes, train=train, test=test, root=root, skipped=skipped)
+
+
+def _check_classes(root: Path, items: list[tuple[Path, str]]) -> None:
+    """Refuse a dataset with no images or a single class, in the words of its layout."""
+    classes = sorted({c for _, c in items})
+    if root.is_file():
+        if not items:
+            raise BadInputError(f"{root} lists no images; write one 'path,label' line per image.")
+        if len(classes) < 2:
+            raise BadInputError(
+                f"{root} lists images of one class ({classes[0]}); classification needs at "
+                "least two, so give rows of another class in the label column."
+            )
+        return
+    if not items:
+        raise BadInputError(
+            f"Dataset {root} has no images; put images in one folder per class "
+            f"({root}/<class>/*.jpg)."
+        )
+    if len(classes) < 2:
+        raise BadInputError(
+            f"Dataset {root} has images of one class ({classes[0]}); classification needs at "
+            "least two class folders."
+        )
 
 
 def _cap_per_class(items: list[tuple[Path, str]], cap: int | None) -> list[tuple[Path, str]]:

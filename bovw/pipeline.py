@@ -263,7 +263,7 @@ class _Context:
 
     def _fit_vocabulary(self):
         stream = self.stream_features(self.dataset.train, desc="codebook: sampling descriptors")
-        return build_vocabulary(self.config).fit(stream)
+        return build_vocabulary(self.config).fit(stream, progress=self.progress)
 
     def features(self, split: str) -> np.ndarray:
         if split not in self._features:
@@ -420,7 +420,7 @@ def _extract_all(ctx: _Context) -> StageResult:
         for report in ctx.imap(_extract_batch, calls, sizes=sizes, desc="extract"):
             ctx.absorb(report, "extract")
     status = HIT if not todo else (MISS if len(todo) == len(unique) else "partial")
-    detail = f"{len(unique) - len(todo)} of {len(unique)} images cached"
+    detail = f"{len(unique) - len(todo):,} of {plural(len(unique), 'image')} cached"
     return StageResult("extract", time.perf_counter() - t, status, detail)
 
 

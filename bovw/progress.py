@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any, TextIO
 
 
@@ -55,7 +56,7 @@ class LineProgress:
         seconds = time.perf_counter() - self._start
         if self.total:
             return (
-                f"{self.desc}: {100 * self.n / self.total:.0f}% "
+                f"{self.desc}: {int(100 * self.n / self.total)}% "
                 f"({self.n}/{self.total} {self.unit}, {seconds:.1f} s)"
             )
         return f"{self.desc}: {self.n} {self.unit} ({seconds:.1f} s)"
@@ -113,3 +114,31 @@ def progress_bar(
             iterable, total=total, desc=desc, unit=unit, disable=disable, leave=leave, file=stream
         )
     return LineProgress(iterable, total=total, desc=desc, unit=unit, file=stream)
+
+
+@contextmanager
+def watch_calls(obj: Any, method: str, on_call: Callable[[], object]) -> Iterator[None]:
+    """Within the block, call ``on_call()`` each time ``obj.method`` is called.
+
+    For progress through a library loop that has no callback but calls one of
+    its estimator's methods once per iteration (scikit-learn's MiniBatchKMeans
+    and GaussianMixture). The method is shadowed on this one instance by a
+    wrapper that calls ``on_call`` and returns what the original returns, so
+    the computation is untouched; the wrapper is removed on exit, so the object
+    pickles as before. Should a library release rename the method, the wrapper
+    is never called: no progress, the same results.
+    """
+    original = getattr(obj, method, None)
+    if original is None:
+        yield
+        return
+
+    def watched(*args, **kwargs):
+        on_call()
+        return original(*args, **kwargs)
+
+    setattr(obj, method, watched)
+    try:
+        yield
+    finally:
+        obj.__dict__.pop(method, None)

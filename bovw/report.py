@@ -33,6 +33,8 @@ from typing import Any
 
 import numpy as np
 
+from .progress import plural
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts ``C[i, j]`` of images of class ``i`` predicted as class ``j``."""
@@ -465,7 +467,11 @@ def format_report(result, metrics: dict[str, Any], files: dict[str, str] | None 
     )
     out += ["", f"Manifest hash `{ds.manifest_hash}`."]
     if ds.skipped:
-        out.append(f"{len(ds.skipped)} files were skipped (not images, or undecodable).")
+        n = len(ds.skipped)
+        out.append(
+            f"{plural(n, 'file')} {'was' if n == 1 else 'were'} skipped "
+            "(not images, or undecodable)."
+        )
     out += ["", "## Stages", ""]
     out.append(
         _md_table(

@@ -280,15 +280,53 @@ def test_killed_run_resumes_to_the_same_weights(tiny_dataset, tmp_path):
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     _assert_same_state(_state(full), _state(resumed))
     # Other settings with the same folder: refused, not silently mixed.
-    with pytest.raises(ValueError, match="other settings"):
+    with pytest.raises(ValueError, match=r"other settings or data \(lr\); pass --restart"):
         train_cnn(
             tiny_dataset,
-            CNNSettings(**{**TINY, "epochs": 4}),
+            CNNSettings(**{**TINY, "lr": 0.01}),
             tmp_path / "run",
             device="cpu",
             progress=False,
             evaluate=False,
         )
+
+
+def test_a_run_resumes_to_more_epochs_only_where_the_schedule_allows(tiny_dataset, tmp_path):
+    from bovw.errors import BadInputError
+
+    # Stopped within a warm-up of 2 epochs, the finished steps ran at the rates a longer
+    # schedule gives them too: resuming to 5 epochs trains what a fresh 5-epoch run does.
+    short = CNNSettings(**{**TINY, "epochs": 3, "warmup_epochs": 2.0})
+    longer = CNNSettings(**{**TINY, "epochs": 5, "warmup_epochs": 2.0})
+
+    def kill_after_one(record):
+        if record["epoch"] == 1:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        train_cnn(
+            tiny_dataset, short, tmp_path / "run", device="cpu", progress=False,
+            evaluate=False, on_epoch_end=kill_after_one,
+        )  # fmt: skip
+    resumed = train_cnn(
+        tiny_dataset, longer, tmp_path / "run", device="cpu", progress=False, evaluate=False
+    )
+    assert resumed.resumed_from_epoch == 1 and len(resumed.history) == 5
+    fresh = train_cnn(tiny_dataset, longer, None, device="cpu", progress=False, evaluate=False)
+    _assert_same_state(_state(fresh), _state(resumed))
+
+    # Past the warm-up the cosine decay of 5 epochs differs from that of 7: refused, in
+    # one sentence that offers a fresh start, and resume=False gives one.
+    more = CNNSettings(**{**TINY, "epochs": 7, "warmup_epochs": 2.0})
+    with pytest.raises(BadInputError, match=r"changed from epoch 3; pass --restart"):
+        train_cnn(tiny_dataset, more, tmp_path / "run", device="cpu", progress=False)
+    with pytest.raises(BadInputError, match=r"already trained 5 epochs, more than the 3 asked"):
+        train_cnn(tiny_dataset, short, tmp_path / "run", device="cpu", progress=False)
+    again = train_cnn(
+        tiny_dataset, more, tmp_path / "run", device="cpu", progress=False, evaluate=False,
+        resume=False,
+    )  # fmt: skip
+    assert again.resumed_from_epoch == 0 and len(again.history) == 7
 
 
 def test_train_save_load_evaluate(tiny_dataset, tmp_path):

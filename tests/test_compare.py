@@ -66,7 +66,9 @@ def test_cnn_train_evaluate_and_summary(tiny_dataset, tmp_path):
     rows = [line for line in r.output.splitlines() if line.startswith("mean class accuracy")]
     assert len(rows) == 1, r.output
     assert rows[0].split()[-1] == f"{trained['mean_class_accuracy']:.4f}", r.output
-    r = CliRunner().invoke(main, ["cnn", "summary", "--image-size", "32", "--widths", "16"])
+    r = CliRunner().invoke(
+        main, ["cnn", "summary", str(tiny_dataset), "--cnn-image-size", "32", "--cnn-widths", "16"]
+    )
     assert r.exit_code == 0 and "Conv2d" in r.output
 
 

@@ -338,7 +338,7 @@ def test_max_side_shrinks_right_after_decoding(tmp_path):
 
 def test_folder_links_in_a_class_folder_are_not_followed(flat_dataset):
     (flat_dataset / "one" / "loop").symlink_to("..")
-    with pytest.warns(UserWarning, match="Did not follow 1 links to folders"):
+    with pytest.warns(UserWarning, match="Did not follow 1 link to a folder"):
         ds = load_dataset(flat_dataset)
     labels = np.concatenate([ds.labels("train"), ds.labels("test")])
     assert np.bincount(labels).tolist() == [10, 10]
@@ -347,5 +347,5 @@ def test_folder_links_in_a_class_folder_are_not_followed(flat_dataset):
 @pytest.mark.filterwarnings("ignore:.*both train and test")
 def test_same_content_under_two_labels_warns(flat_dataset):
     (flat_dataset / "two" / "copy.jpg").symlink_to(flat_dataset / "one" / "img 0.jpg")
-    with pytest.warns(UserWarning, match="1 images appear under more than one class"):
+    with pytest.warns(UserWarning, match="1 image appears under more than one class"):
         load_dataset(flat_dataset)

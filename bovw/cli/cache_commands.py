@@ -9,6 +9,7 @@ import click
 
 from ..cache import human_size
 from ..errors import BadInputError
+from ..progress import plural
 from .errors import handle_errors
 from .options import Option, parse_size_option
 
@@ -115,4 +116,6 @@ def cache_prune_command(cache_dir, max_size, older_than, yes):
     )
     _confirm(f"Evict least recently used entries of {where} {what}?", yes)
     deleted, freed = prune(where, max_size=limit, older_than_days=older_than)
-    click.echo(f"Pruned {where}: {deleted} entries deleted, {human_size(freed)} freed.")
+    click.echo(
+        f"Pruned {where}: {plural(deleted, 'entry', 'entries')} deleted, {human_size(freed)} freed."
+    )

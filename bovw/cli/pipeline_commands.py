@@ -16,6 +16,7 @@ import click
 from ..config import DEMO_DATA
 from ..errors import BadInputError
 from ..parallel import resolve_jobs
+from ..progress import plural
 from .cnn_commands import cnn_options, pop_cnn_overrides
 from .errors import handle_errors
 from .options import build_config, parse_size_option, pipeline_options
@@ -109,15 +110,24 @@ def _compare_with_cnn(result, run_dir: Path, cnn: dict, *, jobs: int, quiet: boo
     from ..report import write_json
 
     device = cnn.pop("device", "auto")
+    restart = cnn.pop("restart", False)
     try:
         settings = cnn_settings_for(result.dataset, **cnn).validate()
     except ValueError as exc:
         raise BadInputError(str(exc)) from None
-    click.echo(f"\nCNN: training on the same split ({settings.epochs} epochs)...", err=True)
+    click.echo(
+        f"\nCNN: training on the same split ({plural(settings.epochs, 'epoch')})...", err=True
+    )
     figures = {
         "BoVW": bovw_figures(result, run_dir),
         "CNN": run_cnn(
-            result.dataset, run_dir / "cnn", settings, jobs=jobs, device=device, progress=not quiet
+            result.dataset,
+            run_dir / "cnn",
+            settings,
+            jobs=jobs,
+            device=device,
+            progress=not quiet,
+            resume=not restart,
         ),
     }
     click.echo("")

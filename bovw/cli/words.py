@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from ..errors import BadInputError
+from ..progress import plural
 from .errors import handle_errors
 from .options import Option
 
@@ -111,5 +112,6 @@ def words_command(run_dir, data_path, n_words, n_patches, n_images, seed, out, q
     target = Path(out) if out else folder / "visual_words.png"
     plot_visual_words(wp, target)
     click.echo(
-        f"Wrote {target} ({len(wp.words)} words x {n_patches} patches from {len(picked)} images)."
+        f"Wrote {target} ({plural(len(wp.words), 'word')} x {plural(n_patches, 'patch', 'patches')}"
+        f" from {plural(len(picked), 'image')})."
     )

@@ -40,6 +40,7 @@ __all__ = [
     "load_cnn",
     "save_checkpoint",
     "load_checkpoint",
+    "checkpoint_progress",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -206,6 +207,15 @@ def save_checkpoint(
     if device.type == "cuda":
         ckpt["cuda_rng"] = torch.cuda.get_rng_state()
     _atomic_torch_save(ckpt, path)
+
+
+def checkpoint_progress(path: Path) -> tuple[dict[str, Any], int]:
+    """The fingerprint a checkpoint was made with and its finished epochs, nothing restored.
+
+    For deciding whether a run can resume before anything is set in place.
+    """
+    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    return json.loads(ckpt["fingerprint"]), int(ckpt["epoch"])
 
 
 def load_checkpoint(

@@ -17,11 +17,19 @@ import numpy as np
 import torch
 
 from bovw.images import read_image
+from bovw.progress import progress_bar
 
 __all__ = ["load_images", "normalize", "holdout"]
 
 
-def load_images(paths: Sequence[str | os.PathLike], size: int, color: str = "gray") -> torch.Tensor:
+def load_images(
+    paths: Sequence[str | os.PathLike],
+    size: int,
+    color: str = "gray",
+    *,
+    progress: bool = False,
+    desc: str = "cnn: decoding images",
+) -> torch.Tensor:
     """Decode and resize images once into one ``uint8`` tensor.
 
     Parameters
@@ -32,6 +40,10 @@ def load_images(paths: Sequence[str | os.PathLike], size: int, color: str = "gra
         Side of the square output; the whole image is resized (cv2 ``INTER_AREA``).
     color : {"gray", "bgr"}
         Decoding mode.
+    progress : bool
+        Show a progress bar over the images (:func:`bovw.progress.progress_bar`).
+    desc : str
+        The bar's label.
 
     Returns
     -------
@@ -40,7 +52,7 @@ def load_images(paths: Sequence[str | os.PathLike], size: int, color: str = "gra
     """
     c = 1 if color == "gray" else 3
     out = np.empty((len(paths), c, size, size), dtype=np.uint8)
-    for i, p in enumerate(paths):
+    for i, p in enumerate(progress_bar(paths, desc=desc, unit="img", disable=not progress)):
         img = read_image(p, color=color)
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
         out[i] = img[None] if img.ndim == 2 else img.transpose(2, 0, 1)

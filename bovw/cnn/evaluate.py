@@ -34,6 +34,7 @@ def evaluate_cnn(
     batch_size: int = 128,
     fused: bool = True,
     time_unfused: bool = False,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Test metrics and costs of a trained CNN.
 
@@ -60,6 +61,8 @@ def evaluate_cnn(
         Run the batch-norm-folded network (:func:`bovw.cnn.fuse_bn`); same predictions.
     time_unfused : bool
         Also time the unfused network, for the fusion speed-up.
+    progress : bool
+        Show a progress bar while the test images are decoded.
 
     Returns
     -------
@@ -87,7 +90,13 @@ def evaluate_cnn(
                 "evaluate on data with the same class folders."
             )
         samples = getattr(dataset, split)
-        images = load_images([x.path for x in samples], s.test_load_size, s.color)
+        images = load_images(
+            [x.path for x in samples],
+            s.test_load_size,
+            s.color,
+            progress=progress,
+            desc=f"cnn evaluate: decoding {split} images",
+        )
         labels = [x.label for x in samples]
     if labels is None:
         raise ValueError("evaluate_cnn needs labels with images.")

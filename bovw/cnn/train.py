@@ -13,7 +13,11 @@ Conventions
   batch order, the augmentation and dropout; on CPU two runs with the same settings
   and the same number of threads give the same weights bit for bit.
 - With an ``out_dir`` a checkpoint is written after every epoch and a run started
-  again resumes after the last finished epoch (:mod:`bovw.cnn.checkpoint`).
+  again resumes after the last finished epoch (:mod:`bovw.cnn.checkpoint`). A run
+  may resume to another number of epochs only where the learning rates of the
+  finished steps are the same under the new schedule (in practice: within the
+  warm-up, with the same warm-up), so that a resumed run is the run it claims to be;
+  otherwise it is refused in one sentence that offers a fresh start.
 """
 
 from __future__ import annotations
@@ -32,13 +36,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from bovw.cnn.augment import random_resized_crop
-from bovw.cnn.checkpoint import CHECKPOINT_NAME, load_checkpoint, save_checkpoint, save_cnn
+from bovw.cnn.checkpoint import (
+    CHECKPOINT_NAME,
+    checkpoint_progress,
+    load_checkpoint,
+    save_checkpoint,
+    save_cnn,
+)
 from bovw.cnn.data import holdout, load_images, normalize
 from bovw.cnn.device import resolve_device, threads_for
 from bovw.cnn.evaluate import evaluate_cnn
 from bovw.cnn.model import build_model
 from bovw.cnn.predict import LoadedCNN, predict_proba
 from bovw.cnn.settings import TEST_ONLY_SETTINGS, CNNSettings
+from bovw.errors import BadInputError
+from bovw.progress import plural
 
 __all__ = ["CNNResult", "train_cnn", "lr_at_step"]
 
@@ -98,6 +110,61 @@ def make_optimizer(model: nn.Module, s: CNNSettings) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=s.lr, betas=(s.momentum, 0.999))
 
 
+# --------------------------------------------------------------------------- resume
+
+#: The settings that only set the learning-rate schedule's length: a checkpoint made with
+#: other values may still be resumed when the finished steps had the same rates.
+SCHEDULE_SETTINGS = frozenset({"epochs", "warmup_epochs"})
+
+_FRESH = "pass --restart to train afresh there (resume=False in Python), or choose another --out"
+
+
+def _resumable_fingerprint(
+    path: Path, fingerprint: dict[str, Any], s: CNNSettings, steps_per_epoch: int
+) -> dict[str, Any]:
+    """The fingerprint to load the checkpoint at ``path`` with, or BadInputError saying why not.
+
+    The checkpoint's own fingerprint is returned when it equals ``fingerprint``, or
+    when only the schedule's length differs and every finished step ran at the rate
+    the new schedule gives it: resuming then trains what a fresh run of the new
+    length would (a cosine decay over more epochs changes every rate after the
+    warm-up, so a finished run can rarely be extended).
+    """
+    saved, done = checkpoint_progress(path)
+    if saved == fingerprint:
+        return saved
+    old, new = saved.get("settings", {}), fingerprint["settings"]
+    changed = sorted(
+        k for k in set(old) | set(new) if k not in SCHEDULE_SETTINGS and old.get(k) != new.get(k)
+    )
+    if any(saved.get(k) != fingerprint[k] for k in ("manifest", "classes")):
+        changed.insert(0, "the data")
+    if changed or not all(k in old for k in SCHEDULE_SETTINGS):
+        raise BadInputError(
+            f"The checkpoint in {path.parent} was made with other settings or data "
+            f"({', '.join(changed) or 'an older format'}); {_FRESH}."
+        )
+    if done > s.epochs:
+        raise BadInputError(
+            f"The CNN in {path.parent} has already trained {plural(done, 'epoch')}, more than "
+            f"the {s.epochs} asked; {_FRESH}."
+        )
+    old_total = steps_per_epoch * int(old["epochs"])
+    old_warmup = round(float(old["warmup_epochs"]) * steps_per_epoch)
+    new_total = steps_per_epoch * s.epochs
+    new_warmup = round(s.warmup_epochs * steps_per_epoch)
+    for step in range(done * steps_per_epoch):
+        if lr_at_step(step, old_total, old_warmup, s.lr) != lr_at_step(
+            step, new_total, new_warmup, s.lr
+        ):
+            raise BadInputError(
+                f"The CNN in {path.parent} has trained {done} of {old['epochs']} epochs on a "
+                f"learning-rate schedule made for {old['epochs']}, which {s.epochs} epochs "
+                f"would have changed from epoch {step // steps_per_epoch + 1}; {_FRESH}."
+            )
+    return saved
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -132,8 +199,10 @@ def train_cnn(
         Show a tqdm bar over epochs with the loss and validation accuracy.
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` when it exists and was made with the
-        same settings and data; otherwise start afresh. A finished run's checkpoint
-        returns at once (only the evaluation is repeated).
+        same settings and data, or with another number of epochs whose schedule gave
+        the finished steps the same learning rates; ``False`` starts afresh (the
+        command line's ``--restart``). A finished run's checkpoint returns at once
+        (only the evaluation is repeated).
     evaluate : bool
         Evaluate on the test split at the end (the only time the test split is used).
     on_epoch_end : callable, optional
@@ -146,8 +215,9 @@ def train_cnn(
     Raises
     ------
     ValueError
-        For bad settings, an empty training split, or a checkpoint made with other
-        settings or data (name a new ``out_dir`` or pass ``resume=False``).
+        For bad settings or an empty training split; :class:`bovw.errors.BadInputError`
+        (a ValueError) for a checkpoint that cannot be resumed with these settings
+        or data (name a new ``out_dir`` or pass ``resume=False``).
     """
     from tqdm.auto import tqdm
 
@@ -211,7 +281,7 @@ def train_cnn(
                 net=net,
                 optimizer=opt,
                 generator=gen,
-                fingerprint=fingerprint,
+                fingerprint=_resumable_fingerprint(ckpt_path, fingerprint, s, steps_per_epoch),
                 device=dev,
             )
 

@@ -60,25 +60,24 @@ def decode_checked(data: bytes, path: Path | str) -> np.ndarray:
         if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):  # OpenCV's own limit, for unparsed headers
             raise BadInputError(
                 f"Image {path} has more than {MAX_PIXELS:,} pixels, over the limit; "
-                "resize it or leave it out (or pass --skip-bad)."
+                "resize it or leave it out."
             ) from None
         image = None
     if image is None or image.size == 0:
         raise BadInputError(
-            f"Cannot decode image {path}: the file is corrupt or not an image; "
-            "fix or remove it (or pass --skip-bad)."
+            f"Cannot decode image {path}: the file is corrupt or not an image; fix or remove it."
         )
     if image.dtype not in (np.uint8, np.uint16):
         # Floating-point and signed samples have no one mapping to 8 bits (HDR
         # radiance, [0, 1] floats, signed elevation...), so bovw does not guess one.
         raise BadInputError(
             f"Image {path} has {image.dtype} samples, which bovw does not convert; "
-            "save it with 8- or 16-bit unsigned samples (or pass --skip-bad)."
+            "save it with 8- or 16-bit unsigned samples."
         )
     if data[:2] == b"\xff\xd8" and not jpeg_complete(data):
         raise BadInputError(
             f"Image {path} is a truncated or corrupt JPEG (its image data ends early); "
-            "fix or remove it (or pass --skip-bad)."
+            "fix or remove it."
         )
     return image
 

@@ -29,7 +29,7 @@ def check_pixel_count(data: bytes, path: Path | str) -> None:
     if size is not None and size[0] * size[1] > MAX_PIXELS:
         raise BadInputError(
             f"Image {path} claims {size[0]} x {size[1]} pixels, over the limit of "
-            f"{MAX_PIXELS:,}; resize it or leave it out (or pass --skip-bad)."
+            f"{MAX_PIXELS:,}; resize it or leave it out."
         )
 
 

@@ -15,9 +15,14 @@ from sklearn.mixture import GaussianMixture
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from ..progress import progress_bar, watch_calls
 from .sampling import as_descriptors, as_sample, chunk_rows
 
 __all__ = ["GMMVocabulary"]
+
+#: The GaussianMixture method that its EM loop calls once per iteration (with
+#: ``verbose=0`` too): watched for the progress bar, as scikit-learn has no callback.
+_ITERATION = "_print_verbose_msg_iter_end"
 
 
 class GMMVocabulary(BaseEstimator):
@@ -111,13 +116,18 @@ class GMMVocabulary(BaseEstimator):
         self.chunk_size = chunk_size
         self.n_threads = n_threads
 
-    def fit(self, descriptor_sets, y=None) -> GMMVocabulary:
+    def fit(self, descriptor_sets, y=None, *, progress: bool = False) -> GMMVocabulary:
         """Fit PCA then the mixture on an even random sample.
 
         Parameters
         ----------
         descriptor_sets : iterable of (array (n_i, d) or ImageFeatures), or ndarray (m, d)
             Per-image descriptor sets, or one 2-D array meaning "already sampled".
+        y : ignored
+        progress : bool, default=False
+            Show a progress bar on stderr (:func:`bovw.progress.progress_bar`)
+            over the EM iterations (up to ``max_iter``). It only watches: the
+            mixture is the same, bit for bit, with or without it.
 
         Returns
         -------
@@ -125,10 +135,10 @@ class GMMVocabulary(BaseEstimator):
         """
         if self.n_threads is not None:
             with threadpool_limits(int(self.n_threads)):
-                return self._fit(descriptor_sets)
-        return self._fit(descriptor_sets)
+                return self._fit(descriptor_sets, progress)
+        return self._fit(descriptor_sets, progress)
 
-    def _fit(self, descriptor_sets) -> GMMVocabulary:
+    def _fit(self, descriptor_sets, progress: bool = False) -> GMMVocabulary:
         t0 = time.perf_counter()
         K = int(self.n_components)
         if K < 1:
@@ -157,7 +167,19 @@ class GMMVocabulary(BaseEstimator):
             init_params=self.init_params,
             random_state=self.random_state,
         )
-        gm.fit(Z)
+        if progress:
+            iterations = int(self.max_iter) * gm.n_init
+            bar = progress_bar(total=iterations, desc="codebook: GMM (EM)", unit="iter")
+            try:
+                with watch_calls(gm, _ITERATION, lambda: bar.update(1)):
+                    gm.fit(Z)
+                # EM stops when the likelihood stops improving, mostly well before
+                # max_iter: the iterations it did not need are skipped, not left undone.
+                bar.update(iterations - bar.n)
+            finally:
+                bar.close()
+        else:
+            gm.fit(Z)
         self.gmm_ = gm
         self.weights_ = np.asarray(gm.weights_, dtype=np.float64)
         self.means_ = np.ascontiguousarray(gm.means_, dtype=np.float32)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numbers
 import time
+from contextlib import nullcontext
 
 import numpy as np
 from scipy import sparse
@@ -19,9 +20,14 @@ from sklearn.cluster import MiniBatchKMeans
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from ..progress import progress_bar, watch_calls
 from .sampling import as_descriptors, as_sample, chunk_rows
 
 __all__ = ["KMeansCodebook"]
+
+#: The MiniBatchKMeans method that its fit loop calls once per mini-batch step (with
+#: ``verbose=0`` too): watched for the progress bar, as scikit-learn has no callback.
+_STEP = "_mini_batch_convergence"
 
 
 def _split_tail(sample: np.ndarray, n_held: int, rng) -> tuple[np.ndarray, np.ndarray]:
@@ -177,7 +183,7 @@ class KMeansCodebook(BaseEstimator):
 
     # -- fitting -------------------------------------------------------------
 
-    def fit(self, descriptor_sets, y=None) -> KMeansCodebook:
+    def fit(self, descriptor_sets, y=None, *, progress: bool = False) -> KMeansCodebook:
         """Fit the vocabulary.
 
         Parameters
@@ -187,6 +193,11 @@ class KMeansCodebook(BaseEstimator):
             :func:`sample_descriptors`), or one 2-D array of descriptors that
             are already a sample.
         y : ignored
+        progress : bool, default=False
+            Show a progress bar on stderr (:func:`bovw.progress.progress_bar`)
+            over the mini-batch steps and the assignment passes, measured in
+            descriptors visited. It only watches: the words are the same, bit
+            for bit, with or without it.
 
         Returns
         -------
@@ -194,10 +205,10 @@ class KMeansCodebook(BaseEstimator):
         """
         if self.n_threads is not None:
             with threadpool_limits(int(self.n_threads)):
-                return self._fit(descriptor_sets)
-        return self._fit(descriptor_sets)
+                return self._fit(descriptor_sets, progress)
+        return self._fit(descriptor_sets, progress)
 
-    def _fit(self, descriptor_sets) -> KMeansCodebook:
+    def _fit(self, descriptor_sets, progress: bool = False) -> KMeansCodebook:
         t0 = time.perf_counter()
         if not isinstance(self.n_words, numbers.Integral) or self.n_words < 1:
             raise ValueError(f"n_words must be a positive integer, got {self.n_words!r}.")
@@ -235,25 +246,52 @@ class KMeansCodebook(BaseEstimator):
             compute_labels=False,
             random_state=rng.integers(2**31 - 1),
         )
-        km.fit(train)
-        self.n_features_in_ = train.shape[1]
-        centers = np.ascontiguousarray(km.cluster_centers_, dtype=np.float32)
-        self._set_centers(centers)
+        # The work in descriptors visited: MiniBatchKMeans's steps (as its own n_steps),
+        # then whole-sample passes: the assignment, the Lloyd iterations (at least one
+        # is planned, as dead words force one) and the held-out error.
+        n_train = train.shape[0]
+        step_size = min(int(self.batch_size), n_train)
+        n_steps = (max_iter * n_train) // step_size
+        n_passes = 1 + max(int(self.refine_iter), 1)
+        bar = progress_bar(
+            total=n_steps * step_size + n_passes * n_train + held.shape[0],
+            desc="codebook: k-means",
+            unit="desc",
+            disable=not progress,
+        )
+        try:
+            with (
+                watch_calls(km, _STEP, lambda: bar.update(step_size)) if progress else nullcontext()
+            ):
+                km.fit(train)
+            # MiniBatchKMeans stops early when its inertia stops improving: the
+            # steps it did not take are skipped, not left at the end of the bar.
+            if progress:
+                bar.update(n_steps * step_size - bar.n)
+            self.n_features_in_ = train.shape[1]
+            centers = np.ascontiguousarray(km.cluster_centers_, dtype=np.float32)
+            self._set_centers(centers)
 
-        # Dead words (no training descriptor nearest to them) are re-seeded, then
-        # Lloyd iterations refine all words on the whole sample.
-        labels, dist2 = self._assign_with_dist(train)
-        counts = np.bincount(labels, minlength=k)
-        self.n_dead_reseeded_ = int(np.count_nonzero(counts == 0))
-        n_refine = int(self.refine_iter)
-        if self.n_dead_reseeded_:
-            n_refine = max(n_refine, 1)
-        for _ in range(n_refine):
-            centers, labels, dist2 = self._reseed_and_refine(train, centers, labels, dist2, rng)
-        counts = np.bincount(labels, minlength=k)
-        self.n_words_used_ = int(np.count_nonzero(counts))
-        self.n_samples_used_ = int(train.shape[0])
-        _, held_dist2 = self._assign_with_dist(held)
+            # Dead words (no training descriptor nearest to them) are re-seeded, then
+            # Lloyd iterations refine all words on the whole sample.
+            labels, dist2 = self._assign_with_dist(train)
+            bar.update(n_train)
+            counts = np.bincount(labels, minlength=k)
+            self.n_dead_reseeded_ = int(np.count_nonzero(counts == 0))
+            n_refine = int(self.refine_iter)
+            if self.n_dead_reseeded_:
+                n_refine = max(n_refine, 1)
+            for _ in range(n_refine):
+                centers, labels, dist2 = self._reseed_and_refine(train, centers, labels, dist2, rng)
+                bar.update(n_train)
+            counts = np.bincount(labels, minlength=k)
+            self.n_words_used_ = int(np.count_nonzero(counts))
+            self.n_samples_used_ = int(n_train)
+            _, held_dist2 = self._assign_with_dist(held)
+            if progress:
+                bar.update(bar.total - bar.n)  # a planned Lloyd pass that was not needed
+        finally:
+            bar.close()
         self.quantization_error_ = float(np.mean(held_dist2, dtype=np.float64))
         self.fit_time_ = time.perf_counter() - t0
         return self
