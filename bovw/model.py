@@ -11,7 +11,6 @@ dense SIFT, the same encoder around the same vocabulary (both built by
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -297,7 +296,7 @@ class BoVWModel:
         """
         from joblib import Parallel, delayed
 
-        from .parallel import in_worker
+        from .parallel import parallel_backend
 
         if batch_size is None:
             batch_size = 16 if jobs == 1 else 64
@@ -317,12 +316,12 @@ class BoVWModel:
             for batch in batches():
                 yield from self._predict_batch(batch, top_k)
             return
-        parent = os.getpid()
-        stream = Parallel(n_jobs=jobs, return_as="generator")(
-            delayed(in_worker)(parent, self._predict_batch, b, top_k, True) for b in batches()
-        )
-        for results in stream:
-            yield from results
+        with parallel_backend(jobs):
+            stream = Parallel(n_jobs=jobs, return_as="generator")(
+                delayed(self._predict_batch)(b, top_k, True) for b in batches()
+            )
+            for results in stream:
+                yield from results
 
     def _predict_batch(self, batch, top_k: int, worker: bool = False) -> list[Prediction]:
         if worker:

@@ -15,8 +15,7 @@ import ctypes
 import os
 import signal
 import sys
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 import cv2
 
@@ -70,7 +69,7 @@ def die_with_parent(parent_pid: int) -> None:
     used to leave N workers of a few hundred MB each behind. ``PR_SET_PDEATHSIG``
     ends them with their parent. Nothing is done in the parent itself (``--jobs 1``
     runs in-process), in processes that are not its direct children (Dask workers),
-    or off Linux.
+    or off Linux. :func:`parallel_backend` runs it in every local worker as it starts.
     """
     global _WATCHING_PARENT
     if _WATCHING_PARENT or sys.platform != "linux" or os.getpid() == parent_pid:
@@ -85,12 +84,6 @@ def die_with_parent(parent_pid: int) -> None:
     _WATCHING_PARENT = True
     if os.getppid() != parent_pid:  # the parent died before the request took effect
         os._exit(1)
-
-
-def in_worker(parent_pid: int, func: Callable, *args: Any) -> Any:
-    """``func(*args)`` in a worker that dies with its parent (see :func:`die_with_parent`)."""
-    die_with_parent(parent_pid)
-    return func(*args)
 
 
 def scheduler_address(explicit: str | None = None) -> str | None:
@@ -144,5 +137,11 @@ def parallel_backend(jobs: int, scheduler: str | None = None) -> Iterator[None]:
         with joblib.parallel_config(backend="dask"):
             yield
     else:
-        with joblib.parallel_config(backend="loky", inner_max_num_threads=1):
+        # Each worker asks, as it starts, to die with this process (kill -9 included).
+        with joblib.parallel_config(
+            backend="loky",
+            inner_max_num_threads=1,
+            initializer=die_with_parent,
+            initargs=(os.getpid(),),
+        ):
             yield

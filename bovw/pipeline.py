@@ -18,7 +18,6 @@ them image by image from the cache.
 
 from __future__ import annotations
 
-import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -52,7 +51,6 @@ from .data import Dataset, Sample, load_dataset
 from .features import ImageFeatures
 from .parallel import (
     cluster_session,
-    in_worker,
     parallel_backend,
     scheduler_address,
     single_threaded,
@@ -335,9 +333,8 @@ class _Context:
         bar = progress_bar(total=sum(sizes), desc=desc, disable=not self.progress, unit="img")
         with parallel_backend(self.jobs, self.scheduler):
             n_jobs = -1 if self.scheduler else self.jobs
-            parent = os.getpid()
             stream = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(in_worker)(parent, func, *args) for args in arg_tuples
+                delayed(func)(*args) for args in arg_tuples
             )
             for size, result in zip(sizes, stream, strict=True):
                 bar.update(size)
