@@ -605,7 +605,7 @@ def model_metadata(model: BoVWModel) -> dict[str, Any]:
 def _versions() -> dict[str, str]:
     import sklearn
 
-    from . import __version__
+    from .version import __version__
 
     return {
         "bovw": __version__,

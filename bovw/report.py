@@ -372,7 +372,7 @@ def format_report(result, metrics: dict[str, Any], files: dict[str, str] | None 
     -------
     str
     """
-    from . import __version__
+    from .version import __version__
 
     files = files or {}
     ds = result.dataset
