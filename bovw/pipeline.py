@@ -365,7 +365,7 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
     """
     c = config
     vocabulary = build_vocabulary(c)
-    encoder = build_encoder(c, vocabulary)
+    encoder = build_encoder(c)
     classifier = build_classifier(c)
     inputs: dict[str, dict[str, Any]] = {
         "codebook": {
@@ -378,7 +378,7 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
         inputs[f"encode:{split}"] = {
             "images": dataset.split_hash(split),
             "extraction": extraction_inputs(c),
-            "encoder": estimator_params(encoder, exclude=("codebook",)),
+            "encoder": estimator_params(encoder, exclude=("vocabulary",)),
             "mirror": c.encoding.mirror,
         }
     inputs["train"] = {
