@@ -1,5 +1,7 @@
 """Saved models as plain data: writing them, and reading them back without trusting the files.
 
+Length: the writer and the verifying reader of one file format, defined in one place.
+
 A trained BoVW model is written as two files side by side:
 
 ``model.npz``

@@ -1,5 +1,7 @@
 """The BoVW stages wired together, each one cached.
 
+Length: the stages' orchestration and their cache keys, which must change together.
+
     extract  -> dense SIFT per image, cached per image (an interrupted run resumes)
     codebook -> k-means words (or a GMM for Fisher vectors) on an even sample of
                 training descriptors, streamed from the extraction cache

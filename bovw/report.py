@@ -1,5 +1,7 @@
 """Metrics, and how a run's results are shown: tables, plots, the Markdown report.
 
+Length: one job, showing a run's results; its plots are most of it.
+
 Mean per-class accuracy (the mean of the diagonal of the row-normalized
 confusion matrix) is the figure the 15-Scene papers quote; overall accuracy is
 reported beside it.

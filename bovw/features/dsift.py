@@ -1,5 +1,7 @@
 """Dense SIFT: VLFeat's ``vl_dsift`` and ``vl_phow``, vectorized with NumPy and OpenCV.
 
+Length: one algorithm and its estimator; a split would scatter VLFeat's conventions.
+
 Conventions (read these first)
 ------------------------------
 Frames

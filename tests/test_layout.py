@@ -1,4 +1,6 @@
-"""No import cycle in ``bovw/``: the package is layered, each module above the ones it uses.
+"""The package's layout: no import cycle in ``bovw/``, and no long module without a reason.
+
+The package is layered, each module above the ones it uses.
 
 The intended house, from the top::
 
@@ -157,3 +159,22 @@ def test_the_graph_sees_function_level_and_relative_imports(tmp_path):
 def test_bovw_has_no_import_cycle():
     cycles = find_cycles(import_graph(module_files()))
     assert not cycles, "Import cycles in bovw/:\n" + "\n".join(" -> ".join(c) for c in cycles)
+
+
+#: Lines above which a module must say, in its docstring, why it is one module.
+MAX_LINES = 500
+
+
+def test_long_modules_give_their_reason():
+    unexplained = []
+    for name, path in module_files().items():
+        source = path.read_text(encoding="utf-8")
+        if source.count("\n") <= MAX_LINES:
+            continue
+        docstring = ast.get_docstring(ast.parse(source)) or ""
+        if not any(line.startswith("Length: ") for line in docstring.splitlines()):
+            unexplained.append(f"{name} ({source.count(chr(10))} lines)")
+    assert not unexplained, (
+        f"Modules over {MAX_LINES} lines without a 'Length: <reason>' line in their docstring "
+        "(split them along their seams, or say why they are one module): " + ", ".join(unexplained)
+    )
