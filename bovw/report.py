@@ -35,6 +35,8 @@ from typing import Any
 
 import numpy as np
 
+from .version import __version__
+
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
     """Counts ``C[i, j]`` of images of class ``i`` predicted as class ``j``."""
@@ -374,8 +376,6 @@ def format_report(result, metrics: dict[str, Any], files: dict[str, str] | None 
     -------
     str
     """
-    from .version import __version__
-
     files = files or {}
     ds = result.dataset
     config = result.config
