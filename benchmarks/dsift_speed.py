@@ -115,7 +115,7 @@ def load_images(root: Path, n: int, longest: int = 256) -> list[np.ndarray]:
 
 
 def run_bovw(img_f32, img_u8, sizes, step, _kps, fast=True):
-    return dense_sift(img_f32, sizes=sizes, step=step, fast=fast)
+    return dense_sift(img_f32, sizes=sizes, step=step, fast=fast, root=False)
 
 
 def vl_smooth(img: np.ndarray, sigma: float) -> np.ndarray:
@@ -174,7 +174,7 @@ def measure(images, setting, methods, repeats, fast=True):
     prepared = []
     for img in images:
         f32 = img.astype(np.float32) / np.float32(255)
-        frames, _ = dense_sift(f32, sizes=sizes, step=step)
+        frames, _ = dense_sift(f32, sizes=sizes, step=step, root=False)
         kps = opencv_keypoints(frames) if "opencv" in methods else None
         prepared.append((f32, img, kps, len(frames)))
     n_descr = {m: 0 for m in methods}
@@ -225,7 +225,9 @@ def fidelity(images, setting, fast=True, n=10):
     for img in images[:n]:
         f32 = img.astype(np.float32) / np.float32(255)
         _, dv = run_vlfeat(f32, img, sizes, step, None, fast=fast, float_descriptors=True)
-        _, db = dense_sift(f32, sizes=sizes, step=step, fast=fast, float_descriptors=True)
+        _, db = dense_sift(
+            f32, sizes=sizes, step=step, fast=fast, float_descriptors=True, root=False
+        )
         db = np.minimum(512 * db, 255)  # cyvlfeat scales its float output the same way
         nv, nb = np.linalg.norm(dv, axis=1), np.linalg.norm(db, axis=1)
         ok = (nv > 0) & (nb > 0)

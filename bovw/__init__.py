@@ -18,8 +18,6 @@ The public API, re-exported from the modules that implement it::
     bovw.find_word_patches, plot_visual_words   what the words look like     (bovw.visual_words)
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
 # First: bovw.images sets OpenCV's pixel limit, which cv2 reads once, when it is first imported.
 from . import images  # noqa: F401, I001
 from .config import Config, load_config
@@ -41,13 +39,9 @@ from .persistence import load_model, save_model
 from .pipeline import RunResult, run
 from .run_folder import write_run_folder
 from .svm import LinearSVM, LinearSVMCV, make_classifier, make_kernel_map
+from .version import __version__
 from .visual_words import WordPatches, find_word_patches, plot_visual_words
 from .vocabulary import GMMVocabulary, KMeansCodebook, sample_descriptors
-
-try:
-    __version__ = version("bovw")
-except PackageNotFoundError:  # running from a checkout without installing
-    __version__ = "0+unknown"
 
 __all__ = [
     "BadInputError",
@@ -69,6 +63,7 @@ __all__ = [
     "SoftAssignmentEncoder",
     "VLADEncoder",
     "WordPatches",
+    "__version__",
     "dense_sift",
     "find_word_patches",
     "load_config",

@@ -68,29 +68,46 @@ def build_vocabulary(config: Config):
 
 
 def encoder_params(config: Config) -> dict[str, Any]:
-    """The encoder's parameters that the settings set (the vocabulary aside)."""
-    e = config.encoding
+    """The encoder's parameters that the settings set (the fitted vocabulary aside).
+
+    The pyramid (``"auto"`` resolved), the normalization of hist and soft, and the
+    settings of the vocabulary the encoder fits itself when it is given none: the
+    same as :func:`build_vocabulary`'s, so that :func:`bovw.make_bovw_pipeline`, whose
+    encoder fits its own, learns the vocabulary the run learns.
+    """
+    e, c = config.encoding, config.codebook
     params: dict[str, Any] = {
-        "pyramid": AUTO_PYRAMIDS[e.encoding] if e.pyramid == "auto" else e.pyramid
+        "pyramid": AUTO_PYRAMIDS[e.encoding] if e.pyramid == "auto" else e.pyramid,
+        "random_state": config.seed,
     }
+    if e.encoding == "fisher":
+        params.update(
+            n_words=c.gmm_components,
+            n_pca=c.pca_dims or None,
+            whiten=c.whiten,
+            n_samples=c.gmm_samples,
+        )
+    else:
+        params.update(n_words=c.words, n_samples=c.samples)
     if e.encoding in ("hist", "soft"):
         params["normalize"] = e.normalize
     return params
 
 
-def build_encoder(config: Config, vocabulary, **overrides):
-    """The encoder of the settings around ``vocabulary``.
+def build_encoder(config: Config, vocabulary=None, **overrides):
+    """The encoder of the settings, around a fitted ``vocabulary`` or fitting its own.
 
     With a fitted vocabulary the encoder is fitted too (``fit`` only derives the
-    pyramid layout), ready to transform; with an unfitted one it is only
-    described (for cache keys, or a Pipeline that fits the vocabulary itself).
-    ``overrides`` are fitted encoder parameters of a saved model (soft assignment's
-    ``sigma``).
+    pyramid layout), ready to transform; with None it is only described (for cache
+    keys, or a Pipeline whose encoder fits the vocabulary itself). ``overrides`` are
+    fitted encoder parameters of a saved model (soft assignment's ``sigma``).
     """
     encoder = make_encoder(
-        config.encoding.encoding, codebook=vocabulary, **{**encoder_params(config), **overrides}
+        config.encoding.encoding,
+        vocabulary=vocabulary,
+        **{**encoder_params(config), **overrides},
     )
-    if hasattr(vocabulary, "n_features_in_"):
+    if vocabulary is not None:
         return encoder.fit([])
     return encoder
 

@@ -1,5 +1,7 @@
 """Experiment settings: frozen dataclasses, their metadata, TOML in and out, validation.
 
+Length: every setting declared once, with its help, range and flag.
+
 A run is fully described by one :class:`Config`. Each stage reads only its own
 section, and the cache keys of a stage are built from its own section plus the
 sections of the stages before it, so changing a classifier setting never

@@ -166,7 +166,7 @@ class BoVWClassifier(ClassifierMixin, BaseEstimator):
 def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int = 1):
     """The whole BoVW classifier as one unfitted scikit-learn ``Pipeline``.
 
-    ``DenseSIFT -> encoder (fits its own vocabulary) -> classifier``, each built
+    ``DenseSIFT -> encoder (fits its own vocabulary, with the run's settings) -> classifier``, each built
     by :mod:`bovw.assembly` from the settings, as :func:`bovw.run` builds them. It
     takes a list of decoded images (gray or BGR arrays, as :func:`bovw.read_image`
     returns) and their labels, and works with scikit-learn's tools
@@ -200,7 +200,7 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     --------
     >>> from bovw.config import Config
     >>> config = Config().with_overrides({"codebook.words": 50, "sift.step": 8})
-    >>> make_bovw_pipeline(config, memory="/tmp/bovw-cache").named_steps["encode"].codebook.n_words
+    >>> make_bovw_pipeline(config, memory="/tmp/bovw-cache").named_steps["encode"].n_words
     50
     """
     from sklearn.pipeline import Pipeline
@@ -208,7 +208,7 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     config = (config or Config()).validate()
     steps: list[tuple[str, Any]] = [
         ("sift", build_dense_sift(config)),
-        ("encode", build_encoder(config, build_vocabulary(config))),
+        ("encode", build_encoder(config)),
         ("classify", build_classifier(config, n_jobs=n_jobs)),
     ]
     if isinstance(memory, os.PathLike):

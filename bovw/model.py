@@ -86,7 +86,7 @@ class BoVWModel:
         Fitted.
     encoder_params : dict
         Parameters of the encoder named by ``config.encoding.encoding``
-        (without ``codebook``).
+        (without ``vocabulary``).
     kernel_map : dict
         ``{"name": "none" | "hellinger" | "chi2"}``, plus ``sample_steps`` and
         ``sample_interval`` for ``chi2``.
@@ -160,9 +160,10 @@ class BoVWModel:
             raise ValueError("The run has no trained model; run it until 'train' or later.")
         config = result.config
         encoder = build_encoder(config, result.vocabulary)
-        params = {k: v for k, v in encoder.get_params(deep=False).items() if k != "codebook"}
+        params = {k: v for k, v in encoder.get_params().items() if k != "vocabulary"}
         if config.encoding.encoding == "soft":
-            params["sigma"] = float(encoder.sigma_)  # fitted width, so no codebook stats needed
+            # The fitted width, so that a loaded model needs no statistics of the vocabulary.
+            params["sigma"] = float(encoder.sigma_)
         svm = result.model  # a fitted LinearSVMCV
         kernel = {"name": config.classifier.kernel_map}
         if kernel["name"] == "chi2":

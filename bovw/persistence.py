@@ -1,5 +1,7 @@
 """Saved models as plain data: writing them, and reading them back without trusting the files.
 
+Length: the writer and the verifying reader of one file format, defined in one place.
+
 A trained BoVW model is written as two files side by side:
 
 ``model.npz``
@@ -60,6 +62,7 @@ import numpy as np
 from .config import ConfigError, config_from_dict
 from .data import BadInputError
 from .model import KERNEL_MAPS, BoVWModel, _jsonable
+from .version import __version__
 from .vocabulary import GMMVocabulary, KMeansCodebook
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MAX_MODEL_BYTES", "load_model", "model_paths", "save_model"]
@@ -604,8 +607,6 @@ def model_metadata(model: BoVWModel) -> dict[str, Any]:
 
 def _versions() -> dict[str, str]:
     import sklearn
-
-    from . import __version__
 
     return {
         "bovw": __version__,

@@ -1,5 +1,7 @@
 """The BoVW stages wired together, each one cached.
 
+Length: the stages' orchestration and their cache keys, which must change together.
+
     extract  -> dense SIFT per image, cached per image (an interrupted run resumes)
     codebook -> k-means words (or a GMM for Fisher vectors) on an even sample of
                 training descriptors, streamed from the extraction cache
@@ -362,7 +364,7 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
     """
     c = config
     vocabulary = build_vocabulary(c)
-    encoder = build_encoder(c, vocabulary)
+    encoder = build_encoder(c)
     classifier = build_classifier(c)
     inputs: dict[str, dict[str, Any]] = {
         "codebook": {
@@ -375,7 +377,7 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
         inputs[f"encode:{split}"] = {
             "images": dataset.split_hash(split),
             "extraction": extraction_inputs(c),
-            "encoder": estimator_params(encoder, exclude=("codebook",)),
+            "encoder": estimator_params(encoder, exclude=("vocabulary",)),
             "mirror": c.encoding.mirror,
         }
     inputs["train"] = {

@@ -1,5 +1,7 @@
 """Metrics, and how a run's results are shown: tables, plots, the Markdown report.
 
+Length: one job, showing a run's results; its plots are most of it.
+
 Mean per-class accuracy (the mean of the diagonal of the row-normalized
 confusion matrix) is the figure the 15-Scene papers quote; overall accuracy is
 reported beside it.
@@ -34,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from .progress import plural
+from .version import __version__
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
@@ -374,8 +377,6 @@ def format_report(result, metrics: dict[str, Any], files: dict[str, str] | None 
     -------
     str
     """
-    from . import __version__
-
     files = files or {}
     ds = result.dataset
     config = result.config

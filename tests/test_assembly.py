@@ -10,7 +10,7 @@ import pytest
 from conftest import DEMO
 
 import bovw
-from bovw.assembly import mirror_scores, training_targets
+from bovw.assembly import build_encoder, build_vocabulary, mirror_scores, training_targets
 from bovw.config import Config
 from bovw.data import load_dataset
 from bovw.estimator import BoVWClassifier, make_bovw_pipeline
@@ -82,6 +82,32 @@ def test_the_pipeline_and_the_run_agree_without_mirroring(tmp_path):
     y_train = np.array([s.label for s in dataset.train])
     pipe = make_bovw_pipeline(config).fit(images("train"), y_train)
     np.testing.assert_array_equal(pipe.predict(images("test")), result.metrics["predictions"])
+
+
+@pytest.mark.parametrize("encoding", ["hist", "soft", "vlad", "fisher"])
+def test_an_encoder_without_vocabulary_fits_the_runs_vocabulary(encoding):
+    # make_bovw_pipeline's encoder fits its own vocabulary: the one the run's codebook
+    # stage fits, with every setting and the seed (here all changed from the defaults).
+    config = (
+        Config()
+        .with_overrides(
+            {
+                "seed": 3,
+                "encoding.encoding": encoding,
+                "codebook.words": 40,
+                "codebook.samples": 5000,
+                "codebook.gmm_components": 8,
+                "codebook.gmm_samples": 6000,
+                "codebook.pca_dims": 16,
+                "codebook.whiten": True,
+            }
+        )
+        .validate()
+    )
+    encoder = build_encoder(config)
+    assert encoder.vocabulary is None
+    own, run = encoder.new_vocabulary(), build_vocabulary(config)
+    assert type(own) is type(run) and own.get_params() == run.get_params()
 
 
 def test_one_mirror_rule():

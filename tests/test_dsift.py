@@ -6,6 +6,7 @@ tests/data/make_vlfeat_reference.py), and live when cyvlfeat is installed."""
 from __future__ import annotations
 
 import doctest
+import functools
 import math
 from pathlib import Path
 
@@ -18,7 +19,13 @@ from sklearn.base import clone
 
 import bovw.features.dsift as dsift_module
 from bovw.features import ImageFeatures
-from bovw.features.dsift import DenseSIFT, dense_sift, extract_features
+from bovw.features.dsift import DenseSIFT
+
+# The references here (the slow definition, VLFeat's vl_dsift) are plain SIFT, so these
+# tests call it plainly unless they ask for RootSIFT (root=True); the library's default,
+# root=True as on the command line, is checked in tests/test_defaults.py.
+dense_sift = functools.partial(dsift_module.dense_sift, root=False)
+extract_features = functools.partial(dsift_module.extract_features, root=False)
 
 SCENE15 = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "scene15"
 SCENE15_ALT = Path("/work/shared/datasets/scene15")
@@ -572,7 +579,7 @@ def test_large_image_uses_temporary_buffers():
 
 def test_transformer_api():
     images = [(smooth_noise(40, 50, seed=i) * 255).astype(np.uint8) for i in range(3)]
-    est = DenseSIFT(sizes=(4, 6), step=5)
+    est = DenseSIFT(sizes=(4, 6), step=5, root=False)
     assert est.fit(images) is est
     assert clone(est).get_params() == est.get_params()
     feats = est.transform(images)
@@ -582,9 +589,12 @@ def test_transformer_api():
     np.testing.assert_array_equal(feats[1].descriptors, descr)
     assert (feats[1].width, feats[1].height) == (50, 40)
     assert len(est.fit_transform(images)) == 3
-    defaults = DenseSIFT().get_params()
-    assert defaults["sizes"] == (4, 6, 8, 10) and defaults["step"] == 4
-    assert defaults["fast"] is True and defaults["color"] == "gray"
+    # The defaults are the function's: a RootSIFT, like dense_sift(image) itself.
+    _, rooted = dsift_module.dense_sift(images[1], sizes=(4, 6), step=5)
+    np.testing.assert_array_equal(
+        DenseSIFT(sizes=(4, 6), step=5).transform(images)[1].descriptors, rooted
+    )
+    assert not np.array_equal(rooted, descr)
 
 
 def test_extract_features():

@@ -285,10 +285,10 @@ def test_hist_counts_per_level(images, codebook):
     assert z[5 * k :].sum() == len(images[0])
 
 
-def test_hist_fits_own_codebook_and_rejects_positionless_pyramid(images):
+def test_hist_fits_own_vocabulary_and_rejects_positionless_pyramid(images):
     bare = [im.descriptors for im in images]
     enc = HistogramEncoder(n_words=5, pyramid=1, random_state=0).fit(bare)
-    assert enc.codebook_.centers_.shape == (5, D)
+    assert enc.vocabulary_.centers_.shape == (5, D)
     assert enc.transform(bare).shape == (len(bare), 5)
     with pytest.raises(ValueError, match="needs keypoint positions"):
         HistogramEncoder(n_words=5).fit(bare)
@@ -297,11 +297,62 @@ def test_hist_fits_own_codebook_and_rejects_positionless_pyramid(images):
         enc2.transform(bare)
 
 
-def test_hist_unfitted_codebook_is_fitted_and_clone_works(images, codebook):
-    enc = HistogramEncoder(KMeansCodebook(n_words=4), pyramid=1).fit(images)
-    assert enc.codebook_.centers_.shape == (4, D)
-    enc2 = clone(HistogramEncoder(codebook, pyramid=1)).fit(images)
-    assert enc2.transform(images).shape == (len(images), 6)
+def test_an_unfitted_vocabulary_is_refused(images):
+    # Fitted objects only: an unfitted vocabulary would be a hyperparameter in disguise.
+    with pytest.raises(ValueError, match="must be fitted.*vocabulary=None"):
+        HistogramEncoder(KMeansCodebook(n_words=4), pyramid=1).fit(images)
+    with pytest.raises(ValueError, match="must be fitted"):
+        FisherEncoder(GMMVocabulary(n_components=2)).fit(images)
+
+
+def _vocabulary_state(vocabulary) -> dict[str, np.ndarray]:
+    return {
+        k: v for k, v in vars(vocabulary).items() if k.endswith("_") and isinstance(v, np.ndarray)
+    }
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_clone_keeps_the_fitted_vocabulary(images, codebook, gmm, name):
+    vocabulary = gmm if name == "fisher" else codebook
+    state = {k: v.copy() for k, v in _vocabulary_state(vocabulary).items()}
+    enc = make_encoder(name, vocabulary, pyramid=(1, 2)).fit(images)
+    copy = clone(enc)
+    assert copy is not enc and copy.vocabulary is vocabulary
+    assert not hasattr(copy, "vocabulary_")  # the encoder itself is unfitted
+    # Fitting the clone on other data refits nothing: the arrays are the same objects,
+    # unchanged, and the clone encodes exactly as the original.
+    copy.fit(images[:2])
+    assert copy.vocabulary_ is vocabulary
+    assert state.keys() == _vocabulary_state(vocabulary).keys() and state
+    for key, value in _vocabulary_state(copy.vocabulary_).items():
+        np.testing.assert_array_equal(value, state[key])
+    np.testing.assert_array_equal(copy.transform(images), enc.transform(images))
+    assert clone(copy).get_params() == enc.get_params()
+
+
+@pytest.mark.parametrize("name", ENCODINGS)
+def test_clone_of_an_encoder_fitting_its_own_vocabulary(images, name):
+    enc = make_encoder(name, n_words=3, pyramid=1, random_state=1, **_small(name))
+    copy = clone(enc)
+    assert copy.vocabulary is None and copy.get_params() == enc.get_params()
+    np.testing.assert_array_equal(
+        copy.fit(images).transform(images), enc.fit(images).transform(images)
+    )
+    assert copy.vocabulary_ is not enc.vocabulary_
+
+
+def _small(name):
+    return {"n_pca": 3, "n_samples": 500} if name == "fisher" else {"n_samples": 500}
+
+
+def test_the_vocabulary_parameters_are_not_exposed(codebook):
+    enc = HistogramEncoder(codebook)
+    assert not any("__" in name for name in enc.get_params(deep=True))
+    with pytest.raises(ValueError, match="Cannot set vocabulary__n_words: the vocabulary"):
+        enc.set_params(vocabulary__n_words=3)
+    assert codebook.n_words == 6
+    other = KMeansCodebook(n_words=2)
+    assert enc.set_params(vocabulary=other, pyramid=1).vocabulary is other
 
 
 def test_hist_wrong_vocabulary_type(images, gmm):
@@ -327,12 +378,12 @@ def _encoder(name, codebook, gmm, **kw):
 
 def _reference(name, img, enc, grids):
     if name == "hist":
-        return _ref_hist(img, enc.codebook_.centers_, grids)
+        return _ref_hist(img, enc.vocabulary_.centers_, grids)
     if name == "soft":
-        return _ref_soft(img, enc.codebook_.centers_, grids, enc.n_neighbors, enc.sigma_)
+        return _ref_soft(img, enc.vocabulary_.centers_, grids, enc.n_neighbors, enc.sigma_)
     if name == "vlad":
-        return _ref_vlad(img, enc.codebook_.centers_.astype(np.float64), grids)
-    return _ref_fisher(img, enc.codebook_, grids)
+        return _ref_vlad(img, enc.vocabulary_.centers_.astype(np.float64), grids)
+    return _ref_fisher(img, enc.vocabulary_, grids)
 
 
 @pytest.mark.parametrize("name", ENCODINGS)
@@ -420,7 +471,7 @@ def test_vlad_and_fisher_norms(images, codebook, gmm):
 
 def test_fisher_own_vocabulary_and_type_check(images, codebook):
     enc = FisherEncoder(n_words=2, n_pca=3, pyramid=1).fit(images)
-    assert enc.codebook_.means_.shape == (2, 3)
+    assert enc.vocabulary_.means_.shape == (2, 3)
     assert enc.n_features_out_ == 12
     with pytest.raises(TypeError, match="GMMVocabulary"):
         FisherEncoder(codebook).fit(images)
@@ -469,9 +520,11 @@ def test_fuzz_no_nan_and_shapes(codebook, gmm, name, sizes, seed, pyramid, zeros
     np.testing.assert_allclose(norms, [1.0 if n else 0.0 for n in sizes], atol=1e-4)
 
 
-def test_docstring_examples():
+@pytest.mark.parametrize("module", ["__init__", "pyramid", "histogram"])
+def test_docstring_examples(module):
     import doctest
+    import importlib
 
-    import bovw.encoding
-
-    assert doctest.testmod(bovw.encoding).failed == 0
+    name = "bovw.encoding" if module == "__init__" else f"bovw.encoding.{module}"
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0 and result.failed == 0

@@ -12,12 +12,38 @@ are dropped and a random subset is kept; :class:`~bovw.vocabulary.KMeansCodebook
 also assigns descriptors to words with ``predict``. The checks run on them as
 plain estimators over that 2-D form; the few that fail are listed with why in
 :data:`VOCABULARY_EXPECTED_FAILURES`.
+
+The encoders (:mod:`bovw.encoding`) cannot take the checks at all: their input is
+a list of per-image descriptor sets (with keypoint positions for a spatial
+pyramid), one output row per *set*, and a 2-D array is not a valid input (its rows
+would be 1-D "images"). Nearly every check fits on such an array, so
+``parametrize_with_checks`` would mark nearly all of them as failures and test
+nothing. What applies runs here: scikit-learn's checks that never fit (parameters
+stored unchanged in ``__init__``, default-constructible, ``get_params`` /
+``set_params`` / ``clone`` round trips, tags, repr, an unfitted ``transform``
+refused), on encoders that fit their own vocabulary and on encoders around a
+fitted one; and the contract of the checks that do fit, restated over descriptor
+sets (:func:`test_encoder_fit_contract`).
 """
 
 from __future__ import annotations
 
+import pickle
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.utils import estimator_checks
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
+from bovw.encoding import (
+    FisherEncoder,
+    HistogramEncoder,
+    SoftAssignmentEncoder,
+    VLADEncoder,
+)
+from bovw.features import ImageFeatures
 from bovw.svm import GramLinearSVM, LinearSVM, LinearSVMCV
 from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
@@ -86,3 +112,86 @@ def expected_failed_checks(estimator) -> dict[str, str]:
 )
 def test_sklearn_estimator_checks(estimator, check):
     check(estimator)
+
+
+# --------------------------------------------------------------------------- encoders
+
+
+def _images(n_images: int = 5, d: int = 8) -> list[ImageFeatures]:
+    rng = np.random.default_rng(0)
+    images = []
+    for i in range(n_images):
+        n = 60 + 20 * i
+        frames = np.zeros((n, 4), np.float32)
+        frames[:, 0] = rng.uniform(0, 64, n)
+        frames[:, 1] = rng.uniform(0, 48, n)
+        images.append(ImageFeatures(frames, rng.integers(0, 256, (n, d), np.uint8), 64, 48))
+    return images
+
+
+IMAGES = _images()
+KMEANS = KMeansCodebook(n_words=4, n_samples=1000).fit(IMAGES)
+GMM = GMMVocabulary(n_components=2, n_pca=3).fit(IMAGES)
+
+#: Each encoder fitting its own (small) vocabulary, and around a fitted one.
+ENCODERS = [
+    HistogramEncoder(n_words=4, n_samples=1000),
+    SoftAssignmentEncoder(n_words=4, n_samples=1000),
+    VLADEncoder(n_words=4, n_samples=1000),
+    FisherEncoder(n_words=2, n_pca=3, n_samples=1000),
+    HistogramEncoder(KMEANS),
+    SoftAssignmentEncoder(KMEANS, pyramid="1,2"),
+    VLADEncoder(KMEANS),
+    FisherEncoder(GMM),
+]
+
+#: scikit-learn's checks that never fit an estimator, so that they apply to encoders.
+CHECKS_WITHOUT_FIT = [
+    "check_no_attributes_set_in_init",
+    "check_parameters_default_constructible",
+    "check_get_params_invariance",
+    "check_set_params",
+    "check_estimator_cloneable",
+    "check_estimator_repr",
+    "check_do_not_raise_errors_in_init_or_set_params",
+    "check_estimator_tags_renamed",
+    "check_valid_tag_types",
+    "check_mixin_order",
+    "check_transformers_unfitted",
+]
+
+
+def _id(encoder) -> str:
+    own = "own" if encoder.vocabulary is None else "fitted"
+    return f"{type(encoder).__name__}-{own}"
+
+
+@pytest.mark.parametrize("check", CHECKS_WITHOUT_FIT)
+@pytest.mark.parametrize("encoder", ENCODERS, ids=_id)
+def test_encoder_sklearn_checks_without_fit(encoder, check):
+    getattr(estimator_checks, check)(type(encoder).__name__, clone(encoder))
+
+
+@pytest.mark.parametrize("encoder", ENCODERS, ids=_id)
+def test_encoder_fit_contract(encoder):
+    """The fitting checks' contract, over descriptor sets instead of a 2-D array."""
+    encoder = clone(encoder)
+    with pytest.raises(NotFittedError):
+        encoder.transform(IMAGES)
+    params = encoder.get_params()
+    # check_estimators_fit_returns_self, check_dont_overwrite_parameters and
+    # check_estimators_overwrite_params: fit returns self and leaves parameters alone.
+    assert encoder.fit(IMAGES) is encoder
+    after = encoder.get_params()
+    assert after.keys() == params.keys()
+    assert all(after[k] is params[k] or after[k] == params[k] for k in params)
+    X = encoder.transform(IMAGES)
+    assert X.shape == (len(IMAGES), encoder.n_features_out_) and X.dtype == np.float32
+    # check_fit_idempotent: fitting again on the same data gives the same transform.
+    np.testing.assert_array_equal(clone(encoder).fit(IMAGES).transform(IMAGES), X)
+    # check_estimators_pickle: a pickled fitted encoder transforms the same.
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(encoder)).transform(IMAGES), X)
+    # check_methods_subset_invariance: each image's row does not depend on the others.
+    np.testing.assert_array_equal(encoder.transform(IMAGES[2:4]), X[2:4])
+    # check_transformer_get_feature_names_out: one name per output column.
+    assert len(encoder.get_feature_names_out()) == X.shape[1]

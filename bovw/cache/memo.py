@@ -76,7 +76,7 @@ def estimator_params(estimator: Any, exclude: tuple[str, ...] = ()) -> dict[str,
     """The class and ``get_params(deep=False)`` of an estimator, nested estimators expanded.
 
     ``exclude`` names parameters that another part of the key already covers
-    (an encoder's fitted ``codebook``: the vocabulary stage's key names it).
+    (an encoder's fitted ``vocabulary``: the vocabulary stage's key names it).
     """
     cls = type(estimator)
     params = estimator.get_params(deep=False)

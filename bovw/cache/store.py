@@ -1,5 +1,7 @@
 """The cache folder: verified, atomic entries of plain data, and the marker that makes it bovw's.
 
+Length: one on-disk format with its atomic, verified writes and reads.
+
 Layout under the cache root::
 
     CACHEDIR.TAG                          the marker (the standard cache-directory tag)

@@ -1,5 +1,7 @@
 """Dense SIFT: VLFeat's ``vl_dsift`` and ``vl_phow``, vectorized with NumPy and OpenCV.
 
+Length: one algorithm and its estimator; a split would scatter VLFeat's conventions.
+
 Conventions (read these first)
 ------------------------------
 Frames
@@ -420,7 +422,7 @@ def dense_sift(
     window_size: float = 1.5,
     contrast_threshold: float = 0.005,
     color: str = "gray",
-    root: bool = False,
+    root: bool = True,
     float_descriptors: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     r"""Dense SIFT descriptors on a regular grid, at one or several scales (PHOW).
@@ -468,8 +470,9 @@ def dense_sift(
         replicated to three channels for the others. ``"hsv"`` has H, S, V in [0, 1];
         ``"opponent"`` is ``(mu, (R - G) / sqrt 2 + 0.01 mu, (R + G - 2 B) / sqrt 6 +
         0.01 mu)`` with ``mu = 0.3 R + 0.59 G + 0.11 B``, as ``vl_phow``.
-    root : bool, default False
-        RootSIFT (Arandjelovic & Zisserman 2012): after VLFeat's normalization (and
+    root : bool, default True
+        RootSIFT (Arandjelovic & Zisserman 2012), the command line's default
+        (``--root-sift``; ``False`` gives VLFeat's plain SIFT): after VLFeat's normalization (and
         the contrast threshold) each descriptor, each 128-block of a colour one
         separately, is L1-normalized and square-rooted, giving unit L2 norm again.
         This happens *before* quantization, on the float descriptor: the uint8 output
@@ -626,7 +629,8 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
     """Dense SIFT as a scikit-learn transformer: images in, :class:`ImageFeatures` out.
 
     The parameters are those of :func:`dense_sift`, with the same names and defaults
-    (the PHOW recipe of ``vl_phow``, but with ``step=4``). Nothing is learned: ``fit``
+    (the PHOW recipe of ``vl_phow``, but with ``step=4`` and RootSIFT: the command
+    line's defaults). Nothing is learned: ``fit``
     returns ``self``.
 
     Shape
@@ -655,7 +659,7 @@ class DenseSIFT(TransformerMixin, BaseEstimator):
         window_size: float = 1.5,
         contrast_threshold: float = 0.005,
         color: str = "gray",
-        root: bool = False,
+        root: bool = True,
         float_descriptors: bool = False,
     ):
         self.sizes = sizes

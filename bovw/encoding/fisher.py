@@ -1,0 +1,149 @@
+"""The improved Fisher vector of a PCA + GMM vocabulary, with spatial pyramid."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..vocabulary import GMMVocabulary
+from .base import PyramidEncoder
+from .normalization import signed_sqrt_l2
+
+__all__ = ["FisherEncoder"]
+
+
+class FisherEncoder(PyramidEncoder):
+    """Improved Fisher vector (Perronnin, Sanchez & Mensink 2010), with spatial pyramid.
+
+    Descriptors are projected into the GMM's PCA space (``z_t``); posteriors
+    ``gamma_t(k)`` come from chunked float32 BLAS
+    (:meth:`GMMVocabulary.posteriors_projected`). For each pyramid cell holding
+    ``T`` descriptors and each Gaussian ``(pi_k, mu_k, sigma_k^2)``::
+
+        u_k = 1 / (T sqrt(pi_k))   sum_t gamma_t(k) (z_t - mu_k) / sigma_k
+        v_k = 1 / (T sqrt(2 pi_k)) sum_t gamma_t(k) [ (z_t - mu_k)^2 / sigma_k^2 - 1 ]
+
+    (gradients of the log-likelihood with respect to the means and standard
+    deviations, normalized by the diagonal Fisher information). The cell's
+    code is ``[u_1 .. u_K, v_1 .. v_K]``; cells are concatenated, then the
+    signed square root and L2 normalization of the *improved* Fisher vector
+    are applied to the whole vector.
+
+    Parameters
+    ----------
+    vocabulary : GMMVocabulary or None, default=None
+        A fitted PCA + GMM vocabulary, used as it is and kept by ``clone``;
+        ``None``: :meth:`fit` fits its own (:meth:`new_vocabulary`, from
+        ``n_words``, ``n_pca``, ``whiten``, ``n_samples`` and ``random_state``).
+    pyramid : int, str or sequence, default="1,2x2,3x1"
+    improved : bool, default=True
+        Signed square root and L2 (``False``: the raw Fisher vector).
+    n_words : int, default=64
+        Number of Gaussians when the encoder fits its own vocabulary.
+    n_pca : int or None, default=64
+        PCA dimension when the encoder fits its own vocabulary.
+    whiten : bool, default=False
+        Whiten the PCA components, when the encoder fits its own vocabulary.
+    n_samples : int, default=256_000
+        Descriptors sampled to fit the vocabulary when the encoder fits its own.
+    random_state : int or None, default=0
+        Seed of the vocabulary the encoder fits.
+    chunk_size : int or None, default=None
+
+    Attributes
+    ----------
+    vocabulary_ : GMMVocabulary
+        ``vocabulary`` itself, or the one :meth:`fit` fitted.
+    n_features_out_ : int
+        ``n_cells_ * 2 * K * D``; layout (cell, [means, variances], Gaussian, dimension).
+
+    References
+    ----------
+    .. [1] F. Perronnin, J. Sanchez and T. Mensink. Improving the Fisher kernel
+       for large-scale image classification. ECCV 2010.
+    .. [2] J. Sanchez, F. Perronnin, T. Mensink and J. Verbeek. Image
+       classification with the Fisher vector: theory and practice. IJCV 2013.
+    """
+
+    def __init__(
+        self,
+        vocabulary: GMMVocabulary | None = None,
+        pyramid="1,2x2,3x1",
+        improved: bool = True,
+        n_words: int = 64,
+        n_pca: int | None = 64,
+        whiten: bool = False,
+        n_samples: int = 256_000,
+        random_state: int | None = 0,
+        chunk_size: int | None = None,
+    ):
+        self.vocabulary = vocabulary
+        self.pyramid = pyramid
+        self.improved = improved
+        self.n_words = n_words
+        self.n_pca = n_pca
+        self.whiten = whiten
+        self.n_samples = n_samples
+        self.random_state = random_state
+        self.chunk_size = chunk_size
+
+    vocabulary_class = GMMVocabulary
+
+    def new_vocabulary(self) -> GMMVocabulary:
+        """The unfitted PCA + GMM that :meth:`fit` fits when ``vocabulary`` is None."""
+        return GMMVocabulary(
+            n_components=self.n_words,
+            n_pca=self.n_pca,
+            whiten=self.whiten,
+            n_samples=self.n_samples,
+            random_state=self.random_state,
+        )
+
+    def _cell_dim(self) -> int:
+        return int(2 * self.vocabulary_.means_.size)
+
+    def _fit_params(self, X) -> None:
+        sizes = [r * c for r, c in self.grids_]
+        self._grid_sizes = tuple(sizes)
+        self._cell_offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)
+
+    def _encode(self, desc, cells, out):
+        gmm = self.vocabulary_
+        K, D = gmm.means_.shape
+        nc = self.n_cells_
+        S0 = np.zeros((nc, K))
+        S1 = np.zeros((nc, K, D))
+        S2 = np.zeros((nc, K, D))
+        T = np.zeros(nc)
+        for start, stop in self._chunks(desc.shape[0], max(K, D, desc.shape[1])):
+            z = gmm.project(desc[start:stop])
+            gamma = gmm.posteriors_projected(z)
+            z2 = z * z
+            # Descriptors lying in the same cell of every grid share all their
+            # cells: compute their statistics once (one pass of products over
+            # the chunk, whatever the number of grids) and add them to each cell.
+            cc = cells[start:stop]
+            key = np.ravel_multi_index((cc - self._cell_offsets).T, self._grid_sizes)
+            order = np.argsort(key, kind="stable")
+            ks = key[order]
+            bounds = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True])
+            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+                rows = order[a:b]
+                combo = cc[rows[0]]  # one cell per grid, all distinct
+                gr = gamma[rows]
+                T[combo] += b - a
+                S0[combo] += gr.sum(axis=0, dtype=np.float64)
+                S1[combo] += gr.T @ z[rows]
+                S2[combo] += gr.T @ z2[rows]
+        mu = gmm.means_.astype(np.float64)
+        var = gmm.variances_.astype(np.float64)
+        sd = np.sqrt(var)
+        pi = gmm.weights_
+        Tn = np.maximum(T, 1.0)[:, None, None]
+        u = (S1 - S0[:, :, None] * mu) / sd / (Tn * np.sqrt(pi)[:, None])
+        v = (S2 - 2 * mu * S1 + S0[:, :, None] * mu**2) / var - S0[:, :, None]
+        v /= Tn * np.sqrt(2 * pi)[:, None]
+        fv = np.concatenate([u.reshape(nc, -1), v.reshape(nc, -1)], axis=1).ravel()
+        if self.improved:
+            fv = signed_sqrt_l2(fv)
+        out[:] = fv
+        return out
