@@ -74,7 +74,10 @@ STAGE_SOURCES = {
         assembly.build_encoder,
         assembly.encode_with_mirrors,
         pipeline._Context._encode,
-        pipeline._encode_batch,
+        pipeline._Context._assemble,
+        pipeline.shard_images,
+        pipeline.encode_rows,
+        pipeline._encode_shard,
     ],
     "train": [
         bovw.svm,
@@ -104,7 +107,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "afed63cf4966b66c"),
     "codebook": (2, "88faf8f969234468"),
-    "encode": (1, "015cfed932e6862f"),
+    "encode": (2, "848206561397da91"),
     "train": (4, "9d8d74feee15e758"),
     "evaluate": (4, "d4c4f93f13c7c7dd"),
 }
