@@ -69,14 +69,21 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 2, "codebook": 2, "encode": 1, "train": 4, "evaluate": 4}
+REVISIONS = {"extract": 2, "codebook": 2, "encode": 2, "train": 4, "evaluate": 4}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
 BATCH = 16
 
+#: Encoded features are stored in shards of about this many bytes of float32 rows
+#: (mirrored rows included). Each shard is a cache entry of its own, written by the
+#: worker that computes it as soon as it is done: an interrupted encode resumes at the
+#: shards it finished, and no process holds more than one shard of unwritten rows.
+SHARD_BYTES = 64 * 2**20
+
 # What the stages store: the only classes (and function) a cache entry may name.
 codec.allow(ImageFeatures, KMeansCodebook, GMMVocabulary, LinearSVMCV, NonNegativeChi2)
+# ShardedFeatures is defined below; it is allowed there.
 codec.allow_function(signed_sqrt)
 
 
@@ -139,16 +146,66 @@ def _extract_batch(memo: Memo, calls: list[ImageCall]) -> BatchReport:
     return report
 
 
-def _encode_batch(
-    memo: Memo, encoder, calls: list[ImageCall], mirror: bool
-) -> tuple[np.ndarray, BatchReport]:
-    """Encoded rows of a batch of images; with ``mirror``, then those of their mirrors."""
-    report = BatchReport()
-    features = [cached_features(memo, call, report) for call in calls]
-    with single_threaded():
-        rows = encode_with_mirrors(encoder, features, mirror)
-    report.images = len(calls)
-    return rows, report
+def shard_images(n_features: int, mirror: bool) -> int:
+    """Images per shard of encoded features: about :data:`SHARD_BYTES`, a multiple of BATCH."""
+    per_image = 4 * n_features * (2 if mirror else 1)
+    return max(BATCH, SHARD_BYTES // per_image // BATCH * BATCH)
+
+
+@dataclass
+class ShardedFeatures:
+    """One split's encoded features as shards in the cache (the encode stage's value).
+
+    Shard ``j`` holds images ``j * shard_images`` onwards: their rows, then (with
+    ``mirror``) the rows of their mirrors. :meth:`_Context.features` assembles the
+    split's matrix from them.
+    """
+
+    n_images: int
+    n_features: int
+    mirror: bool
+    shard_images: int
+    shard_keys: list[str]
+
+
+codec.allow(ShardedFeatures)
+
+
+def encode_rows(
+    extract_memo: Memo, encoder, calls: list[ImageCall], mirror: bool, report: BatchReport
+) -> np.ndarray:
+    """The rows of a shard: its images' rows, then (with ``mirror``) their mirrors' rows.
+
+    Encoded BATCH images at a time, as every path encodes them, so that the rows are
+    bitwise the same whatever the shard size.
+    """
+    own, mirrored = [], []
+    for i in range(0, len(calls), BATCH):
+        features = [cached_features(extract_memo, c, report) for c in calls[i : i + BATCH]]
+        with single_threaded():
+            rows, mirror_rows = split_mirrored(
+                encode_with_mirrors(encoder, features, mirror), mirror
+            )
+        own.append(rows)
+        if mirror_rows is not None:
+            mirrored.append(mirror_rows)
+    return np.ascontiguousarray(np.concatenate(own + mirrored), dtype=np.float32)
+
+
+def _encode_shard(
+    shard_memo: Memo,
+    extract_memo: Memo,
+    encoder,
+    calls: list[ImageCall],
+    mirror: bool,
+    key: str,
+) -> BatchReport:
+    """Encode one shard and store it; return only a report, so no rows cross processes."""
+    report = BatchReport(images=len(calls))
+    rows = encode_rows(extract_memo, encoder, calls, mirror, report)
+    shard_memo.store.write(shard_memo.stage, shard_memo.revision, key, rows)
+    report.full = report.full or shard_memo.store.full
+    return report
 
 
 # --------------------------------------------------------------------------- the run
@@ -210,6 +267,10 @@ class _Context:
         self._vocab = None
         self._model = None
         self._features: dict[str, np.ndarray] = {}
+        #: Per split: (shards found in the cache, shards in all), for the stage status.
+        self.shards_reused: dict[str, tuple[int, int]] = {}
+        #: Per split: shards found corrupt (and encoded again) when the matrix was assembled.
+        self.shards_recomputed: dict[str, int] = {}
         self.inputs = stage_inputs(config, dataset)
         self.keys: dict[str, str] = {}
         for stage, inputs in self.inputs.items():  # in order: upstream keys come first
@@ -266,35 +327,67 @@ class _Context:
         return build_vocabulary(self.config).fit(stream, progress=self.progress)
 
     def features(self, split: str) -> np.ndarray:
+        """The split's encoded matrix: ``n`` rows, then (with mirroring) ``n`` mirrored rows."""
         if split not in self._features:
-            outcome = self.memoized(f"encode:{split}", lambda: self._encode(split))
-            self._features[split] = outcome.value
+            sharded = self.memoized(f"encode:{split}", lambda: self._encode(split)).value
+            self._features[split] = self._assemble(split, sharded)
         return self._features[split]
 
-    def _encode(self, split: str) -> np.ndarray:
-        """Encode every image of one split into a float32 matrix, one row per image."""
+    def _shard_calls(self, split: str, sharded: ShardedFeatures) -> list[list[ImageCall]]:
+        samples = getattr(self.dataset, split)
+        m = sharded.shard_images
+        return [[self.image_call(s) for s in samples[i : i + m]] for i in range(0, len(samples), m)]
+
+    def _encode(self, split: str) -> ShardedFeatures:
+        """Encode every image of one split into shards, each stored as soon as it is done."""
         mirror = self.config.encoding.mirror
         encoder = build_encoder(self.config, self.vocabulary())
-        samples = getattr(self.dataset, split)
-        n = len(samples)
-        batches = [samples[i : i + BATCH] for i in range(0, n, BATCH)]
-        calls = [
-            (self.memos["extract"], encoder, [self.image_call(s) for s in b], mirror)
-            for b in batches
+        n = len(getattr(self.dataset, split))
+        size = shard_images(encoder.n_features_out_, mirror)
+        memo = self.memos["encode"]
+        keys = [
+            memo.key({"split": self.keys[f"encode:{split}"], "shard": j, "images": size})
+            for j in range(-(-n // size))
         ]
-        # Rows are written into one preallocated matrix as batches arrive: no list of
-        # blocks and no stacked copy, so peak memory is the output matrix plus a batch.
-        # With mirroring, rows n..2n-1 hold the mirrored images, in the same order.
-        out = np.zeros(((2 if mirror else 1) * n, encoder.n_features_out_), np.float32)
-        start = 0
-        sizes = [len(b) for b in batches]
-        for block, report in self.imap(_encode_batch, calls, sizes=sizes, desc=f"encode {split}"):
+        sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys)
+        todo = [
+            (key, calls)
+            for key, calls in zip(keys, self._shard_calls(split, sharded), strict=True)
+            if not memo.contains(key)
+        ]
+        self.shards_reused[split] = (len(keys) - len(todo), len(keys))
+        tasks = [(memo, self.memos["extract"], encoder, c, mirror, k) for k, c in todo]
+        sizes = [len(c) for _, c in todo]
+        for report in self.imap(_encode_shard, tasks, sizes=sizes, desc=f"encode {split}"):
             self.absorb(report, "extract")
-            m = report.images
-            out[start : start + m] = block[:m]
+        return sharded
+
+    def _assemble(self, split: str, sharded: ShardedFeatures) -> np.ndarray:
+        """The split's matrix from its shards (read memory-mapped; a missing or corrupt
+        shard is encoded again here)."""
+        n, m, mirror = sharded.n_images, sharded.shard_images, sharded.mirror
+        out = np.empty(((2 if mirror else 1) * n, sharded.n_features), np.float32)
+        memo, report = self.memos["encode"], BatchReport()
+        encoder = None
+        calls = self._shard_calls(split, sharded)
+        for j, (key, shard_calls) in enumerate(zip(sharded.shard_keys, calls, strict=True)):
+
+            def compute(shard_calls=shard_calls):
+                nonlocal encoder
+                encoder = encoder or build_encoder(self.config, self.vocabulary())
+                return encode_rows(self.memos["extract"], encoder, shard_calls, mirror, report)
+
+            outcome = memo.get(key, compute, mmap=True)
+            if outcome.problem:
+                report.problems.append((str(memo.entry_path(key)), outcome.problem))
+            rows, start = outcome.value, j * m
+            k = len(shard_calls)
+            out[start : start + k] = rows[:k]
             if mirror:
-                out[n + start : n + start + m] = block[m:]
-            start += m
+                out[n + start : n + start + k] = rows[k:]
+            del rows
+        self.shards_recomputed[split] = len(report.problems)
+        self.absorb(report, "encode")
         return out
 
     def model(self):
@@ -560,8 +653,14 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
     statuses = []
     for split in ("train", "test"):
         outcome = ctx.memoized(f"encode:{split}", lambda split=split: ctx._encode(split))
-        ctx._features[split] = result.features[split] = outcome.value
-        statuses.append(outcome.status)
+        ctx._features[split] = result.features[split] = ctx._assemble(split, outcome.value)
+        reused, _ = ctx.shards_reused.get(split, (0, 0))
+        if ctx.shards_recomputed.get(split):
+            statuses.append(RECOMPUTED)
+        elif outcome.status == MISS and reused:
+            statuses.append("partial")  # an interrupted encode: its finished shards reused
+        else:
+            statuses.append(outcome.status)
     done(StageResult("encode", time.perf_counter() - t, _combined(statuses)))
     _warn_empty_images(ctx, result.features)
     if not keep_descriptors:

@@ -88,7 +88,10 @@ STAGE_SOURCES = {
         assembly.build_encoder,
         assembly.encode_with_mirrors,
         pipeline._Context._encode,
-        pipeline._encode_batch,
+        pipeline._Context._assemble,
+        pipeline.shard_images,
+        pipeline.encode_rows,
+        pipeline._encode_shard,
     ],
     "train": [
         bovw.svm,
@@ -118,7 +121,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "eff37a44732a7125"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (1, "bbca92a18546029c"),
+    "encode": (2, "b869264f1961b683"),
     "train": (4, "9d8d74feee15e758"),
     "evaluate": (4, "d4c4f93f13c7c7dd"),
 }

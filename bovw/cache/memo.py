@@ -137,11 +137,17 @@ class Memo:
         """Whether an entry exists for ``key`` (it may still fail verification)."""
         return self.store.contains(self.stage, self.revision, key)
 
-    def get(self, key: str, compute: Callable[[], Any], inputs: Any = None) -> Outcome:
-        """The value of ``key``: read and verified, or computed (and stored) on a miss."""
+    def get(
+        self, key: str, compute: Callable[[], Any], inputs: Any = None, *, mmap: bool = False
+    ) -> Outcome:
+        """The value of ``key``: read and verified, or computed (and stored) on a miss.
+
+        ``mmap``: arrays read from the cache come back memory-mapped (see
+        :meth:`CacheStore.read`); a computed value is returned as computed.
+        """
         problem = None
         try:
-            return Outcome(self.store.read(self.stage, self.revision, key), HIT)
+            return Outcome(self.store.read(self.stage, self.revision, key, mmap=mmap), HIT)
         except KeyError:
             pass
         except CorruptEntry as exc:

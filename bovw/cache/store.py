@@ -145,6 +145,20 @@ def _npy_from_buffer(data: bytearray | bytes) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C")
 
 
+def _mapped_npy(file: Path, digest: str) -> np.ndarray:
+    """A verified ``.npy`` file, memory-mapped read-only (its checksum streamed first)."""
+    h = hashlib.sha256()
+    with open(file, "rb") as f:
+        for block in iter(lambda: f.read(8 * 2**20), b""):
+            h.update(block)
+    if h.hexdigest() != digest:
+        raise CorruptEntry(f"checksum mismatch in {file.name}")
+    try:
+        return np.load(file, mmap_mode="r", allow_pickle=False)
+    except ValueError as exc:  # a pickle (object array), or a header that lies
+        raise CorruptEntry(f"{file.name} is not a valid .npy file ({exc})") from None
+
+
 # --------------------------------------------------------------------------- the store
 
 
@@ -229,8 +243,13 @@ class CacheStore:
         """Whether an entry exists (not whether it verifies: :meth:`read` tells that)."""
         return (self.entry_path(stage, revision, key) / META).is_file()
 
-    def read(self, stage: str, revision: int | str, key: str) -> Any:
+    def read(self, stage: str, revision: int | str, key: str, *, mmap: bool = False) -> Any:
         """The value of an entry, verified.
+
+        With ``mmap``, uncompressed arrays come back memory-mapped (read-only)
+        instead of read into memory: their checksum is verified by streaming the
+        file first, so a large shard of features costs its pages as they are used,
+        not its size up front. A mapping stays valid if the entry is later pruned.
 
         Raises
         ------
@@ -244,7 +263,7 @@ class CacheStore:
             with _locked(path / META, shared=True) as meta_file:
                 if meta_file is None:
                     raise KeyError(key)
-                value = self._read_locked(path, meta_file, stage, str(revision), key)
+                value = self._read_locked(path, meta_file, stage, str(revision), key, mmap)
                 with contextlib.suppress(OSError):
                     os.utime(path / META)  # last used, for the LRU eviction
                 return value
@@ -252,7 +271,9 @@ class CacheStore:
             self.discard(path)
             raise
 
-    def _read_locked(self, path: Path, meta_file, stage: str, revision: str, key: str) -> Any:
+    def _read_locked(
+        self, path: Path, meta_file, stage: str, revision: str, key: str, mmap: bool = False
+    ) -> Any:
         raw = meta_file.read(MAX_META_BYTES + 1)
         if len(raw) > MAX_META_BYTES:
             raise CorruptEntry(f"{META} is over {MAX_META_BYTES // 2**20} MiB")
@@ -279,13 +300,13 @@ class CacheStore:
         if not isinstance(files, dict):
             raise CorruptEntry(f"{META} lists no files")
         for name, spec in files.items():
-            arrays[name] = self._read_array(path, name, spec)
+            arrays[name] = self._read_array(path, name, spec, mmap)
         try:
             return codec.decode(body.get("value"), arrays)
         except codec.CodecError as exc:
             raise CorruptEntry(f"the value cannot be rebuilt: {exc}") from None
 
-    def _read_array(self, path: Path, name: str, spec: Any) -> np.ndarray:
+    def _read_array(self, path: Path, name: str, spec: Any, mmap: bool = False) -> np.ndarray:
         try:
             filename, size, digest, compressor = (
                 spec["file"],
@@ -302,6 +323,8 @@ class CacheStore:
             actual = file.stat().st_size
             if actual != size:
                 raise CorruptEntry(f"{filename} has {actual} bytes, {size} expected (truncated?)")
+            if mmap and compressor == "none":
+                return _mapped_npy(file, digest)
             data = bytearray(size)
             with open(file, "rb") as f:
                 if f.readinto(data) != size:
