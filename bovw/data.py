@@ -1,5 +1,8 @@
 """Datasets: folder discovery, split protocols, list files, content hashes and manifests.
 
+Length: one job, turning what the user points at into a checked train/test split; most of it
+is the one-sentence refusals of the ways a dataset goes wrong.
+
 Three layouts are understood:
 
 * ``root/<class>/*.jpg`` -- one folder per class; a split protocol

@@ -59,30 +59,24 @@ def resolve_jobs(jobs: int, flag: str = "--jobs") -> int:
     )
 
 
-_WATCHING_PARENT = False
-
-
 def die_with_parent(parent_pid: int) -> None:
-    """In a local worker process: have Linux kill it when the bovw process that started it dies.
+    """Run as each local worker starts: have Linux kill it when its parent bovw process dies.
 
     loky keeps idle workers alive for minutes, so a ``kill -9`` of a ``--jobs N`` run
     used to leave N workers of a few hundred MB each behind. ``PR_SET_PDEATHSIG``
-    ends them with their parent. Nothing is done in the parent itself (``--jobs 1``
-    runs in-process), in processes that are not its direct children (Dask workers),
-    or off Linux. :func:`parallel_backend` runs it in every local worker as it starts.
+    ends them with their parent; a worker whose parent died while it was still
+    starting (its parent is no longer ``parent_pid``) exits at once. Only
+    :func:`parallel_backend` calls this, as loky's worker initializer: never in the
+    parent itself (``--jobs 1`` runs in-process) nor in Dask workers. Off Linux, the
+    request is skipped.
     """
-    global _WATCHING_PARENT
-    if _WATCHING_PARENT or sys.platform != "linux" or os.getpid() == parent_pid:
-        return
-    if os.getppid() != parent_pid:
-        return
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        return
-    _WATCHING_PARENT = True
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
+    if sys.platform == "linux":
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent_pid:  # orphaned before the request took effect
         os._exit(1)
 
 
