@@ -209,6 +209,19 @@ class SiftSettings:
         unit="px",
         range=Range(0),
     )
+    # Dense SIFT at the default sizes needs 4 x 10 + 1 = 41 px for one descriptor of the
+    # largest size: CIFAR-10's 32 px images get 18 descriptors each, one of size 10
+    # (benchmarks/RESULTS.md, "Tiny images"). 15-Scene (shorter side 200 px or more) is
+    # left as it is.
+    min_side: int = setting(
+        0,
+        "Enlarge each image whose shorter side is below this so that its shorter side is "
+        "this (bicubic; the longer side stays within --max-side; 0: keep sizes), in training "
+        "and in bovw predict alike.",
+        flag="--min-side",
+        unit="px",
+        range=Range(0),
+    )
 
 
 @dataclass(frozen=True)

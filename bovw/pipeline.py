@@ -86,10 +86,11 @@ codec.allow_function(signed_sqrt)
 
 def extraction_inputs(config: Config) -> dict[str, Any]:
     """What an image's features depend on besides its bytes: the DenseSIFT estimator's
-    parameters (its defaults included) and the resize before it."""
+    parameters (its defaults included) and the resizes before it."""
     return {
         "dense_sift": estimator_params(build_dense_sift(config)),
         "max_side": config.sift.max_side,
+        "min_side": config.sift.min_side,
     }
 
 

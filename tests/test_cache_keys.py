@@ -57,6 +57,7 @@ STAGE_SOURCES = {
         assembly.dense_sift_params,
         assembly.build_dense_sift,
         assembly.read_for_sift,
+        assembly.fit_sides,
         assembly.image_features,
         pipeline.extract_image,
     ],
@@ -102,7 +103,7 @@ STAGE_SOURCES = {
 #: changes: if its results may change, raise its number in bovw.pipeline.REVISIONS;
 #: either way, record the new hash here.
 RECORDED = {
-    "extract": (2, "afed63cf4966b66c"),
+    "extract": (2, "c50d7be18b8b5190"),
     "codebook": (2, "88faf8f969234468"),
     "encode": (1, "015cfed932e6862f"),
     "train": (4, "9d8d74feee15e758"),
@@ -160,6 +161,7 @@ FLIPS = {
     "sift.color": ("opponent", ALL),
     "sift.root": (False, ALL),
     "sift.max_side": (128, ALL),
+    "sift.min_side": (96, ALL),
     "codebook.words": (500, set()),
     "codebook.samples": (5000, set()),
     "codebook.gmm_samples": (5000, FROM_CODEBOOK),
