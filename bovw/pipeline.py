@@ -601,7 +601,8 @@ def _warn_empty_images(ctx: _Context, features: dict[str, np.ndarray]) -> None:
         warnings.warn(
             f"{' and '.join(parts)} gave no dense SIFT descriptors (smaller than the bins of "
             f"--sizes {','.join(map(str, s.sizes))} at --step {s.step}); they are encoded as "
-            "all-zero vectors: leave them out, or use smaller --sizes.",
+            "all-zero vectors: leave them out, enlarge them with --min-side, or use smaller "
+            "--sizes.",
             stacklevel=2,
         )
 

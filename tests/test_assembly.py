@@ -4,6 +4,7 @@ loaded model and the composable Pipeline give the same predictions on the demo d
 from __future__ import annotations
 
 import csv
+import json
 
 import cv2
 import numpy as np
@@ -200,3 +201,9 @@ def test_min_side_is_applied_alike_in_training_and_in_a_loaded_model(tmp_path, m
     expected = [result.dataset.classes[i] for i in result.metrics["predictions"]]
     assert predicted == expected
     assert sizes and set(sizes) == {((32, 32), (64, 64))}
+
+    # A model saved before sift.min_side existed keeps predicting without enlarging.
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    del meta["config"]["sift"]["min_side"]
+    (tmp_path / "run" / "model.json").write_text(json.dumps(meta))
+    assert load_model(tmp_path / "run").config.sift.min_side == 0

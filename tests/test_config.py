@@ -152,7 +152,7 @@ SETTINGS = {
     "sift.color": ("--color", "gray"),
     "sift.root": ("--root-sift", True),
     "sift.max_side": ("--max-side", 1024),
-    "sift.min_side": ("--min-side", 0),
+    "sift.min_side": ("--min-side", 64),
     "codebook.words": ("--words", None),
     "codebook.samples": ("--samples", 1_000_000),
     "codebook.gmm_samples": (None, 256_000),
