@@ -12,8 +12,8 @@ side is the same. The default of ``sift.min_side`` is chosen from this table;
 ``--test`` then reports the chosen setting and the old behaviour once on ``test/``
 (it is not used to choose anything).
 
-    python benchmarks/tiny_images.py                   # validation table (~20 min on 2 cores)
-    python benchmarks/tiny_images.py --record --test   # and write benchmarks/RESULTS.md
+    python benchmarks/tiny_images.py                   # validation table (~25 min on 2 cores)
+    python benchmarks/tiny_images.py --variants --test # then, once, the default on test/
 
 Each variant runs ``bovw.run`` with ``--jobs`` processes on a dataset of
 ``--train-per-class`` random training images per class and ``--val-per-class``
