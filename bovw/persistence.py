@@ -473,7 +473,12 @@ def _check_arrays(arrays: dict[str, np.ndarray], meta: dict[str, Any], npz_path:
 
 
 def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
-    config = config_from_dict(meta["config"], source="model.json").validate()
+    settings = meta["config"]
+    if isinstance(settings, dict) and isinstance(settings.get("sift"), dict):
+        # Models written before sift.min_side existed never enlarged an image: they keep
+        # predicting so, whatever the default is now.
+        settings = {**settings, "sift": {"min_side": 0, **settings["sift"]}}
+    config = config_from_dict(settings, source="model.json").validate()
     classes = meta["classes"]
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise ValueError("classes must be a list of names")

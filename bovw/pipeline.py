@@ -93,10 +93,11 @@ codec.allow_function(signed_sqrt)
 
 def extraction_inputs(config: Config) -> dict[str, Any]:
     """What an image's features depend on besides its bytes: the DenseSIFT estimator's
-    parameters (its defaults included) and the resize before it."""
+    parameters (its defaults included) and the resizes before it."""
     return {
         "dense_sift": estimator_params(build_dense_sift(config)),
         "max_side": config.sift.max_side,
+        "min_side": config.sift.min_side,
     }
 
 
@@ -698,7 +699,8 @@ def _warn_empty_images(ctx: _Context, features: dict[str, np.ndarray]) -> None:
         warnings.warn(
             f"{' and '.join(parts)} gave no dense SIFT descriptors (smaller than the bins of "
             f"--sizes {','.join(map(str, s.sizes))} at --step {s.step}); they are encoded as "
-            "all-zero vectors: leave them out, or use smaller --sizes.",
+            "all-zero vectors: leave them out, enlarge them with --min-side, or use smaller "
+            "--sizes.",
             stacklevel=2,
         )
 

@@ -4,18 +4,30 @@ loaded model and the composable Pipeline give the same predictions on the demo d
 from __future__ import annotations
 
 import csv
+import json
 
+import cv2
 import numpy as np
 import pytest
 from conftest import DEMO
 
 import bovw
-from bovw.assembly import build_encoder, build_vocabulary, mirror_scores, training_targets
-from bovw.config import Config
+import bovw.model
+from bovw.assembly import UPSCALE_INTERPOLATION as UPSCALE
+from bovw.assembly import (
+    build_encoder,
+    build_vocabulary,
+    fit_sides,
+    image_features,
+    mirror_scores,
+    training_targets,
+)
+from bovw.config import Config, SiftSettings
 from bovw.data import load_dataset
 from bovw.estimator import BoVWClassifier, make_bovw_pipeline
 from bovw.images import read_image
 from bovw.persistence import load_model
+from bovw.pipeline import ImageCall, extract_image
 from bovw.run_folder import write_run_folder
 
 #: Small settings on the demo data, Fisher vectors (GMM + PCA) as by default.
@@ -135,3 +147,96 @@ def test_bovw_classifier_shares_the_runs_cache(tmp_path):
     before = len(list(CacheStore(tmp_path / "c").entries()))
     BoVWClassifier(config, memory=tmp_path / "c").fit(paths, labels)
     assert len(list(CacheStore(tmp_path / "c").entries())) == before  # every image a hit
+
+
+# --------------------------------------------------------------------------- tiny images
+
+
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random gray image (noise blurred, so that resizing it is not aliasing)."""
+    noise = np.random.default_rng(seed).uniform(0, 255, (h, w)).astype(np.float32)
+    return np.clip(cv2.GaussianBlur(noise, (0, 0), 1.5) * 3 - 255, 0, 255).astype(np.uint8)
+
+
+def test_fit_sides_enlarges_images_below_min_side_only():
+    small = textured(32, 48)
+    assert fit_sides(small, min_side=64).shape == (64, 96)  # aspect ratio kept
+    np.testing.assert_array_equal(
+        fit_sides(small, min_side=64), cv2.resize(small, (96, 64), interpolation=UPSCALE)
+    )
+    assert fit_sides(small, min_side=32) is small  # at the bound: untouched
+    assert fit_sides(small, min_side=0) is small
+    scene = textured(200, 260)  # 15-Scene's smallest shorter side is 200 px
+    assert fit_sides(scene, min_side=128, max_side=1024) is scene
+    # The longer side stays within max_side: a thin strip is not blown up to 64 x 16,000.
+    assert fit_sides(np.zeros((4, 1000), np.uint8), min_side=64, max_side=1024).shape == (4, 1024)
+    assert fit_sides(small, min_side=64, max_side=40).shape == (27, 40)  # max_side wins
+    # Shrinking is what it was before min_side existed: INTER_AREA to max_side.
+    wide = textured(100, 2000)
+    np.testing.assert_array_equal(
+        fit_sides(wide, min_side=64, max_side=1024),
+        cv2.resize(wide, (1024, 51), interpolation=cv2.INTER_AREA),
+    )
+
+
+def test_min_side_changes_tiny_images_and_nothing_else(tmp_path):
+    off, on = SiftSettings(min_side=0), SiftSettings(min_side=64)
+    tiny = textured(32, 32)
+    a, b = image_features(tiny, off), image_features(tiny, on)
+    # The default sizes 4, 6, 8, 10 at step 4: 9 + 4 + 4 + 1 descriptors at 32 px.
+    assert (a.width, a.height, len(a)) == (32, 32, 18)
+    assert (b.width, b.height, len(b)) == (64, 64, 402)
+    scene = textured(200, 260, seed=1)
+    c, d = image_features(scene, off), image_features(scene, on)
+    np.testing.assert_array_equal(c.frames, d.frames)
+    np.testing.assert_array_equal(c.descriptors, d.descriptors)
+    # A file goes through the same enlargement as an array (the extract stage reads files).
+    path = tmp_path / "tiny.png"
+    cv2.imwrite(str(path), tiny)
+    key = "0" * 32
+    e = extract_image(ImageCall(key, str(path), on))
+    np.testing.assert_array_equal(e.descriptors, b.descriptors)
+    np.testing.assert_array_equal(e.frames, b.frames)
+
+
+def test_min_side_is_applied_alike_in_training_and_in_a_loaded_model(tmp_path, monkeypatch):
+    # The demo data shrunk to 32 x 32 px, a few images per class.
+    tiny = tmp_path / "tiny"
+    for split, per_class in (("train", 6), ("test", 3)):
+        for folder in sorted((DEMO / split).iterdir()):
+            if not folder.is_dir():
+                continue
+            (tiny / split / folder.name).mkdir(parents=True)
+            for p in sorted(folder.iterdir())[:per_class]:
+                image = cv2.resize(
+                    read_image(p, color="bgr"), (32, 32), interpolation=cv2.INTER_AREA
+                )
+                cv2.imwrite(str(tiny / split / folder.name / (p.stem + ".png")), image)
+    config = Config().with_overrides(
+        {**SMALL, "data.path": str(tiny), "sift.min_side": 64, "codebook.gmm_samples": 5000}
+    )
+    result = bovw.run(config, cache_dir=tmp_path / "cache", progress=False)
+    write_run_folder(tmp_path / "run", result)
+    model = load_model(tmp_path / "run")
+    assert model.config.sift.min_side == 64
+
+    sizes = []
+    real = bovw.model.image_features
+
+    def recorded(image, sift):
+        features = real(image, sift)
+        sizes.append((image.shape[:2], (features.height, features.width)))
+        return features
+
+    monkeypatch.setattr(bovw.model, "image_features", recorded)
+    paths = [str(s.path) for s in result.dataset.test]
+    predicted = [p.label for p in model.predict_stream(paths)]
+    expected = [result.dataset.classes[i] for i in result.metrics["predictions"]]
+    assert predicted == expected
+    assert sizes and set(sizes) == {((32, 32), (64, 64))}
+
+    # A model saved before sift.min_side existed keeps predicting without enlarging.
+    meta = json.loads((tmp_path / "run" / "model.json").read_text())
+    del meta["config"]["sift"]["min_side"]
+    (tmp_path / "run" / "model.json").write_text(json.dumps(meta))
+    assert load_model(tmp_path / "run").config.sift.min_side == 0

@@ -64,6 +64,7 @@ STAGE_SOURCES = {
         assembly.dense_sift_params,
         assembly.build_dense_sift,
         assembly.read_for_sift,
+        assembly.fit_sides,
         assembly.image_features,
         pipeline.extract_image,
     ],
@@ -119,7 +120,7 @@ STAGE_SOURCES = {
 #: changes: if its results may change, raise its number in bovw.pipeline.REVISIONS;
 #: either way, record the new hash here.
 RECORDED = {
-    "extract": (2, "eff37a44732a7125"),
+    "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
     "encode": (2, "b869264f1961b683"),
     "train": (4, "9d8d74feee15e758"),
@@ -177,6 +178,7 @@ FLIPS = {
     "sift.color": ("opponent", ALL),
     "sift.root": (False, ALL),
     "sift.max_side": (128, ALL),
+    "sift.min_side": (96, ALL),
     "codebook.words": (500, set()),
     "codebook.samples": (5000, set()),
     "codebook.gmm_samples": (5000, FROM_CODEBOOK),
