@@ -504,3 +504,23 @@ def test_model_is_bitwise_the_same_whether_earlier_stages_hit_or_miss(tiny_datas
     warm, status = fit("warm")
     assert status.split(",") == [HIT, HIT, HIT, MISS, MISS]
     assert cold.tobytes() == warm.tobytes()
+
+
+def test_the_codec_leaves_no_reference_cycle_holding_arrays():
+    """Arrays read from the cache (memory-mapped shards of features) are freed as soon as
+    the value is dropped, not when the cyclic garbage collector happens to run."""
+    import gc
+    import weakref
+
+    gc.collect()
+    gc.disable()
+    try:
+        big = np.zeros(1000, np.float32)
+        tree, arrays = codec.encode({"rows": big, "nested": [big, (1, 2.5)]})
+        ref = weakref.ref(arrays["a0"])
+        value = codec.decode(tree, arrays)
+        assert value["rows"] is value["nested"][0]
+        del tree, arrays, value, big
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -89,97 +89,112 @@ def encode(value: Any) -> tuple[Any, dict[str, np.ndarray]]:
     arrays: dict[str, np.ndarray] = {}
     names: dict[int, str] = {}
     keep: list[Any] = []  # holds the arrays so that their ids stay unique while encoding
+    return _encode_value(value, arrays, names, keep), arrays
 
-    def enc(v: Any) -> Any:
-        if v is None or isinstance(v, bool | str):
-            return v
-        if isinstance(v, int) and not isinstance(v, np.integer):
-            return v
-        if isinstance(v, float) and not isinstance(v, np.floating):
-            return v if math.isfinite(v) else {"float": repr(v)}
-        if isinstance(v, np.ndarray):
-            if v.dtype.hasobject:
-                raise CodecError("object arrays cannot be stored as data")
-            name = names.get(id(v))
-            if name is None:
-                name = f"a{len(arrays)}"
-                names[id(v)] = name
-                arrays[name] = v
-                keep.append(v)
-            return {"array": name}
-        if isinstance(v, np.generic):
-            if v.dtype.hasobject:
-                raise CodecError("object scalars cannot be stored as data")
-            return {"scalar": [v.dtype.str, enc(v.item())]}
-        if isinstance(v, np.dtype):
-            return {"dtype": v.str}
-        if isinstance(v, list):
-            return [enc(x) for x in v]
-        if isinstance(v, tuple):
-            return {"tuple": [enc(x) for x in v]}
-        if isinstance(v, dict):
-            return {"dict": [[enc(k), enc(x)] for k, x in v.items()]}
-        for name, func in allowed_functions().items():
-            if v is func:
-                return {"function": name}
-        cls = type(v)
-        name = f"{cls.__module__}.{cls.__qualname__}"
-        if allowed_classes().get(name) is cls:
-            return {"object": name, "state": {str(k): enc(x) for k, x in vars(v).items()}}
-        raise CodecError(f"a {name} cannot be stored in the cache as data")
 
-    return enc(value), arrays
+def _encode_value(v: Any, arrays: dict, names: dict, keep: list) -> Any:
+    """One node of :func:`encode`'s tree (module-level: a nested recursive closure would
+    form a reference cycle that keeps every array alive until the cyclic collector runs)."""
+    if v is None or isinstance(v, bool | str):
+        return v
+    if isinstance(v, int) and not isinstance(v, np.integer):
+        return v
+    if isinstance(v, float) and not isinstance(v, np.floating):
+        return v if math.isfinite(v) else {"float": repr(v)}
+    if isinstance(v, np.ndarray):
+        if v.dtype.hasobject:
+            raise CodecError("object arrays cannot be stored as data")
+        name = names.get(id(v))
+        if name is None:
+            name = f"a{len(arrays)}"
+            names[id(v)] = name
+            arrays[name] = v
+            keep.append(v)
+        return {"array": name}
+    if isinstance(v, np.generic):
+        if v.dtype.hasobject:
+            raise CodecError("object scalars cannot be stored as data")
+        return {"scalar": [v.dtype.str, _encode_value(v.item(), arrays, names, keep)]}
+    if isinstance(v, np.dtype):
+        return {"dtype": v.str}
+    if isinstance(v, list):
+        return [_encode_value(x, arrays, names, keep) for x in v]
+    if isinstance(v, tuple):
+        return {"tuple": [_encode_value(x, arrays, names, keep) for x in v]}
+    if isinstance(v, dict):
+        return {
+            "dict": [
+                [_encode_value(k, arrays, names, keep), _encode_value(x, arrays, names, keep)]
+                for k, x in v.items()
+            ]
+        }
+    for name, func in allowed_functions().items():
+        if v is func:
+            return {"function": name}
+    cls = type(v)
+    name = f"{cls.__module__}.{cls.__qualname__}"
+    if allowed_classes().get(name) is cls:
+        return {
+            "object": name,
+            "state": {str(k): _encode_value(x, arrays, names, keep) for k, x in vars(v).items()},
+        }
+    raise CodecError(f"a {name} cannot be stored in the cache as data")
 
 
 def decode(tree: Any, arrays: dict[str, np.ndarray]) -> Any:
     """The value that :func:`encode` described; raises :class:`CodecError` on a malformed tree."""
 
-    def dec(node: Any, depth: int) -> Any:
-        if depth > 64:
-            raise CodecError("the entry is nested too deeply")
-        if node is None or isinstance(node, bool | int | float | str):
-            return node
-        if isinstance(node, list):
-            return [dec(x, depth + 1) for x in node]
-        if not isinstance(node, dict) or len(node) not in (1, 2):
-            raise CodecError(f"unexpected node {type(node).__name__}")
-        if "array" in node:
-            try:
-                return arrays[node["array"]]
-            except (KeyError, TypeError):
-                raise CodecError(f"missing array {node['array']!r}") from None
-        if "float" in node:
-            if node["float"] not in ("nan", "inf", "-inf"):
-                raise CodecError(f"bad float {node['float']!r}")
-            return float(node["float"])
-        if "tuple" in node:
-            return tuple(dec(x, depth + 1) for x in _as_list(node["tuple"]))
-        if "dict" in node:
-            return {dec(k, depth + 1): dec(x, depth + 1) for k, x in _pairs(node["dict"])}
-        if "scalar" in node:
-            dtype, value = _as_list(node["scalar"])
-            dt = _dtype(dtype)
-            return dt.type(dec(value, depth + 1))
-        if "dtype" in node:
-            return _dtype(node["dtype"])
-        if "function" in node:
-            try:
-                return allowed_functions()[node["function"]]
-            except (KeyError, TypeError):
-                raise CodecError(f"function {node['function']!r} is not allowed") from None
-        if "object" in node:
-            cls = allowed_classes().get(node["object"]) if isinstance(node["object"], str) else None
-            if cls is None:
-                raise CodecError(f"class {node['object']!r} is not allowed")
-            state = node.get("state")
-            if not isinstance(state, dict):
-                raise CodecError("an object without state")
-            obj = cls.__new__(cls)
-            obj.__dict__.update({str(k): dec(x, depth + 1) for k, x in state.items()})
-            return obj
-        raise CodecError(f"unknown node {sorted(node)}")
+    return _decode_node(tree, arrays, 0)
 
-    return dec(tree, 0)
+
+def _decode_node(node: Any, arrays: dict[str, np.ndarray], depth: int) -> Any:
+    """One node of :func:`decode` (module-level, for the reason given in :func:`_encode_value`)."""
+    if depth > 64:
+        raise CodecError("the entry is nested too deeply")
+    if node is None or isinstance(node, bool | int | float | str):
+        return node
+    if isinstance(node, list):
+        return [_decode_node(x, arrays, depth + 1) for x in node]
+    if not isinstance(node, dict) or len(node) not in (1, 2):
+        raise CodecError(f"unexpected node {type(node).__name__}")
+    if "array" in node:
+        try:
+            return arrays[node["array"]]
+        except (KeyError, TypeError):
+            raise CodecError(f"missing array {node['array']!r}") from None
+    if "float" in node:
+        if node["float"] not in ("nan", "inf", "-inf"):
+            raise CodecError(f"bad float {node['float']!r}")
+        return float(node["float"])
+    if "tuple" in node:
+        return tuple(_decode_node(x, arrays, depth + 1) for x in _as_list(node["tuple"]))
+    if "dict" in node:
+        return {
+            _decode_node(k, arrays, depth + 1): _decode_node(x, arrays, depth + 1)
+            for k, x in _pairs(node["dict"])
+        }
+    if "scalar" in node:
+        dtype, value = _as_list(node["scalar"])
+        dt = _dtype(dtype)
+        return dt.type(_decode_node(value, arrays, depth + 1))
+    if "dtype" in node:
+        return _dtype(node["dtype"])
+    if "function" in node:
+        try:
+            return allowed_functions()[node["function"]]
+        except (KeyError, TypeError):
+            raise CodecError(f"function {node['function']!r} is not allowed") from None
+    if "object" in node:
+        cls = allowed_classes().get(node["object"]) if isinstance(node["object"], str) else None
+        if cls is None:
+            raise CodecError(f"class {node['object']!r} is not allowed")
+        state = node.get("state")
+        if not isinstance(state, dict):
+            raise CodecError("an object without state")
+        obj = cls.__new__(cls)
+        obj.__dict__.update({str(k): _decode_node(x, arrays, depth + 1) for k, x in state.items()})
+        return obj
+    raise CodecError(f"unknown node {sorted(node)}")
 
 
 def _as_list(node: Any) -> list:
