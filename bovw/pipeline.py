@@ -368,27 +368,33 @@ class _Context:
         shard is encoded again here)."""
         n, m, mirror = sharded.n_images, sharded.shard_images, sharded.mirror
         out = np.empty(((2 if mirror else 1) * n, sharded.n_features), np.float32)
-        memo, report = self.memos["encode"], BatchReport()
+        memo = self.memos["encode"]
+        shard_report, extract_report = BatchReport(), BatchReport()
         encoder = None
         calls = self._shard_calls(split, sharded)
         for j, (key, shard_calls) in enumerate(zip(sharded.shard_keys, calls, strict=True)):
 
             def compute(shard_calls=shard_calls):
                 nonlocal encoder
-                encoder = encoder or build_encoder(self.config, self.vocabulary())
-                return encode_rows(self.memos["extract"], encoder, shard_calls, mirror, report)
+                if encoder is None:
+                    encoder = build_encoder(self.config, self.vocabulary())
+                rows = encode_rows(
+                    self.memos["extract"], encoder, shard_calls, mirror, extract_report
+                )
+                return rows
 
             outcome = memo.get(key, compute, mmap=True)
             if outcome.problem:
-                report.problems.append((str(memo.entry_path(key)), outcome.problem))
+                shard_report.problems.append((str(memo.entry_path(key)), outcome.problem))
             rows, start = outcome.value, j * m
             k = len(shard_calls)
             out[start : start + k] = rows[:k]
             if mirror:
                 out[n + start : n + start + k] = rows[k:]
-            del rows
-        self.shards_recomputed[split] = len(report.problems)
-        self.absorb(report, "encode")
+            del rows, outcome
+        self.shards_recomputed[split] = len(shard_report.problems)
+        self.absorb(shard_report, "encode")
+        self.absorb(extract_report, "extract")
         return out
 
     def model(self):

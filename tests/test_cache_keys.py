@@ -122,7 +122,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (2, "b869264f1961b683"),
+    "encode": (2, "1c450310fab454f5"),
     "train": (4, "9d8d74feee15e758"),
     "evaluate": (4, "d4c4f93f13c7c7dd"),
 }
