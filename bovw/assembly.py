@@ -23,7 +23,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from .config import AUTO_PYRAMIDS, Config, SiftSettings
+from .config import AUTO_PYRAMIDS, AUTO_WORDS, Config, SiftSettings
 from .encoding import make_encoder
 from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
@@ -110,6 +110,28 @@ def build_encoder(config: Config, vocabulary=None, **overrides):
     if vocabulary is not None:
         return encoder.fit([])
     return encoder
+
+
+def feature_dimension(config: Config) -> int:
+    """Length of an encoded image vector under ``config``, known before any fitting.
+
+    ``cells x 2 K D`` for Fisher vectors (``D`` the PCA dimensions, else the
+    descriptor's), ``cells x words x D`` for VLAD, ``cells x words`` for the
+    histograms: what ``build_encoder(config, vocabulary).n_features_out_`` gives.
+    """
+    from .encoding.pyramid import parse_pyramid
+    from .features.dsift import descriptor_size
+
+    e, c = config.encoding, config.codebook
+    pyramid = AUTO_PYRAMIDS[e.encoding] if e.pyramid == "auto" else e.pyramid
+    cells = sum(rows * cols for rows, cols in parse_pyramid(pyramid))
+    dims = descriptor_size(config.sift.color)
+    if e.encoding == "fisher":
+        return cells * 2 * c.gmm_components * (c.pca_dims or dims)
+    words = c.words if c.words is not None else AUTO_WORDS[e.encoding]
+    if e.encoding == "vlad":
+        return cells * words * dims
+    return cells * words
 
 
 def build_classifier(config: Config, *, n_jobs: int = 1):

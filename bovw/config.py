@@ -329,6 +329,22 @@ class ClassifierSettings:
         choices=SOLVERS,
     )
     batch_size: int = setting(8, "Samples per mini-batch of the sgd solver.", range=Range(1))
+    # Past the memory budget the SVM streams its features from disk: every epoch is a
+    # read of all of them, so it runs a fixed, small number of epochs and chooses alpha
+    # on held-out training images instead of cross-validating (bovw.svm.streaming).
+    stream_epochs: int = setting(
+        5,
+        "SGD epochs when training streams the features from disk (past --memory-limit).",
+        flag="--stream-epochs",
+        unit="epochs",
+        range=Range(1),
+    )
+    holdout: float = setting(
+        0.1,
+        "Fraction of the training images held out to choose alpha when training streams.",
+        flag="--holdout",
+        range=Range(0.0, 0.5),
+    )
 
 
 @dataclass(frozen=True)

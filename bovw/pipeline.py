@@ -20,6 +20,7 @@ them image by image from the cache.
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from joblib import Parallel, delayed
 
 from .assembly import (
     best_class,
+    feature_dimension,
     build_classifier,
     build_dense_sift,
     build_encoder,
@@ -57,9 +59,11 @@ from .parallel import (
     scheduler_address,
     single_threaded,
 )
+from .budget import IN_MEMORY, STREAMED, default_memory_limit, in_memory_bytes, training_path
 from .progress import plural, progress_bar
 from .report import classification_metrics
 from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
+from .svm.streaming import StreamSettings, fit_streamed
 from .vocabulary import GMMVocabulary, KMeansCodebook
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
@@ -69,7 +73,7 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 2, "codebook": 2, "encode": 2, "train": 4, "evaluate": 4}
+REVISIONS = {"extract": 2, "codebook": 2, "encode": 3, "train": 5, "evaluate": 5}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
@@ -157,9 +161,11 @@ def shard_images(n_features: int, mirror: bool) -> int:
 class ShardedFeatures:
     """One split's encoded features as shards in the cache (the encode stage's value).
 
-    Shard ``j`` holds images ``j * shard_images`` onwards: their rows, then (with
-    ``mirror``) the rows of their mirrors. :meth:`_Context.features` assembles the
-    split's matrix from them.
+    Shard ``j`` holds the images ``order[j * shard_images:][:shard_images]`` (indices
+    into the split): their rows, then (with ``mirror``) the rows of their mirrors.
+    ``order`` is a seeded permutation, so that every shard mixes the classes, as
+    streaming SGD needs (datasets are listed class by class).
+    :meth:`_Context.features` assembles the split's matrix from them.
     """
 
     n_images: int
@@ -167,9 +173,51 @@ class ShardedFeatures:
     mirror: bool
     shard_images: int
     shard_keys: list[str]
+    order: np.ndarray
+
+    def images_of(self, j: int) -> np.ndarray:
+        """The split's indices of the images of shard ``j``, in the shard's row order."""
+        return self.order[j * self.shard_images : (j + 1) * self.shard_images]
 
 
 codec.allow(ShardedFeatures)
+
+
+@dataclass
+class ShardReader:
+    """Reads a split's shards back from the cache, for streaming (any process, any worker).
+
+    Picklable: it holds the store and keys, never rows. ``load(j)`` verifies the
+    shard as every cache read does; a corrupt one is moved away and reported in
+    one sentence that says a new run encodes it again.
+    """
+
+    memo: Memo
+    sharded: ShardedFeatures
+
+    @property
+    def n_shards(self) -> int:
+        return len(self.sharded.shard_keys)
+
+    @property
+    def n_features(self) -> int:
+        return self.sharded.n_features
+
+    def load(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shard ``j``'s rows (memory-mapped) and the image index of each row."""
+        from .cache import CorruptEntry
+
+        key = self.sharded.shard_keys[j]
+        try:
+            rows = self.memo.store.read(self.memo.stage, self.memo.revision, key, mmap=True)
+        except (KeyError, CorruptEntry) as exc:
+            problem = "missing" if isinstance(exc, KeyError) else f"corrupt ({exc})"
+            raise RuntimeError(
+                f"The cached shard {self.memo.entry_path(key)} is {problem}; run again: "
+                "the run encodes it again."
+            ) from None
+        images = self.sharded.images_of(j)
+        return rows, (np.concatenate([images, images]) if self.sharded.mirror else images)
 
 
 def encode_rows(
@@ -232,7 +280,11 @@ class RunResult:
     ``model`` is the fitted classifier (a :class:`~bovw.svm.LinearSVMCV`: kernel map,
     L2 normalization, the linear SVM with the alpha that cross-validation chose),
     ``metrics`` the test-split metrics. ``cache_note`` says what the end-of-run
-    size cap evicted, if anything.
+    size cap evicted, if anything. ``training`` says how the classifier is trained
+    (:mod:`bovw.budget`): ``path`` ``"in-memory"`` or ``"streamed"``, the
+    ``memory_limit`` and the ``in_memory_bytes`` estimate that chose it. Streamed,
+    the matrices are never assembled: ``features`` stays empty (read the shards
+    with :class:`ShardReader`).
     """
 
     config: Config
@@ -243,6 +295,7 @@ class RunResult:
     features: dict[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     cache_note: str = ""
+    training: dict[str, Any] = field(default_factory=dict)
 
 
 class _Context:
@@ -256,6 +309,7 @@ class _Context:
         jobs: int,
         progress: bool,
         scheduler: str | None = None,
+        memory_limit: int | None = None,
     ):
         self.config = config
         self.dataset = dataset
@@ -272,7 +326,16 @@ class _Context:
         self.shards_reused: dict[str, tuple[int, int]] = {}
         #: Per split: shards found corrupt (and encoded again) when the matrix was assembled.
         self.shards_recomputed: dict[str, int] = {}
-        self.inputs = stage_inputs(config, dataset)
+        self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
+        rows = 2 if config.encoding.mirror else 1
+        dim = feature_dimension(config)
+        self.in_memory_bytes = in_memory_bytes(
+            rows * len(dataset.train), rows * len(dataset.test), dim
+        )
+        self.train_path = training_path(
+            rows * len(dataset.train), rows * len(dataset.test), dim, self.memory_limit
+        )
+        self.inputs = stage_inputs(config, dataset, self.train_path)
         self.keys: dict[str, str] = {}
         for stage, inputs in self.inputs.items():  # in order: upstream keys come first
             upstream = {name: self.keys[call] for name, call in _UPSTREAM[stage].items()}
@@ -336,8 +399,10 @@ class _Context:
 
     def _shard_calls(self, split: str, sharded: ShardedFeatures) -> list[list[ImageCall]]:
         samples = getattr(self.dataset, split)
-        m = sharded.shard_images
-        return [[self.image_call(s) for s in samples[i : i + m]] for i in range(0, len(samples), m)]
+        return [
+            [self.image_call(samples[i]) for i in sharded.images_of(j)]
+            for j in range(len(sharded.shard_keys))
+        ]
 
     def _encode(self, split: str) -> ShardedFeatures:
         """Encode every image of one split into shards, each stored as soon as it is done."""
@@ -350,7 +415,9 @@ class _Context:
             memo.key({"split": self.keys[f"encode:{split}"], "shard": j, "images": size})
             for j in range(-(-n // size))
         ]
-        sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys)
+        # The split's key names the seed, so the order is part of it too.
+        order = np.random.default_rng([self.config.seed, 17]).permutation(n)
+        sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys, order)
         todo = [
             (key, calls)
             for key, calls in zip(keys, self._shard_calls(split, sharded), strict=True)
@@ -366,7 +433,7 @@ class _Context:
     def _assemble(self, split: str, sharded: ShardedFeatures) -> np.ndarray:
         """The split's matrix from its shards (read memory-mapped; a missing or corrupt
         shard is encoded again here)."""
-        n, m, mirror = sharded.n_images, sharded.shard_images, sharded.mirror
+        n, mirror = sharded.n_images, sharded.mirror
         out = np.empty(((2 if mirror else 1) * n, sharded.n_features), np.float32)
         memo = self.memos["encode"]
         shard_report, extract_report = BatchReport(), BatchReport()
@@ -386,11 +453,11 @@ class _Context:
             outcome = memo.get(key, compute, mmap=True)
             if outcome.problem:
                 shard_report.problems.append((str(memo.entry_path(key)), outcome.problem))
-            rows, start = outcome.value, j * m
+            rows, images = outcome.value, sharded.images_of(j)
             k = len(shard_calls)
-            out[start : start + k] = rows[:k]
+            out[images] = rows[:k]
             if mirror:
-                out[n + start : n + start + k] = rows[k:]
+                out[n + images] = rows[k:]
             del rows, outcome
         self.shards_recomputed[split] = len(shard_report.problems)
         self.absorb(shard_report, "encode")
@@ -403,36 +470,126 @@ class _Context:
         return self._model
 
     def _train(self):
-        """The linear SVM on the encoded training split (the best of the model selection)."""
+        """The linear SVM on the encoded training split (the best of the model selection).
+
+        In memory (cross-validation on the assembled matrix) when the budget allows,
+        else by streaming SGD over the shards, in tasks over the local processes or
+        the cluster's workers.
+        """
         c = self.config
-        X = self.features("train")
-        y, groups = training_targets(self.dataset.labels("train"), c.encoding.mirror)
-        return train_classifier(self.config, X, y, groups, n_jobs=self.jobs)
+        if self.train_path == IN_MEMORY:
+            X = self.features("train")
+            y, groups = training_targets(self.dataset.labels("train"), c.encoding.mirror)
+            return train_classifier(self.config, X, y, groups, n_jobs=self.jobs)
+        reader = self.shard_reader("train")
+        k = c.classifier
+        settings = StreamSettings(
+            alphas=tuple(k.alphas),
+            epochs=k.stream_epochs,
+            holdout=k.holdout,
+            loss=k.loss,
+            batch_size=k.batch_size,
+            average=k.average,
+            kernel_map=k.kernel_map,
+            seed=c.seed,
+        )
+        tasks = self.jobs if not self.scheduler else max(2, self.jobs)
+
+        def map_fn(func, arg_tuples):
+            arg_tuples = list(arg_tuples)
+            sizes = [1] * len(arg_tuples)
+            return self.imap(func, arg_tuples, sizes=sizes, desc="train: SGD tasks", unit="task")
+
+        def say(sentence):
+            if self.progress:
+                print(f"  train: {sentence}", file=sys.stderr, flush=True)
+
+        return fit_streamed(
+            reader, self.dataset.labels("train"), settings, tasks=tasks, map_fn=map_fn,
+            on_phase=say,
+        )
+
+    def sharded(self, split: str) -> ShardedFeatures:
+        """The split's shards (encoded now if the cache lacks the split)."""
+        return self.memoized(f"encode:{split}", lambda: self._encode(split)).value
+
+    def shard_reader(self, split: str) -> ShardReader:
+        """A reader of the split's shards, each one in the cache (missing ones encoded again)."""
+        sharded = self.sharded(split)
+        memo = self.memos["encode"]
+        missing = [j for j, key in enumerate(sharded.shard_keys) if not memo.contains(key)]
+        if missing:
+            encoder = build_encoder(self.config, self.vocabulary())
+            calls = self._shard_calls(split, sharded)
+            for j in missing:
+                key = sharded.shard_keys[j]
+                report = _encode_shard(
+                    memo, self.memos["extract"], encoder, calls[j], sharded.mirror, key
+                )
+                self.absorb(report, "extract")
+                if not memo.contains(key):
+                    raise RuntimeError(
+                        f"The {split} features could not be written to the cache at "
+                        f"{self.store.root} ({self.store.full or 'not writable'}); training "
+                        "past --memory-limit reads them from there: free some space there, "
+                        "or use another --cache-dir."
+                    )
+        return ShardReader(memo, sharded)
 
     def _evaluate(self) -> dict[str, Any]:
+        """Test metrics: from the assembled matrix in memory, else shard by shard."""
         model = self.model()
-        X = self.features("test")
         y = self.dataset.labels("test")
         t = time.perf_counter()
-        own, mirrored = split_mirrored(X, self.config.encoding.mirror)
-        scores = decision_by_blocks(model, own)
-        if mirrored is not None:
-            scores = mirror_scores(scores, decision_by_blocks(model, mirrored))
+        if "test" in self._features:
+            X = self._features["test"]
+            own, mirrored = split_mirrored(X, self.config.encoding.mirror)
+            empty = int(np.count_nonzero(~own.any(axis=1)))
+            scores = mirror_scores(
+                decision_by_blocks(model, own),
+                None if mirrored is None else decision_by_blocks(model, mirrored),
+            )
+        else:
+            scores, empty = self._scores_by_shard(model, "test")
         predicted = model.classes_[best_class(scores)]
         seconds = time.perf_counter() - t
         metrics = classification_metrics(y, predicted, self.dataset.classes)
         metrics["predict_seconds"] = seconds
         metrics["predictions"] = predicted.tolist()
+        metrics["test_images_without_descriptors"] = empty
         return metrics
+
+    def _scores_by_shard(self, model, split: str) -> tuple[np.ndarray, int]:
+        """Decision values of the split's images (with their mirrors'), one shard in memory
+        at a time; and the number of images whose row is all zero."""
+        reader = self.shard_reader(split)
+        sharded = reader.sharded
+        scores = None
+        empty = 0
+        for j in range(reader.n_shards):
+            rows, _ = reader.load(j)
+            own, mirrored = split_mirrored(rows, sharded.mirror)
+            empty += int(np.count_nonzero(~own.any(axis=1)))
+            shard_scores = mirror_scores(
+                decision_by_blocks(model, own),
+                None if mirrored is None else decision_by_blocks(model, mirrored),
+            )
+            if scores is None:
+                scores = np.empty((sharded.n_images, *shard_scores.shape[1:]), shard_scores.dtype)
+            scores[sharded.images_of(j)] = shard_scores
+            del rows, own, mirrored
+        return scores, empty
 
     # -- parallel map --------------------------------------------------------------------
 
-    def imap(self, func: Callable, arg_tuples: list[tuple], *, sizes, desc: str) -> Iterator:
+    def imap(
+        self, func: Callable, arg_tuples: list[tuple], *, sizes, desc: str, unit: str = "img"
+    ) -> Iterator:
         """``func(*args)`` for each tuple, yielded in order, over ``jobs`` processes, with progress.
 
-        ``sizes`` are the images in each call, for the progress bar.
+        ``sizes`` are the ``unit`` (images) in each call, for the progress bar.
         """
-        bar = progress_bar(total=sum(sizes), desc=desc, disable=not self.progress, unit="img")
+        bar = progress_bar(total=sum(sizes), desc=desc, disable=not self.progress, unit=unit)
         with parallel_backend(self.jobs, self.scheduler):
             n_jobs = -1 if self.scheduler else self.jobs
             stream = Parallel(n_jobs=n_jobs, return_as="generator")(
@@ -454,8 +611,14 @@ _UPSTREAM: dict[str, dict[str, str]] = {
 }
 
 
-def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
+def stage_inputs(
+    config: Config, dataset: Dataset, train_path: str = IN_MEMORY
+) -> dict[str, dict[str, Any]]:
     """The key inputs of every stage call but the per-image extractions.
+
+    ``train_path`` is how the classifier is trained (:mod:`bovw.budget`): the two
+    paths give different models, so it is part of the train key (the memory
+    limit that chose it is not: any limit that chooses the same path hits).
 
     Built from the estimators the stages construct (their ``get_params()``,
     defaults included), so a setting, or an estimator default, that changes a
@@ -486,6 +649,11 @@ def stage_inputs(config: Config, dataset: Dataset) -> dict[str, dict[str, Any]]:
         # Mirrored rows are grouped with their image in cross-validation.
         "groups": "mirror pairs" if c.encoding.mirror else None,
     }
+    if train_path == STREAMED:
+        inputs["train"]["streamed"] = {
+            "epochs": c.classifier.stream_epochs,
+            "holdout": c.classifier.holdout,
+        }
     inputs["evaluate"] = {
         "labels": dataset.split_hash("test"),
         "mirror": c.encoding.mirror,
@@ -541,6 +709,7 @@ def run(
     dataset: Dataset | None = None,
     keep_descriptors: bool = True,
     cache_max_size: int | None = None,
+    memory_limit: int | None = None,
 ) -> RunResult:
     """Run the pipeline up to and including stage ``until``.
 
@@ -570,6 +739,10 @@ def run(
         The cache's size cap in bytes, enforced at the end of the run by evicting
         least-recently-used entries (default :func:`bovw.cache.default_max_size`:
         ``$BOVW_CACHE_MAX_SIZE``, else 20 % of the disk, at most 50 GB).
+    memory_limit : int, optional
+        Bytes the training may hold (default :func:`bovw.budget.default_memory_limit`,
+        a quarter of the machine's memory). When the feature matrices would not fit,
+        the SVM is trained by streaming SGD over the shards on disk instead.
 
     Returns
     -------
@@ -589,7 +762,7 @@ def run(
             skip_bad=d.skip_bad,
             n_jobs=jobs,
         )
-    ctx = _Context(config, dataset, store, jobs, progress, scheduler)
+    ctx = _Context(config, dataset, store, jobs, progress, scheduler, memory_limit)
     with cluster_session(ctx.scheduler):
         result = _run_stages(ctx, until, on_stage, keep_descriptors)
     cap = cache_max_size if cache_max_size is not None else default_max_size(store.root)
@@ -637,6 +810,11 @@ def _forget_descriptors(ctx: _Context) -> None:
 
 def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> RunResult:
     result = RunResult(config=ctx.config, dataset=ctx.dataset)
+    result.training = {
+        "path": ctx.train_path,
+        "memory_limit": ctx.memory_limit,
+        "in_memory_bytes": ctx.in_memory_bytes,
+    }
 
     def done(stage: StageResult) -> None:
         result.stages.append(stage)
@@ -660,7 +838,8 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
     statuses = []
     for split in ("train", "test"):
         outcome = ctx.memoized(f"encode:{split}", lambda split=split: ctx._encode(split))
-        ctx._features[split] = result.features[split] = ctx._assemble(split, outcome.value)
+        if ctx.train_path == IN_MEMORY:
+            ctx._features[split] = result.features[split] = ctx._assemble(split, outcome.value)
         reused, _ = ctx.shards_reused.get(split, (0, 0))
         if ctx.shards_recomputed.get(split):
             statuses.append(RECOMPUTED)
@@ -669,7 +848,8 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
         else:
             statuses.append(outcome.status)
     done(StageResult("encode", time.perf_counter() - t, _combined(statuses)))
-    _warn_empty_images(ctx, result.features)
+    if result.features:
+        _warn_empty_images(ctx, _empty_counts(ctx, result.features))
     if not keep_descriptors:
         _forget_descriptors(ctx)
     if until == "encode":
@@ -677,28 +857,56 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
 
     stage, ctx._model = _timed_stage(ctx, "train", ctx._train)
     result.model = ctx._model
+    if ctx.train_path == STREAMED:
+        stage.detail = _streamed_detail(ctx)
     done(stage)
     if until == "train":
         return result
 
     stage, result.metrics = _timed_stage(ctx, "evaluate", ctx._evaluate)
     done(stage)
+    if ctx.train_path == STREAMED:
+        # The matrices were never assembled: the counts come from the shards' readers.
+        _warn_empty_images(
+            ctx,
+            {
+                "train": len(getattr(ctx._model, "empty_images_", ())),
+                "test": result.metrics.get("test_images_without_descriptors", 0),
+            },
+        )
     return result
 
 
-def _warn_empty_images(ctx: _Context, features: dict[str, np.ndarray]) -> None:
-    """One warning, with a count, for images that gave no descriptor (hit or miss alike).
+def _streamed_detail(ctx: _Context) -> str:
+    """The train stage's line when it streamed: why, and what model selection chose."""
+    model = ctx._model
+    detail = (
+        f"streamed: {ctx.in_memory_bytes / 1e9:.1f} GB in memory would pass the "
+        f"{ctx.memory_limit / 1e9:.1f} GB --memory-limit; alpha {model.alpha_:g}"
+    )
+    if getattr(model, "n_splits_", 0):
+        detail += f", balanced accuracy {model.best_score_:.3f} on held-out training images"
+    return detail
 
-    An image smaller than the SIFT bins (1 x 1, 3 x 3, 1 x 5000 px) has no
-    descriptor, so every encoding gives it an all-zero vector: it is trained on
-    and predicted as nothing but the classifier's bias.
-    """
+
+def _empty_counts(ctx: _Context, features: dict[str, np.ndarray]) -> dict[str, int]:
+    """Per split, the images whose encoded row is all zero (assembled matrices)."""
     counts = {}
     for split, X in features.items():
         n = len(getattr(ctx.dataset, split))
         counts[split] = sum(
             int(np.count_nonzero(~X[i : min(i + 1024, n)].any(axis=1))) for i in range(0, n, 1024)
         )
+    return counts
+
+
+def _warn_empty_images(ctx: _Context, counts: dict[str, int]) -> None:
+    """One warning, with a count, for images that gave no descriptor (hit or miss alike).
+
+    An image smaller than the SIFT bins (1 x 1, 3 x 3, 1 x 5000 px) has no
+    descriptor, so every encoding gives it an all-zero vector: it is trained on
+    and predicted as nothing but the classifier's bias.
+    """
     if any(counts.values()):
         s = ctx.config.sift
         parts = [f"{plural(k, 'image')} of the {split} split" for split, k in counts.items() if k]

@@ -193,6 +193,10 @@ def run_metrics(result, total_seconds: float | None = None) -> dict[str, Any]:
         }
     if result.features:
         metrics["feature_dim"] = int(next(iter(result.features.values())).shape[1])
+    elif result.model is not None and hasattr(result.model, "n_features_in_"):
+        metrics["feature_dim"] = int(result.model.n_features_in_)
+    if result.training:
+        metrics["training"] = dict(result.training)
     return metrics
 
 

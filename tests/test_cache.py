@@ -236,8 +236,10 @@ def test_run_after_bytes_flipped_in_every_stage_recomputes_and_says_so(tiny_data
         timeout=300,
     )
     assert second.returncode == 0, second.stderr
-    # One line per corrupt entry: the codebook, two encoded splits, the model, the metrics.
-    assert second.stderr.count("is corrupt") == 5, second.stderr
+    # One line per corrupt entry: the codebook, two encoded splits (each split's entry, whose
+    # .npy is its image order, and its one shard), the model, the metrics.
+    assert len([f for f in entry_files(cache, "encode") if f.suffix == ".npy"]) == 4
+    assert second.stderr.count("is corrupt") == 7, second.stderr
     metrics = json.loads((out / "metrics.json").read_text())
     assert {s: v["cache"] for s, v in metrics["stages"].items()} == {
         "extract": HIT,

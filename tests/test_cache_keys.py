@@ -90,6 +90,7 @@ STAGE_SOURCES = {
         assembly.encode_with_mirrors,
         pipeline._Context._encode,
         pipeline._Context._assemble,
+        pipeline.ShardedFeatures,
         pipeline.shard_images,
         pipeline.encode_rows,
         pipeline._encode_shard,
@@ -101,10 +102,13 @@ STAGE_SOURCES = {
         bovw.svm.gram,
         bovw.svm.kernel_maps,
         bovw.svm.selection,
+        bovw.svm.streaming,
         assembly.build_classifier,
         assembly.training_targets,
         assembly.train_classifier,
         pipeline._Context._train,
+        pipeline._Context.shard_reader,
+        pipeline.ShardReader,
     ],
     "evaluate": [
         bovw.report.classification_metrics,
@@ -113,6 +117,7 @@ STAGE_SOURCES = {
         assembly.decision_by_blocks,
         assembly.best_class,
         pipeline._Context._evaluate,
+        pipeline.ShardReader,
     ],
 }
 
@@ -122,9 +127,9 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (2, "1c450310fab454f5"),
-    "train": (4, "9d8d74feee15e758"),
-    "evaluate": (4, "d4c4f93f13c7c7dd"),
+    "encode": (3, "ca0dabffaff7c7b8"),
+    "train": (5, "53d5eb6d370dd536"),
+    "evaluate": (5, "ab6f5a9817956eab"),
 }
 
 
@@ -197,6 +202,9 @@ FLIPS = {
     "classifier.kernel_map": ("hellinger", MODEL),
     "classifier.solver": ("sklearn", MODEL),
     "classifier.batch_size": (16, MODEL),
+    # Used by the streamed path only; the demo trains in memory (see the test below).
+    "classifier.stream_epochs": (3, set()),
+    "classifier.holdout": (0.2, set()),
 }
 
 
@@ -389,3 +397,16 @@ def test_revisions_are_in_keys(monkeypatch):
     base = pipeline.stage_keys(Config(), dataset)
     monkeypatch.setitem(pipeline.REVISIONS, "encode", pipeline.REVISIONS["encode"] + 1)
     assert changed(base, pipeline.stage_keys(Config(), dataset)) == FROM_ENCODE
+
+
+@pytest.mark.parametrize("name, value", [("classifier.stream_epochs", 3), ("classifier.holdout", 0.2)])
+def test_streamed_settings_change_the_train_key_when_training_streams(name, value, demo):
+    from bovw.budget import IN_MEMORY, STREAMED
+
+    config = Config().with_overrides({"data.path": str(demo)}).validate()
+    dataset = load_dataset(config.data.path)
+    flipped = config.with_overrides({name: value}).validate()
+    streamed = pipeline.stage_inputs(config, dataset, STREAMED)["train"]
+    assert streamed != pipeline.stage_inputs(flipped, dataset, STREAMED)["train"]
+    # And the path itself is part of the key: a streamed model is never served in-memory.
+    assert streamed != pipeline.stage_inputs(config, dataset, IN_MEMORY)["train"]

@@ -152,6 +152,14 @@ def run_options(func):
                 default_text="$BOVW_CACHE_MAX_SIZE, else 20% of the disk, at most 50 GB",
             ),
             click.option(
+                "--memory-limit",
+                metavar="SIZE",
+                help="Memory the training may hold, e.g. 8GB; past it the SVM is trained by "
+                "streaming SGD over the features on disk.",
+                cls=Option,
+                default_text="a quarter of the machine's memory",
+            ),
+            click.option(
                 "--keep-descriptors/--no-keep-descriptors",
                 default=True,
                 cls=Option,

@@ -38,6 +38,7 @@ def run_stages(
     cache_dir, scheduler = params.pop("cache_dir"), params.pop("scheduler")
     keep_descriptors = params.pop("keep_descriptors")
     cache_max_size = parse_size_option("--cache-max-size", params.pop("cache_max_size"))
+    memory_limit = parse_size_option("--memory-limit", params.pop("memory_limit"))
     jobs = resolve_jobs(jobs)
     config = build_config(data, params.pop("config_file"), params)
     if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
@@ -62,6 +63,7 @@ def run_stages(
         on_stage=on_stage,
         keep_descriptors=keep_descriptors,
         cache_max_size=cache_max_size,
+        memory_limit=memory_limit,
     )
     if result.cache_note:
         click.echo(result.cache_note, err=True)

@@ -1,5 +1,8 @@
 """One-vs-rest linear SVM trained by mini-batch SGD, all classes at once: :class:`LinearSVM`.
 
+Length: the estimator and its SGD step (:class:`SGDRun`, shared with the streamed
+trainer of :mod:`bovw.svm.streaming`), which must change together.
+
 Stochastic gradient descent on the hinge loss is what made linear SVMs scale to
 ImageNet-sized BoVW features. It is fragile on raw histograms: with
 L1-normalized histograms it converges badly (0.31 against LinearSVC's 0.50 on
@@ -40,7 +43,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .spaces import DualSpace, PrimalSpace, dual_to_primal, use_dual
 
-__all__ = ["LOSSES", "LinearSVM", "OneVsRestClassifierMixin"]
+__all__ = ["LOSSES", "LinearSVM", "OneVsRestClassifierMixin", "SGDRun"]
 
 
 class OneVsRestClassifierMixin(ClassifierMixin):
@@ -309,41 +312,20 @@ class LinearSVM(OneVsRestClassifierMixin, BaseEstimator):
         ``objective_curve_``.
         """
         n, k = Y.shape
-        alpha = float(self.alpha)
         batch = min(int(self.batch_size), n)
-        # Bottou's "optimal" schedule eta_t = 1 / (alpha (t + t0)) per sample: t0 makes the
-        # first step about the typical weight typw = alpha^(-1/4) (|dloss| <= 1 at the
-        # heuristic's point for these losses, so eta_0 = typw and t0 = 1 / (alpha typw)).
-        t0 = alpha**-0.75
         rng = check_random_state(self.random_state)
         coherence = _batch_coherence(space.batch_gram, n, batch, rng)
-        if self.average is True:
-            average_start = 1
-        elif self.average is False or self.average is None:
-            average_start = None
-        else:
-            average_start = max(1, int(self.average))
-
-        # The smooth losses diverge when a step exceeds 1 / (Lipschitz constant of the
-        # gradient), which the schedule's first steps do when alpha is small: cap eta there.
-        curvature = _CURVATURE[self.loss]
-        if curvature:
-            eta_max = 1.0 / (curvature * (space.max_sq_norm + self.fit_intercept) + alpha)
-        else:
-            eta_max = np.inf
-
-        W = space.zeros(k)
-        buf = np.empty_like(W)
-        b = np.zeros(k, np.float32)
-        W_avg = np.zeros_like(W) if average_start is not None else None
-        b_avg = np.zeros_like(b) if average_start is not None else None
-        weight_sum = pending = 0.0
-        scale = 1.0
-        # Averaging touches all the weights: about once per 32 samples is enough.
-        average_every = max(1, 32 // batch)
+        run = SGDRun(
+            W=space.zeros(k),
+            loss=self.loss,
+            alpha=self.alpha,
+            batch=batch,
+            coherence=coherence,
+            max_sq_norm=space.max_sq_norm if _CURVATURE[self.loss] else 0.0,
+            fit_intercept=self.fit_intercept,
+            average=self.average,
+        )
         order = np.arange(n)
-        t = 0.0
-        seen = step = 0
         best, no_change = np.inf, 0
         self.objective_curve_ = []
         epoch = 0
@@ -351,45 +333,9 @@ class LinearSVM(OneVsRestClassifierMixin, BaseEstimator):
             epoch += 1
             if self.shuffle:
                 rng.shuffle(order)
-            for start in range(0, n, batch):
-                idx = order[start : start + batch]
-                m = idx.size
-                Yb = Y[idx]
-                S = space.scores(W, idx) * np.float32(scale) + b
-                _, G = _loss_and_dloss(self.loss, Yb * S, Yb, need_loss=False)
-                # A batch of m samples counts as m / rho independent ones, rho the largest
-                # eigenvalue of its (normalized) Gram matrix: 1 for orthogonal samples (the
-                # step is that of m per-sample steps), m for identical ones (one step).
-                rho = 1.0 + (coherence - 1.0) * (m - 1) / max(batch - 1, 1)
-                m_eff = m / rho
-                eta = min(1.0 / (alpha * (t + t0 + 0.5 * m_eff)), eta_max)
-                # The weights are scale * W: the shrinkage of the L2 term is a scalar update.
-                scale *= (1.0 - eta * alpha) ** m_eff
-                space.step(W, idx, G, -eta / rho / scale)
-                if self.fit_intercept:
-                    b -= np.float32(eta / rho) * G.sum(0)
-                if scale < 1e-3:
-                    W *= np.float32(scale)
-                    scale = 1.0
-                t += m_eff
-                seen += m
-                step += 1
-                if average_start is not None and seen >= average_start:
-                    # Weights growing linearly with the step: the later, better iterates
-                    # count more (Lacoste-Julien, Schmidt & Bach 2012). The average takes
-                    # the iterate every `average_every` steps (and at each epoch's end),
-                    # with the weight of the steps in between.
-                    pending += step
-                    last = start + batch >= n
-                    if step % average_every == 0 or last:
-                        weight_sum += pending
-                        r = pending / weight_sum
-                        _blend(W_avg, W, r, buf, scale)
-                        b_avg += np.float32(r) * (b - b_avg)
-                        pending = 0.0
+            run.visit(space, Y, order)
             if self.tol is not None:
-                Wr, br = (W_avg, b_avg) if weight_sum else (W * np.float32(scale), b)
-                objective = self._space_objective(space, Y, Wr, br)
+                objective = self._space_objective(space, Y, *run.weights())
                 self.objective_curve_.append(objective)
                 if objective > best - self.tol:
                     no_change += 1
@@ -398,14 +344,10 @@ class LinearSVM(OneVsRestClassifierMixin, BaseEstimator):
                 best = min(best, objective)
                 if no_change >= self.n_iter_no_change:
                     break
-        if weight_sum:
-            W, b = W_avg, b_avg
-        else:
-            W *= np.float32(scale)
         self.n_iter_ = epoch
-        self.t_ = seen
+        self.t_ = run.seen
         self.batch_coherence_ = coherence
-        return W, b
+        return run.weights()
 
     def _space_objective(self, space, Y, W, b) -> float:
         """Mean over the one-vs-rest problems of ``alpha/2 |w|^2 + mean loss``."""
@@ -449,6 +391,117 @@ class LinearSVM(OneVsRestClassifierMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True
         return tags
+
+
+class SGDRun:
+    """One run of mini-batch SGD: ``k`` one-vs-rest problems sharing one ``alpha``.
+
+    Holds what SGD carries from one batch to the next (the weights, their
+    running average, the step size schedule's clock), so that the samples can
+    come from anywhere: :meth:`LinearSVM.fit` visits all of its rows once per
+    epoch, :func:`bovw.svm.streaming.fit_streamed` visits the rows of one shard
+    read from disk at a time. Each :meth:`visit` takes batches of ``batch``
+    rows in the given order and makes the step that :class:`LinearSVM`
+    documents.
+
+    Parameters
+    ----------
+    W : ndarray of shape (k, d), float32
+        The starting weights (zeros), in the coordinates of the spaces visited.
+    loss, alpha, fit_intercept, average
+        As in :class:`LinearSVM`.
+    batch : int
+        Samples per step.
+    coherence : float
+        :func:`_batch_coherence` of the data (1 for nearly orthogonal samples).
+    max_sq_norm : float
+        The largest squared norm of a sample (used by the smooth losses only).
+    """
+
+    def __init__(self, *, W, loss, alpha, batch, coherence, max_sq_norm, fit_intercept, average):
+        k = W.shape[0]
+        self.loss, self.alpha, self.batch = loss, float(alpha), int(batch)
+        self.coherence, self.fit_intercept = coherence, fit_intercept
+        # Bottou's "optimal" schedule eta_t = 1 / (alpha (t + t0)) per sample: t0 makes the
+        # first step about the typical weight typw = alpha^(-1/4) (|dloss| <= 1 at the
+        # heuristic's point for these losses, so eta_0 = typw and t0 = 1 / (alpha typw)).
+        self.t0 = self.alpha**-0.75
+        if average is True:
+            self.average_start = 1
+        elif average is False or average is None:
+            self.average_start = None
+        else:
+            self.average_start = max(1, int(average))
+        # The smooth losses diverge when a step exceeds 1 / (Lipschitz constant of the
+        # gradient), which the schedule's first steps do when alpha is small: cap eta there.
+        curvature = _CURVATURE[loss]
+        if curvature:
+            self.eta_max = 1.0 / (curvature * (max_sq_norm + fit_intercept) + self.alpha)
+        else:
+            self.eta_max = np.inf
+        self.W = W
+        self.buf = np.empty_like(W)
+        self.b = np.zeros(k, np.float32)
+        averaging = self.average_start is not None
+        self.W_avg = np.zeros_like(W) if averaging else None
+        self.b_avg = np.zeros_like(self.b) if averaging else None
+        self.weight_sum = self.pending = 0.0
+        self.scale = 1.0
+        # Averaging touches all the weights: about once per 32 samples is enough.
+        self.average_every = max(1, 32 // self.batch)
+        self.t = 0.0
+        self.seen = self.step = 0
+
+    def visit(self, space, Y: np.ndarray, order: np.ndarray) -> None:
+        """SGD steps over the rows ``order`` of ``space`` (targets ``Y``, rows alike), in batches."""
+        alpha, batch, coherence = self.alpha, self.batch, self.coherence
+        W, b = self.W, self.b
+        n = order.size
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            m = idx.size
+            Yb = Y[idx]
+            S = space.scores(W, idx) * np.float32(self.scale) + b
+            _, G = _loss_and_dloss(self.loss, Yb * S, Yb, need_loss=False)
+            # A batch of m samples counts as m / rho independent ones, rho the largest
+            # eigenvalue of its (normalized) Gram matrix: 1 for orthogonal samples (the
+            # step is that of m per-sample steps), m for identical ones (one step).
+            rho = 1.0 + (coherence - 1.0) * (m - 1) / max(batch - 1, 1)
+            m_eff = m / rho
+            eta = min(1.0 / (alpha * (self.t + self.t0 + 0.5 * m_eff)), self.eta_max)
+            # The weights are scale * W: the shrinkage of the L2 term is a scalar update.
+            self.scale *= (1.0 - eta * alpha) ** m_eff
+            space.step(W, idx, G, -eta / rho / self.scale)
+            if self.fit_intercept:
+                b -= np.float32(eta / rho) * G.sum(0)
+            if self.scale < 1e-3:
+                W *= np.float32(self.scale)
+                self.scale = 1.0
+            self.t += m_eff
+            self.seen += m
+            self.step += 1
+            if self.average_start is not None and self.seen >= self.average_start:
+                # Weights growing linearly with the step: the later, better iterates
+                # count more (Lacoste-Julien, Schmidt & Bach 2012). The average takes
+                # the iterate every `average_every` steps (and at each visit's end),
+                # with the weight of the steps in between.
+                self.pending += self.step
+                last = start + batch >= n
+                if self.step % self.average_every == 0 or last:
+                    self.weight_sum += self.pending
+                    r = self.pending / self.weight_sum
+                    _blend(self.W_avg, W, r, self.buf, self.scale)
+                    self.b_avg += np.float32(r) * (b - self.b_avg)
+                    self.pending = 0.0
+
+    def weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(W, b)`` now: the average of the iterates, or the last iterate without averaging.
+
+        Arrays of this run (the average) or new ones: read them, do not change them.
+        """
+        if self.weight_sum:
+            return self.W_avg, self.b_avg
+        return self.W * np.float32(self.scale), self.b.copy()
 
 
 def _batch_coherence(batch_gram, n: int, batch: int, rng, probes: int = 4) -> float:

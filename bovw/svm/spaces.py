@@ -55,14 +55,17 @@ class PrimalSpace:
     """SGD on the weight vectors themselves: ``W`` of shape (classes, features).
 
     With ``center``, scores are ``w . (x - mu)`` for the mean ``mu`` of the
-    training features; ``X`` is never copied: ``mu`` rides along as row 0 of
+    training features (or the ``mu`` given, when ``X`` is a part of them); ``X`` is never copied: ``mu`` rides along as row 0 of
     each batch buffer, so one matrix product gives the centered scores.
     """
 
-    def __init__(self, X, *, center: bool):
+    def __init__(self, X, *, center: bool, mu: np.ndarray | None = None):
         self.X = X
         self.n, self.d = X.shape
-        self.mu = X.mean(0, dtype=np.float64).astype(np.float32) if center else None
+        if center and mu is None:
+            mu = X.mean(0, dtype=np.float64).astype(np.float32)
+        # A given mu: the rows are a part (one shard) of data whose mean was taken before.
+        self.mu = np.asarray(mu, np.float32) if center else None
         self._xbuf = None
 
     def zeros(self, k: int) -> np.ndarray:
