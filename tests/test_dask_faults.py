@@ -17,8 +17,11 @@ import time
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from conftest import FAST
 
 import bovw
+from bovw.cli import main
 from bovw.config import Config
 from bovw.errors import BadInputError
 from bovw.parallel import check_scheduler_address, parallel_map
@@ -295,6 +298,29 @@ def test_a_refused_connection_is_reported_within_5_s(tiny_dataset, tmp_path):
 
 
 # ------------------------------------------------------------------ 5. a malformed address
+
+
+@pytest.mark.parametrize(
+    "address", ["not a url::", "tcp://host:notaport", "tcp://host:99999", "http://host:8786"]
+)
+def test_a_malformed_address_exits_2_before_any_work(address, tiny_dataset, tmp_path):
+    cache, out = tmp_path / "cache", tmp_path / "out"
+    args = ["run", str(tiny_dataset), *FAST, "--cache-dir", str(cache), "--out", str(out)]
+    r = CliRunner().invoke(main, [*args, "--scheduler", address])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.strip().splitlines() == [
+        "Error: --scheduler (or $BOVW_SCHEDULER) must be a Dask scheduler address of the form "
+        f"tcp://host:8786, not {address!r}."
+    ]
+    assert not cache.exists() and not out.exists()  # nothing ran
+
+
+def test_a_malformed_address_from_the_environment_and_a_bad_timeout_exit_2(tiny_dataset):
+    r = CliRunner().invoke(main, ["run", str(tiny_dataset)], env={"BOVW_SCHEDULER": "host"})
+    assert r.exit_code == 2 and "$BOVW_SCHEDULER" in r.stderr and "tcp://host:8786" in r.stderr
+    r = CliRunner().invoke(main, ["run", str(tiny_dataset), "--scheduler-timeout", "0"])
+    assert r.exit_code == 2
+    assert r.stderr == "Error: --scheduler-timeout must be a number of seconds above 0, not 0.0.\n"
 
 
 @pytest.mark.parametrize(
