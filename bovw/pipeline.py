@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from joblib import Parallel, delayed
 
 from .assembly import (
     best_class,
@@ -54,8 +53,9 @@ from .config import Config, SiftSettings
 from .data import Dataset, Sample, load_dataset
 from .features import ImageFeatures
 from .parallel import (
+    DEFAULT_SCHEDULER_TIMEOUT,
     cluster_session,
-    parallel_backend,
+    parallel_map,
     scheduler_address,
     single_threaded,
 )
@@ -309,6 +309,7 @@ class _Context:
         jobs: int,
         progress: bool,
         scheduler: str | None = None,
+        scheduler_timeout: float = DEFAULT_SCHEDULER_TIMEOUT,
         memory_limit: int | None = None,
     ):
         self.config = config
@@ -316,6 +317,7 @@ class _Context:
         self.store = store
         self.jobs = jobs
         self.scheduler = scheduler_address(scheduler)
+        self.scheduler_timeout = scheduler_timeout
         self.progress = progress
         self.memos = {stage: Memo(store, stage, REVISIONS[stage]) for stage in STAGES}
         self.full_warned = False
@@ -587,17 +589,20 @@ class _Context:
     ) -> Iterator:
         """``func(*args)`` for each tuple, yielded in order, over ``jobs`` processes, with progress.
 
+        On the cluster when a scheduler is set (see :func:`bovw.parallel.parallel_map`).
         ``sizes`` are the ``unit`` (images) in each call, for the progress bar.
         """
         bar = progress_bar(total=sum(sizes), desc=desc, disable=not self.progress, unit=unit)
-        with parallel_backend(self.jobs, self.scheduler):
-            n_jobs = -1 if self.scheduler else self.jobs
-            stream = Parallel(n_jobs=n_jobs, return_as="generator")(
-                delayed(func)(*args) for args in arg_tuples
-            )
-            for size, result in zip(sizes, stream, strict=True):
-                bar.update(size)
-                yield result
+        stream = parallel_map(
+            func,
+            arg_tuples,
+            jobs=self.jobs,
+            scheduler=self.scheduler,
+            scheduler_timeout=self.scheduler_timeout,
+        )
+        for size, result in zip(sizes, stream, strict=True):
+            bar.update(size)
+            yield result
         bar.close()
 
 
@@ -704,6 +709,7 @@ def run(
     cache_dir: str | Path | None = None,
     jobs: int = 1,
     scheduler: str | None = None,
+    scheduler_timeout: float = DEFAULT_SCHEDULER_TIMEOUT,
     progress: bool = True,
     on_stage: Callable[[StageResult], None] | None = None,
     dataset: Dataset | None = None,
@@ -725,6 +731,10 @@ def run(
     scheduler : str, optional
         Address of a Dask scheduler (default ``$BOVW_SCHEDULER``); the parallel
         stages then run on that cluster.
+    scheduler_timeout : float
+        With a scheduler: seconds the cluster may have no worker while work is
+        pending before the run stops with :class:`~bovw.errors.BadInputError`
+        (instead of waiting for workers for ever).
     progress : bool
         Show progress bars.
     on_stage : callable, optional
@@ -762,7 +772,9 @@ def run(
             skip_bad=d.skip_bad,
             n_jobs=jobs,
         )
-    ctx = _Context(config, dataset, store, jobs, progress, scheduler, memory_limit)
+    ctx = _Context(
+        config, dataset, store, jobs, progress, scheduler, scheduler_timeout, memory_limit
+    )
     with cluster_session(ctx.scheduler):
         result = _run_stages(ctx, until, on_stage, keep_descriptors)
     cap = cache_max_size if cache_max_size is not None else default_max_size(store.root)

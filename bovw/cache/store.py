@@ -145,14 +145,26 @@ def _npy_from_buffer(data: bytearray | bytes) -> np.ndarray:
     return array.reshape(shape, order="F" if fortran else "C")
 
 
+#: Memory-mapped files this process has verified: path -> (inode, size, mtime, digest).
+#: Streaming training reads every shard once per epoch; hashing it again each time
+#: would cost as much as reading it. A file replaced or rewritten since (another
+#: inode, size or mtime) is verified again.
+_VERIFIED: dict[str, tuple[int, int, int, str]] = {}
+
+
 def _mapped_npy(file: Path, digest: str) -> np.ndarray:
-    """A verified ``.npy`` file, memory-mapped read-only (its checksum streamed first)."""
-    h = hashlib.sha256()
-    with open(file, "rb") as f:
-        for block in iter(lambda: f.read(8 * 2**20), b""):
-            h.update(block)
-    if h.hexdigest() != digest:
-        raise CorruptEntry(f"checksum mismatch in {file.name}")
+    """A verified ``.npy`` file, memory-mapped read-only (its checksum streamed first,
+    once per process and version of the file)."""
+    st = file.stat()
+    signature = (st.st_ino, st.st_size, st.st_mtime_ns, digest)
+    if _VERIFIED.get(str(file)) != signature:
+        h = hashlib.sha256()
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(8 * 2**20), b""):
+                h.update(block)
+        if h.hexdigest() != digest:
+            raise CorruptEntry(f"checksum mismatch in {file.name}")
+        _VERIFIED[str(file)] = signature
     try:
         return np.load(file, mmap_mode="r", allow_pickle=False)
     except ValueError as exc:  # a pickle (object array), or a header that lies

@@ -18,6 +18,7 @@ import click
 
 from ..config import Config, ConfigError, load_config, settings
 from ..errors import BadInputError
+from ..parallel import DEFAULT_SCHEDULER_TIMEOUT
 from ..schema import SettingInfo, default_text
 
 
@@ -174,6 +175,17 @@ def run_options(func):
                 help="Run the parallel stages on a Dask cluster, e.g. tcp://host:8786.",
                 cls=Option,
                 default_text="$BOVW_SCHEDULER, else local processes",
+            ),
+            click.option(
+                "--scheduler-timeout",
+                envvar="BOVW_SCHEDULER_TIMEOUT",
+                type=float,
+                default=DEFAULT_SCHEDULER_TIMEOUT,
+                metavar="SECONDS",
+                help="With --scheduler: stop with an error once the cluster has had no workers "
+                "for this long while work is pending.",
+                cls=Option,
+                default_text=f"$BOVW_SCHEDULER_TIMEOUT, else {DEFAULT_SCHEDULER_TIMEOUT:g}",
             ),
             click.option("--quiet", "-q", is_flag=True, help="No progress bars."),
         ]

@@ -15,7 +15,7 @@ import click
 
 from ..config import DEMO_DATA
 from ..errors import BadInputError
-from ..parallel import resolve_jobs
+from ..parallel import check_scheduler_timeout, resolve_jobs, scheduler_address
 from ..progress import plural
 from .cnn_commands import cnn_options, pop_cnn_overrides
 from .errors import handle_errors
@@ -36,10 +36,14 @@ def run_stages(
 
     data, out, jobs, quiet = (params.pop(k) for k in ("data", "out", "jobs", "quiet"))
     cache_dir, scheduler = params.pop("cache_dir"), params.pop("scheduler")
+    scheduler_timeout = params.pop("scheduler_timeout")
     keep_descriptors = params.pop("keep_descriptors")
     cache_max_size = parse_size_option("--cache-max-size", params.pop("cache_max_size"))
     memory_limit = parse_size_option("--memory-limit", params.pop("memory_limit"))
     jobs = resolve_jobs(jobs)
+    # Checked here, before the dataset is read: a typo must not cost a run's first minutes.
+    scheduler = scheduler_address(scheduler)
+    scheduler_timeout = check_scheduler_timeout(scheduler_timeout)
     config = build_config(data, params.pop("config_file"), params)
     if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
         raise BadInputError(f"The demo dataset {DEMO_DATA} is missing; give a DATA folder.")
@@ -59,6 +63,7 @@ def run_stages(
         cache_dir=cache_dir,
         jobs=jobs,
         scheduler=scheduler,
+        scheduler_timeout=scheduler_timeout,
         progress=not quiet,
         on_stage=on_stage,
         keep_descriptors=keep_descriptors,

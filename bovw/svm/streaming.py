@@ -92,9 +92,17 @@ class _Prepared:
 
 
 def _mapped(kernel_map, rows: np.ndarray) -> np.ndarray:
-    """``normalize_l2(phi(rows))`` in float32, as :meth:`LinearSVMCV._map` computes it."""
+    """``normalize_l2(phi(rows))`` in float32, as :meth:`LinearSVMCV._map` computes it.
+
+    Encoders' rows are already of unit norm (or zero): with no kernel map they are
+    used as they are, read-only, without a copy.
+    """
     if kernel_map != "passthrough":
         rows = kernel_map.transform(rows)
+    elif rows.dtype == np.float32:
+        sq = np.einsum("ij,ij->i", rows, rows)
+        if np.all((np.abs(sq - 1) < 1e-5) | (sq == 0)):
+            return rows
     return np.asarray(normalize(rows, norm="l2", axis=1), np.float32)
 
 
@@ -312,8 +320,13 @@ def fit_streamed(
     empty: list[int] = []
 
     def run(alphas_, train, held) -> list[dict]:
-        # Problems split by alpha first, then by columns: each task one block of both.
-        groups = [(a,) for a in alphas_] if len(alphas_) >= tasks else [tuple(alphas_)]
+        # Every task reads every shard each epoch: as few tasks as there are processes,
+        # the alphas split between them first, then (fewer alphas) the columns.
+        if len(alphas_) >= tasks:
+            groups = [tuple(g) for g in np.array_split(np.asarray(alphas_), tasks)]
+        else:
+            groups = [tuple(alphas_)]
+        groups = [tuple(float(a) for a in g) for g in groups]
         per_group = max(1, tasks // len(groups))
         jobs = [
             (source, Y, cols, group, train, held, prepared, settings)
