@@ -30,7 +30,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import machine_line, peak_per_stage, run_watched, update_section  # noqa: E402
+from _results import (  # noqa: E402
+    commit,
+    cpu_name,
+    machine_line,
+    peak_per_stage,
+    run_watched,
+    update_section,
+)
 
 DATA = HERE.parent.parent / "shared" / "datasets" / "cifar10"
 FULL = 50_000
@@ -112,17 +119,18 @@ def images_per_second(row: dict, stage: str) -> float:
 def table(rows: list[dict]) -> str:
     stages = ["extract", "codebook", "encode", "train", "evaluate"]
     lines = [
-        "| training images | path | accuracy | total s | "
+        "| training images | commit | path | accuracy | total s | "
         + " | ".join(f"{s} s" for s in stages)
         + " | extract img/s | encode img/s | peak GB | "
         + " | ".join(f"{s} GB" for s in stages)
         + " | cache GB |",
-        "|---:|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|" + "---:|" * len(stages)
+        "|---:|---|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|" + "---:|" * len(stages)
         + "---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['n_train']:,}{' (Dask)' if r.get('dask') else ''} | {r['training']['path']} | "
+            f"| {r['n_train']:,}{' (Dask)' if r.get('dask') else ''} | {r.get('commit', '?')} | "
+            f"{r['training']['path']} | "
             f"{r['accuracy']:.4f} | {r['seconds']:.0f} | "
             + " | ".join(f"{r['stage_seconds'].get(s, 0):.0f}" for s in stages)
             + f" | {images_per_second(r, 'extract'):.0f} | {images_per_second(r, 'encode'):.0f}"
@@ -156,7 +164,11 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--data", default=str(DATA))
-    p.add_argument("--sizes", default="6250,12500,25000,50000")
+    p.add_argument(
+        "--sizes",
+        default="6250,12500,25000,50000",
+        help="training images per run, comma-separated; empty: only --record the rows kept",
+    )
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--dask", action="store_true", help="run on a local 2-worker Dask cluster")
     p.add_argument("--rows", default=str(HERE / "scale_rows.json"), help="rows kept between runs")
@@ -168,7 +180,9 @@ def main() -> None:
         return
     rows_path = Path(args.rows)
     rows = json.loads(rows_path.read_text()) if rows_path.exists() else []
-    for n_train in (int(s) for s in args.sizes.split(",")):
+    for n_train in (int(s) for s in args.sizes.split(",") if s):
+        started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        code = commit()
         with tempfile.TemporaryDirectory(prefix="bovw-scale-") as tmp:
             samples: list = []
             cmd = [sys.executable, __file__, "--child", args.data, tmp, str(n_train)]
@@ -177,7 +191,14 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
         row = json.loads(out.strip().splitlines()[-1])
         stages = peak_per_stage(samples, row.pop("stage_ends"))
-        row.update(dask=args.dask, peak_gb=peak / 1e9, stage_gb={k: v / 1e9 for k, v in stages.items()})
+        row.update(
+            dask=args.dask,
+            peak_gb=peak / 1e9,
+            stage_gb={k: v / 1e9 for k, v in stages.items()},
+            commit=code,
+            started=started,
+            cpu=cpu_name(),
+        )
         rows = [r for r in rows if (r["n_train"], r.get("dask")) != (n_train, args.dask)] + [row]
         rows.sort(key=lambda r: (bool(r.get("dask")), r["n_train"]))
         rows_path.write_text(json.dumps(rows, indent=1))

@@ -113,6 +113,9 @@ MAX_BIN_SIZE = 1024
 
 #: The k-means vocabulary size that ``codebook.words`` left unset stands for: 1,000 words
 #: for the histograms (the classic recipe), 64 for VLAD, whose code is 128 values a word.
+#: The dtypes encoded features can be stored in (``encoding.feature_storage``).
+FEATURE_STORAGE = ("float32", "float16")
+
 AUTO_WORDS = {"hist": 1000, "soft": 1000, "vlad": 64, "fisher": 1000}
 
 #: The spatial pyramid that ``encoding.pyramid = "auto"`` stands for: Lazebnik et
@@ -286,6 +289,15 @@ class EncodingSettings:
         "Normalization of hist and soft histograms (sqrt: L1, square root, then L2).",
         flag="--normalize",
         choices=NORMALIZATIONS,
+    )
+    # float16 halves the disk and the reads of every streamed epoch; its cost in accuracy
+    # is measured in benchmarks/RESULTS.md ("Feature storage").
+    feature_storage: str = setting(
+        "float32",
+        "How encoded features are stored in the cache: float32, or float16 (half the disk "
+        "and reading time; rows are used as float32).",
+        flag="--feature-storage",
+        choices=FEATURE_STORAGE,
     )
     # The mirror's features come from the cached descriptors (a permutation), so only
     # encoding costs twice.

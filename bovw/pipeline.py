@@ -6,7 +6,9 @@ Length: the stages' orchestration and their cache keys, which must change togeth
     codebook -> k-means words (or a GMM for Fisher vectors) on an even sample of
                 training descriptors, streamed from the extraction cache
     encode   -> one vector per image, per split, streamed one batch of images at a time
-    train    -> linear SVM by SGD, alpha chosen by cross-validation on train only
+    train    -> linear SVM by SGD, alpha chosen on train only: in memory with cross-
+                validation, or past the memory budget streamed from the shards with a
+                held-out part of train (bovw.budget, bovw.svm.streaming)
     evaluate -> predictions and metrics on the test split
 
 Each stage's cache key (:mod:`bovw.cache.memo`) is built from small inputs
@@ -151,9 +153,9 @@ def _extract_batch(memo: Memo, calls: list[ImageCall]) -> BatchReport:
     return report
 
 
-def shard_images(n_features: int, mirror: bool) -> int:
+def shard_images(n_features: int, mirror: bool, itemsize: int = 4) -> int:
     """Images per shard of encoded features: about :data:`SHARD_BYTES`, a multiple of BATCH."""
-    per_image = 4 * n_features * (2 if mirror else 1)
+    per_image = itemsize * n_features * (2 if mirror else 1)
     return max(BATCH, SHARD_BYTES // per_image // BATCH * BATCH)
 
 
@@ -164,7 +166,8 @@ class ShardedFeatures:
     Shard ``j`` holds the images ``order[j * shard_images:][:shard_images]`` (indices
     into the split): their rows, then (with ``mirror``) the rows of their mirrors.
     ``order`` is a seeded permutation, so that every shard mixes the classes, as
-    streaming SGD needs (datasets are listed class by class).
+    streaming SGD needs (datasets are listed class by class). Rows are stored as
+    ``dtype`` and used as float32.
     :meth:`_Context.features` assembles the split's matrix from them.
     """
 
@@ -174,6 +177,7 @@ class ShardedFeatures:
     shard_images: int
     shard_keys: list[str]
     order: np.ndarray
+    dtype: str = "float32"
 
     def images_of(self, j: int) -> np.ndarray:
         """The split's indices of the images of shard ``j``, in the shard's row order."""
@@ -221,12 +225,18 @@ class ShardReader:
 
 
 def encode_rows(
-    extract_memo: Memo, encoder, calls: list[ImageCall], mirror: bool, report: BatchReport
+    extract_memo: Memo,
+    encoder,
+    calls: list[ImageCall],
+    mirror: bool,
+    report: BatchReport,
+    dtype: str = "float32",
 ) -> np.ndarray:
     """The rows of a shard: its images' rows, then (with ``mirror``) their mirrors' rows.
 
     Encoded BATCH images at a time, as every path encodes them, so that the rows are
-    bitwise the same whatever the shard size.
+    bitwise the same whatever the shard size; stored as ``dtype``
+    (``encoding.feature_storage``).
     """
     own, mirrored = [], []
     for i in range(0, len(calls), BATCH):
@@ -238,7 +248,7 @@ def encode_rows(
         own.append(rows)
         if mirror_rows is not None:
             mirrored.append(mirror_rows)
-    return np.ascontiguousarray(np.concatenate(own + mirrored), dtype=np.float32)
+    return np.ascontiguousarray(np.concatenate(own + mirrored), dtype=dtype)
 
 
 def _encode_shard(
@@ -248,10 +258,11 @@ def _encode_shard(
     calls: list[ImageCall],
     mirror: bool,
     key: str,
+    dtype: str = "float32",
 ) -> BatchReport:
     """Encode one shard and store it; return only a report, so no rows cross processes."""
     report = BatchReport(images=len(calls))
-    rows = encode_rows(extract_memo, encoder, calls, mirror, report)
+    rows = encode_rows(extract_memo, encoder, calls, mirror, report, dtype)
     shard_memo.store.write(shard_memo.stage, shard_memo.revision, key, rows)
     report.full = report.full or shard_memo.store.full
     return report
@@ -411,7 +422,8 @@ class _Context:
         mirror = self.config.encoding.mirror
         encoder = build_encoder(self.config, self.vocabulary())
         n = len(getattr(self.dataset, split))
-        size = shard_images(encoder.n_features_out_, mirror)
+        dtype = self.config.encoding.feature_storage
+        size = shard_images(encoder.n_features_out_, mirror, np.dtype(dtype).itemsize)
         memo = self.memos["encode"]
         keys = [
             memo.key({"split": self.keys[f"encode:{split}"], "shard": j, "images": size})
@@ -419,14 +431,16 @@ class _Context:
         ]
         # The split's key names the seed, so the order is part of it too.
         order = np.random.default_rng([self.config.seed, 17]).permutation(n)
-        sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys, order)
+        sharded = ShardedFeatures(
+            n, int(encoder.n_features_out_), mirror, size, keys, order, dtype
+        )
         todo = [
             (key, calls)
             for key, calls in zip(keys, self._shard_calls(split, sharded), strict=True)
             if not memo.contains(key)
         ]
         self.shards_reused[split] = (len(keys) - len(todo), len(keys))
-        tasks = [(memo, self.memos["extract"], encoder, c, mirror, k) for k, c in todo]
+        tasks = [(memo, self.memos["extract"], encoder, c, mirror, k, dtype) for k, c in todo]
         sizes = [len(c) for _, c in todo]
         for report in self.imap(_encode_shard, tasks, sizes=sizes, desc=f"encode {split}"):
             self.absorb(report, "extract")
@@ -447,10 +461,14 @@ class _Context:
                 nonlocal encoder
                 if encoder is None:
                     encoder = build_encoder(self.config, self.vocabulary())
-                rows = encode_rows(
-                    self.memos["extract"], encoder, shard_calls, mirror, extract_report
+                return encode_rows(
+                    self.memos["extract"],
+                    encoder,
+                    shard_calls,
+                    mirror,
+                    extract_report,
+                    sharded.dtype,
                 )
-                return rows
 
             outcome = memo.get(key, compute, mmap=True)
             if outcome.problem:
@@ -526,7 +544,8 @@ class _Context:
             for j in missing:
                 key = sharded.shard_keys[j]
                 report = _encode_shard(
-                    memo, self.memos["extract"], encoder, calls[j], sharded.mirror, key
+                    memo, self.memos["extract"], encoder, calls[j], sharded.mirror, key,
+                    sharded.dtype,
                 )
                 self.absorb(report, "extract")
                 if not memo.contains(key):
@@ -647,6 +666,7 @@ def stage_inputs(
             "extraction": extraction_inputs(c),
             "encoder": estimator_params(encoder, exclude=("vocabulary",)),
             "mirror": c.encoding.mirror,
+            "storage": c.encoding.feature_storage,
         }
     inputs["train"] = {
         "labels": dataset.split_hash("train"),

@@ -127,8 +127,8 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (3, "ca0dabffaff7c7b8"),
-    "train": (5, "53d5eb6d370dd536"),
+    "encode": (3, "e477ca4735c2db23"),
+    "train": (5, "952e132d33e2c818"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
 
@@ -194,6 +194,7 @@ FLIPS = {
     "encoding.pyramid": ("1,2", FROM_ENCODE),
     "encoding.normalize": ("l1", set()),  # hist and soft only
     "encoding.mirror": (False, FROM_ENCODE),
+    "encoding.feature_storage": ("float16", FROM_ENCODE),
     "classifier.loss": ("log_loss", MODEL),
     "classifier.alphas": ((1e-4, 1e-3), MODEL),
     "classifier.cv_folds": (4, MODEL),

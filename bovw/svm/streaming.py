@@ -94,12 +94,15 @@ class _Prepared:
 def _mapped(kernel_map, rows: np.ndarray) -> np.ndarray:
     """``normalize_l2(phi(rows))`` in float32, as :meth:`LinearSVMCV._map` computes it.
 
-    Encoders' rows are already of unit norm (or zero): with no kernel map they are
-    used as they are, read-only, without a copy.
+    Encoders' rows are already of unit norm (or zero): with no kernel map, float32
+    rows are used as they are, read-only, without a copy (float16 rows, rounded, are
+    normalized again).
     """
+    if rows.dtype != np.float32:  # features stored as float16
+        rows = rows.astype(np.float32)
     if kernel_map != "passthrough":
         rows = kernel_map.transform(rows)
-    elif rows.dtype == np.float32:
+    else:
         sq = np.einsum("ij,ij->i", rows, rows)
         if np.all((np.abs(sq - 1) < 1e-5) | (sq == 0)):
             return rows

@@ -1,0 +1,144 @@
+"""A run past its memory budget: the SVM streamed from the shards, locally and on Dask."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import FAST
+
+import bovw
+from bovw.budget import IN_MEMORY, STREAMED, in_memory_bytes, machine_memory, training_path
+from bovw.cli import main
+from bovw.config import Config
+from bovw.persistence import load_model
+
+SMALL = {
+    "sift.sizes": (6, 8),
+    "sift.step": 6,
+    "codebook.words": 16,
+    "codebook.samples": 5000,
+    "encoding.encoding": "soft",
+    "classifier.alphas": (1e-4, 1e-2),
+    # A few dozen images: SGD needs many passes over so few (the default 5 is for thousands).
+    "classifier.stream_epochs": 30,
+}
+
+#: Small enough that any dataset streams.
+TINY_BUDGET = 1000
+
+
+def small_config(path):
+    return Config().with_overrides({"data.path": str(path), **SMALL})
+
+
+def test_the_budget_picks_the_path():
+    # 15-Scene at the defaults (3,000 + 5,970 rows of 65,536): in memory under 6 GB.
+    assert 3.0e9 < in_memory_bytes(3000, 5970, 65536) < 3.5e9
+    assert training_path(3000, 5970, 65536, 6 * 10**9) == IN_MEMORY
+    # CIFAR-10 (100,000 + 20,000 rows): streamed under any budget of this machine.
+    assert training_path(100_000, 20_000, 65536, machine_memory()) == STREAMED
+
+
+def test_a_streamed_run_trains_evaluates_and_saves_a_model(tiny_dataset, tmp_path):
+    memory = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
+    streamed = bovw.run(
+        small_config(tiny_dataset),
+        cache_dir=tmp_path / "c",
+        progress=False,
+        memory_limit=TINY_BUDGET,
+        jobs=2,
+    )
+    assert memory.training["path"] == IN_MEMORY and streamed.training["path"] == STREAMED
+    assert streamed.model.representation_ == "streamed"
+    assert streamed.features == {}  # never assembled
+    train = [s for s in streamed.stages if s.name == "train"][0]
+    assert train.cache == "miss" and "streamed" in train.detail and "--memory-limit" in train.detail
+    # The same features, another solver: the tiny set is easy for both.
+    assert streamed.metrics["accuracy"] >= memory.metrics["accuracy"] - 0.15
+    # The held-out selection scored every alpha.
+    assert np.all(np.isfinite(streamed.model.cv_results_["split0_test_score"]))
+    # A second run hits the streamed model (the path is in the key), not the in-memory one.
+    again = bovw.run(
+        small_config(tiny_dataset),
+        cache_dir=tmp_path / "c",
+        progress=False,
+        memory_limit=TINY_BUDGET,
+    )
+    assert [s.cache for s in again.stages if s.name in ("train", "evaluate")] == ["hit", "hit"]
+    np.testing.assert_array_equal(again.model.coef_, streamed.model.coef_)
+
+
+def test_the_cli_reports_the_path_and_the_saved_model_predicts_as_the_run(tiny_dataset, tmp_path):
+    out = tmp_path / "run"
+    args = ["run", str(tiny_dataset), *FAST, "--cache-dir", str(tmp_path / "c")]
+    result = CliRunner().invoke(main, [*args, "--out", str(out), "--memory-limit", "1KB"])
+    assert result.exit_code == 0, result.output
+    assert "streamed:" in result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["training"]["path"] == STREAMED
+    assert metrics["training"]["memory_limit"] == 1000
+    model = load_model(out / "model.npz")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        predicted = model.predict(sorted((tiny_dataset / "test").rglob("*.png")))
+    assert len(predicted) > 0
+
+
+def test_a_bad_memory_limit_exits_2(tiny_dataset, tmp_path):
+    result = CliRunner().invoke(
+        main, ["run", str(tiny_dataset), "--memory-limit", "lots", "--cache-dir", str(tmp_path)]
+    )
+    assert result.exit_code == 2
+    assert "--memory-limit" in result.output
+
+
+def test_streamed_training_runs_on_the_dask_workers_with_the_local_weights(tiny_dataset, tmp_path):
+    distributed = pytest.importorskip("dask.distributed")
+    local = bovw.run(
+        small_config(tiny_dataset),
+        cache_dir=tmp_path / "local",
+        progress=False,
+        memory_limit=TINY_BUDGET,
+        jobs=2,
+    )
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+    ) as cluster:
+        remote = bovw.run(
+            small_config(tiny_dataset),
+            cache_dir=tmp_path / "shared",
+            progress=False,
+            memory_limit=TINY_BUDGET,
+            scheduler=cluster.scheduler_address,
+        )
+        prefixes = set(cluster.scheduler.task_prefixes)
+    assert "train_part" in prefixes  # key_split drops the leading "_"
+    np.testing.assert_allclose(remote.model.coef_, local.model.coef_, rtol=1e-4, atol=1e-6)
+    assert remote.metrics["predictions"] == local.metrics["predictions"]
+
+
+def test_float16_storage_halves_the_shards_and_trains_on_either_path(tiny_dataset, tmp_path):
+    def shard_bytes(cache):
+        return sum(
+            f.stat().st_size
+            for f in (cache / "entries" / "encode").rglob("*.npy")
+            if f.stat().st_size > 10_000  # the shards, not the split's image order
+        )
+
+    half = small_config(tiny_dataset).with_overrides({"encoding.feature_storage": "float16"})
+    full = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "32", progress=False)
+    memory = bovw.run(half, cache_dir=tmp_path / "16", progress=False)
+    streamed = bovw.run(half, cache_dir=tmp_path / "16", progress=False, memory_limit=TINY_BUDGET)
+    ratio = shard_bytes(tmp_path / "16") / shard_bytes(tmp_path / "32")
+    assert 0.49 < ratio < 0.52, ratio
+    # Rounded to float16, used as float32: the matrices agree to float16's precision.
+    for split in ("train", "test"):
+        assert memory.features[split].dtype == np.float32
+        np.testing.assert_allclose(memory.features[split], full.features[split], atol=2e-3)
+    assert memory.metrics["accuracy"] >= full.metrics["accuracy"] - 0.1
+    assert streamed.model.representation_ == "streamed"
+    assert streamed.metrics["accuracy"] >= full.metrics["accuracy"] - 0.15
