@@ -525,8 +525,13 @@ class _Context:
                 print(f"  train: {sentence}", file=sys.stderr, flush=True)
 
         return fit_streamed(
-            reader, self.dataset.labels("train"), settings, tasks=tasks, map_fn=map_fn,
+            reader,
+            self.dataset.labels("train"),
+            settings,
+            tasks=tasks,
+            map_fn=map_fn,
             on_phase=say,
+            progress=self.progress,
         )
 
     def sharded(self, split: str) -> ShardedFeatures:

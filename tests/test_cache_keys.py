@@ -128,7 +128,7 @@ RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
     "encode": (3, "e477ca4735c2db23"),
-    "train": (5, "952e132d33e2c818"),
+    "train": (5, "bcee5d15f47a11c8"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
 

@@ -180,13 +180,21 @@ def _train_part(
     heldout: np.ndarray | None,
     prepared: _Prepared,
     s: StreamSettings,
+    progress: str = "",
 ) -> dict[str, Any]:
     """One task: SGD for ``columns`` x ``alphas`` over every shard, ``s.epochs`` times.
 
     Module-level so that it runs in worker processes. Returns the weights
     ``(W, b)`` on raw features of each alpha, the summed held-out scores (with
     ``heldout``: a mask of images) and the images whose rows were all zero.
+    With ``progress`` (a title), the task shows its shards read as a progress bar
+    on its standard error (that of the run for local processes).
     """
+    from ..progress import progress_bar
+
+    bar = progress_bar(
+        total=s.epochs * source.n_shards, desc=progress, unit="shard", disable=not progress
+    )
     t_start = time.perf_counter()
     d = source.n_features
     batch = s.batch_size
@@ -222,6 +230,8 @@ def _train_part(
             Yrows = Yc[images]
             for run in runs:
                 run.visit(space, Yrows, order)
+            bar.update(1)
+    bar.close()
     weights = []
     for run in runs:
         W, b = run.weights()
@@ -269,6 +279,7 @@ def fit_streamed(
     tasks: int = 1,
     map_fn: Callable[[Callable, Iterable[tuple]], Iterator] | None = None,
     on_phase: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> LinearSVMCV:
     """Fit a :class:`~bovw.svm.LinearSVMCV` by streaming SGD over ``source``'s shards.
 
@@ -287,6 +298,8 @@ def fit_streamed(
         (default: in this process, one after the other).
     on_phase : callable, optional
         Called with a sentence as each phase starts (for progress).
+    progress : bool
+        The first task shows a progress bar of its shards (the tasks run alike).
 
     Returns
     -------
@@ -332,10 +345,13 @@ def fit_streamed(
         groups = [tuple(float(a) for a in g) for g in groups]
         per_group = max(1, tasks // len(groups))
         jobs = [
-            (source, Y, cols, group, train, held, prepared, settings)
+            (source, Y, cols, group, train, held, prepared, settings, "")
             for group in groups
             for cols in split_columns(Y.shape[1], per_group)
         ]
+        if progress:
+            title = f"train: SGD (1 of {len(jobs)} tasks alike)" if len(jobs) > 1 else "train: SGD"
+            jobs[0] = (*jobs[0][:-1], title)
         return list(map_fn(_train_part, jobs)), jobs
 
     fit_times = np.zeros((len(alphas), 0))
