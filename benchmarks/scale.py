@@ -124,7 +124,10 @@ def table(rows: list[dict]) -> str:
         + " | extract img/s | encode img/s | peak GB | "
         + " | ".join(f"{s} GB" for s in stages)
         + " | cache GB |",
-        "|---:|---|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|" + "---:|" * len(stages)
+        "|---:|---|---|---:|---:|"
+        + "---:|" * len(stages)
+        + "---:|---:|---:|"
+        + "---:|" * len(stages)
         + "---:|",
     ]
     for r in rows:

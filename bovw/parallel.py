@@ -241,6 +241,16 @@ def cluster_session(address: str | None) -> Iterator[object | None]:
         client.close()
 
 
+def cluster_threads(scheduler: str) -> int:
+    """Worker threads of the cluster at ``scheduler`` (inside its :func:`cluster_session`; 1
+    when none is open or no worker has joined yet): how many tasks run at once there."""
+    session = _SESSION.get()
+    if session is None or session[0] != scheduler.strip():
+        return 1
+    workers = session[1].scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
 def parallel_map(
     func: Callable,
     arg_tuples: Iterable[tuple],

@@ -34,13 +34,13 @@ import numpy as np
 
 from .assembly import (
     best_class,
-    feature_dimension,
     build_classifier,
     build_dense_sift,
     build_encoder,
     build_vocabulary,
     decision_by_blocks,
     encode_with_mirrors,
+    feature_dimension,
     image_features,
     mirror_scores,
     read_for_sift,
@@ -48,6 +48,7 @@ from .assembly import (
     train_classifier,
     training_targets,
 )
+from .budget import IN_MEMORY, STREAMED, default_memory_limit, in_memory_bytes, training_path
 from .cache import HIT, MISS, RECOMPUTED, Memo, codec, estimator_params, open_store, prune
 from .cache.maintenance import default_max_size
 from .cache.memo import report_problems
@@ -57,11 +58,11 @@ from .features import ImageFeatures
 from .parallel import (
     DEFAULT_SCHEDULER_TIMEOUT,
     cluster_session,
+    cluster_threads,
     parallel_map,
     scheduler_address,
     single_threaded,
 )
-from .budget import IN_MEMORY, STREAMED, default_memory_limit, in_memory_bytes, training_path
 from .progress import plural, progress_bar
 from .report import classification_metrics
 from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
@@ -431,9 +432,7 @@ class _Context:
         ]
         # The split's key names the seed, so the order is part of it too.
         order = np.random.default_rng([self.config.seed, 17]).permutation(n)
-        sharded = ShardedFeatures(
-            n, int(encoder.n_features_out_), mirror, size, keys, order, dtype
-        )
+        sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys, order, dtype)
         todo = [
             (key, calls)
             for key, calls in zip(keys, self._shard_calls(split, sharded), strict=True)
@@ -513,7 +512,8 @@ class _Context:
             kernel_map=k.kernel_map,
             seed=c.seed,
         )
-        tasks = self.jobs if not self.scheduler else max(2, self.jobs)
+        # As many tasks as run at once: each reads every shard, so more would only read more.
+        tasks = cluster_threads(self.scheduler) if self.scheduler else self.jobs
 
         def map_fn(func, arg_tuples):
             arg_tuples = list(arg_tuples)
@@ -549,7 +549,12 @@ class _Context:
             for j in missing:
                 key = sharded.shard_keys[j]
                 report = _encode_shard(
-                    memo, self.memos["extract"], encoder, calls[j], sharded.mirror, key,
+                    memo,
+                    self.memos["extract"],
+                    encoder,
+                    calls[j],
+                    sharded.mirror,
+                    key,
                     sharded.dtype,
                 )
                 self.absorb(report, "extract")

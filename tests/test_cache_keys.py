@@ -127,8 +127,8 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (3, "e477ca4735c2db23"),
-    "train": (5, "bcee5d15f47a11c8"),
+    "encode": (3, "846274fd63d053fb"),
+    "train": (5, "d8dc604b4f0fa6ac"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
 
@@ -400,7 +400,9 @@ def test_revisions_are_in_keys(monkeypatch):
     assert changed(base, pipeline.stage_keys(Config(), dataset)) == FROM_ENCODE
 
 
-@pytest.mark.parametrize("name, value", [("classifier.stream_epochs", 3), ("classifier.holdout", 0.2)])
+@pytest.mark.parametrize(
+    "name, value", [("classifier.stream_epochs", 3), ("classifier.holdout", 0.2)]
+)
 def test_streamed_settings_change_the_train_key_when_training_streams(name, value, demo):
     from bovw.budget import IN_MEMORY, STREAMED
 

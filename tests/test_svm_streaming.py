@@ -104,9 +104,7 @@ def test_heldout_scores_are_those_of_a_model_trained_without_the_heldout_images(
     # The slow way: each alpha trained alone on the training images only, then its
     # held-out predictions from the mean of an image's and its mirror's scores.
     for a, alpha in enumerate(settings.alphas):
-        alone = fit_streamed(
-            _Subset(source, ~held), y, StreamSettings((alpha,), 3, 0.0, seed=5)
-        )
+        alone = fit_streamed(_Subset(source, ~held), y, StreamSettings((alpha,), 3, 0.0, seed=5))
         scores = 0.5 * (
             alone.decision_function(X[held]) + alone.decision_function(source.X_mirror[held])
         )
