@@ -162,6 +162,7 @@ SETTINGS = {
     "encoding.encoding": ("--encoding", "fisher"),
     "encoding.pyramid": ("--pyramid", "auto"),
     "encoding.normalize": ("--normalize", "sqrt"),
+    "encoding.feature_storage": ("--feature-storage", "float32"),
     "encoding.mirror": ("--mirror", True),
     "classifier.loss": ("--loss", "hinge"),
     "classifier.alphas": ("--alphas", (1e-5, 1e-4, 1e-3, 1e-2)),
@@ -171,6 +172,8 @@ SETTINGS = {
     "classifier.kernel_map": ("--kernel-map", "none"),
     "classifier.solver": ("--solver", "sgd"),
     "classifier.batch_size": (None, 8),
+    "classifier.stream_epochs": ("--stream-epochs", 5),
+    "classifier.holdout": ("--holdout", 0.1),
 }
 
 #: The smallest and largest valid value of each number setting (None: no upper bound),
@@ -196,6 +199,8 @@ RANGES = {
     "classifier.cv_folds": (2, None, False),
     "classifier.max_iter": (1, None, False),
     "classifier.batch_size": (1, None, False),
+    "classifier.stream_epochs": (1, None, False),
+    "classifier.holdout": (0.0, 0.5, False),
 }
 
 CHOICES = {
@@ -205,6 +210,7 @@ CHOICES = {
     "classifier.loss": ("hinge", "log_loss", "modified_huber", "squared_hinge"),
     "classifier.kernel_map": ("none", "hellinger", "chi2"),
     "classifier.solver": ("sgd", "sklearn"),
+    "encoding.feature_storage": ("float32", "float16"),
 }
 
 
