@@ -514,6 +514,9 @@ class _Context:
         )
         # As many tasks as run at once: each reads every shard, so more would only read more.
         tasks = cluster_threads(self.scheduler) if self.scheduler else self.jobs
+        # One BLAS thread per task on a cluster (a worker thread is a core) and with local
+        # processes; a single local task in this process keeps every core.
+        threads = None if not self.scheduler and self.jobs == 1 else 1
 
         def map_fn(func, arg_tuples):
             arg_tuples = list(arg_tuples)
@@ -532,6 +535,7 @@ class _Context:
             map_fn=map_fn,
             on_phase=say,
             progress=self.progress,
+            threads_per_task=threads,
         )
 
     def sharded(self, split: str) -> ShardedFeatures:

@@ -128,7 +128,7 @@ RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
     "encode": (3, "846274fd63d053fb"),
-    "train": (5, "d8dc604b4f0fa6ac"),
+    "train": (5, "571c23ffca211ca5"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
 

@@ -32,6 +32,7 @@ Bottou, "Large-Scale Machine Learning with Stochastic Gradient Descent", COMPSTA
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ def _train_part(
     prepared: _Prepared,
     s: StreamSettings,
     progress: str = "",
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """One task: SGD for ``columns`` x ``alphas`` over every shard, ``s.epochs`` times.
 
@@ -188,8 +190,18 @@ def _train_part(
     ``(W, b)`` on raw features of each alpha, the summed held-out scores (with
     ``heldout``: a mask of images) and the images whose rows were all zero.
     With ``progress`` (a title), the task shows its shards read as a progress bar
-    on its standard error (that of the run for local processes).
+    on its standard error (that of the run for local processes). ``threads`` caps
+    BLAS in the task: tasks side by side on one machine (a Dask worker's threads,
+    or processes) must not each start a thread per core.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(threads) if threads else contextlib.nullcontext():
+        return _train_part_here(source, Y, columns, alphas, train, heldout, prepared, s, progress)
+
+
+def _train_part_here(source, Y, columns, alphas, train, heldout, prepared, s, progress):
+    """:func:`_train_part`'s work, under its thread cap."""
     from ..progress import progress_bar
 
     bar = progress_bar(
@@ -280,6 +292,7 @@ def fit_streamed(
     map_fn: Callable[[Callable, Iterable[tuple]], Iterator] | None = None,
     on_phase: Callable[[str], None] | None = None,
     progress: bool = False,
+    threads_per_task: int | None = None,
 ) -> LinearSVMCV:
     """Fit a :class:`~bovw.svm.LinearSVMCV` by streaming SGD over ``source``'s shards.
 
@@ -300,6 +313,8 @@ def fit_streamed(
         Called with a sentence as each phase starts (for progress).
     progress : bool
         The first task shows a progress bar of its shards (the tasks run alike).
+    threads_per_task : int, optional
+        BLAS threads each task may use (None: the library's default).
 
     Returns
     -------
@@ -345,13 +360,13 @@ def fit_streamed(
         groups = [tuple(float(a) for a in g) for g in groups]
         per_group = max(1, tasks // len(groups))
         jobs = [
-            (source, Y, cols, group, train, held, prepared, settings, "")
+            (source, Y, cols, group, train, held, prepared, settings, "", threads_per_task)
             for group in groups
             for cols in split_columns(Y.shape[1], per_group)
         ]
         if progress:
             title = f"train: SGD (1 of {len(jobs)} tasks alike)" if len(jobs) > 1 else "train: SGD"
-            jobs[0] = (*jobs[0][:-1], title)
+            jobs[0] = (*jobs[0][:-2], title, threads_per_task)
         return list(map_fn(_train_part, jobs)), jobs
 
     fit_times = np.zeros((len(alphas), 0))
