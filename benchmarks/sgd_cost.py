@@ -104,7 +104,7 @@ def main() -> None:
     if args.record:
         body = (
             "Inputs of the ImageNet plan (`docs/scaling.md`): streaming SGD on 65,536-dimension "
-            "Fisher vectors, batch 8, averaged, one thread.\n\n"
+            "Fisher vectors, averaged, one thread.\n\n"
             + "\n".join(lines)
             + "\n\n`python benchmarks/sgd_cost.py --record`\n\n"
             + machine_line()
