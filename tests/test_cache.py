@@ -526,3 +526,33 @@ def test_the_codec_leaves_no_reference_cycle_holding_arrays():
         assert ref() is None
     finally:
         gc.enable()
+
+
+def test_a_mapped_array_is_hashed_once_per_version_of_its_file(tmp_path, monkeypatch):
+    import hashlib
+
+    from bovw.cache import store as store_module
+
+    store = CacheStore(tmp_path / "c")
+    rows = np.arange(4096, dtype=np.float32).reshape(64, 64)
+    store.write("encode", 1, "s" * 40, rows)
+    hashed = []
+    real = hashlib.sha256
+
+    def counting(*args):
+        hashed.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(store_module.hashlib, "sha256", counting)
+    store_module._VERIFIED.clear()
+    np.testing.assert_array_equal(store.read("encode", 1, "s" * 40, mmap=True), rows)
+    first = len(hashed)
+    np.testing.assert_array_equal(store.read("encode", 1, "s" * 40, mmap=True), rows)
+    # The first read hashes meta.json and the array; the second meta.json only.
+    assert first == 2 and len(hashed) - first == 1
+    # A rewritten file (a new mtime) is verified again, and a flipped byte is caught.
+    time.sleep(0.01)
+    npy = next(p for p in (tmp_path / "c").rglob("*.npy"))
+    flip_middle_byte(npy)
+    with pytest.raises(CorruptEntry, match="checksum mismatch"):
+        store.read("encode", 1, "s" * 40, mmap=True)
