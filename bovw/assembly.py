@@ -9,6 +9,8 @@ loaded model (:func:`bovw.load_model`). The pieces:
 - the estimators of each stage, built from the settings (:func:`build_dense_sift`,
   :func:`build_vocabulary`, :func:`build_encoder`, :func:`build_classifier`);
 - the image preparation before dense SIFT (:func:`read_for_sift`, :func:`image_features`);
+- training: in memory with cross-validation (:func:`train_classifier`), or streamed
+  from feature shards past the memory budget (:func:`train_streamed`);
 - mirror augmentation, in one place: the row layout of encoded mirrored images
   (:func:`encode_with_mirrors`), the cross-validation groups that keep an image
   and its mirror in one fold (:func:`training_targets`), and the scoring rule of a
@@ -29,6 +31,7 @@ from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
 from .images import read_image
 from .svm import make_classifier
+from .svm.streaming import StreamSettings, fit_streamed
 from .vocabulary import GMMVocabulary, KMeansCodebook
 
 # --------------------------------------------------------------------------- estimators
@@ -264,6 +267,19 @@ def train_classifier(
     with the chosen ``alpha`` on every row).
     """
     return build_classifier(config, n_jobs=n_jobs).fit(X, y, groups=groups)
+
+
+def train_streamed(config: Config, source, y: np.ndarray, **run):
+    """The same linear SVM trained by streaming SGD over feature shards (past the memory budget).
+
+    ``source`` gives the shards (:class:`bovw.svm.streaming.ShardSource`), ``y`` the
+    label of each image (mirrored rows share their image's); ``run`` are
+    :func:`bovw.svm.streaming.fit_streamed`'s keywords of how it runs (tasks, the map
+    over processes or workers, progress), which change no weight. Alpha is chosen on
+    held-out training images (``classifier.holdout``) instead of by cross-validation.
+    """
+    settings = StreamSettings.from_settings(config.classifier, config.seed)
+    return fit_streamed(source, y, settings, **run)
 
 
 def mirror_scores(scores: np.ndarray, mirror_scores_: np.ndarray | None) -> np.ndarray:

@@ -46,6 +46,7 @@ from .assembly import (
     read_for_sift,
     split_mirrored,
     train_classifier,
+    train_streamed,
     training_targets,
 )
 from .budget import IN_MEMORY, STREAMED, default_memory_limit, in_memory_bytes, training_path
@@ -66,7 +67,6 @@ from .parallel import (
 from .progress import plural, progress_bar
 from .report import classification_metrics
 from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
-from .svm.streaming import StreamSettings, fit_streamed
 from .vocabulary import GMMVocabulary, KMeansCodebook
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
@@ -501,17 +501,6 @@ class _Context:
             y, groups = training_targets(self.dataset.labels("train"), c.encoding.mirror)
             return train_classifier(self.config, X, y, groups, n_jobs=self.jobs)
         reader = self.shard_reader("train")
-        k = c.classifier
-        settings = StreamSettings(
-            alphas=tuple(k.alphas),
-            epochs=k.stream_epochs,
-            holdout=k.holdout,
-            loss=k.loss,
-            batch_size=k.batch_size,
-            average=k.average,
-            kernel_map=k.kernel_map,
-            seed=c.seed,
-        )
         # As many tasks as run at once: each reads every shard, so more would only read more.
         tasks = cluster_threads(self.scheduler) if self.scheduler else self.jobs
         # One BLAS thread per task on a cluster (a worker thread is a core) and with local
@@ -527,10 +516,10 @@ class _Context:
             if self.progress:
                 print(f"  train: {sentence}", file=sys.stderr, flush=True)
 
-        return fit_streamed(
+        return train_streamed(
+            c,
             reader,
             self.dataset.labels("train"),
-            settings,
             tasks=tasks,
             map_fn=map_fn,
             on_phase=say,

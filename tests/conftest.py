@@ -12,6 +12,24 @@ REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "data"
 SCENE15 = REPO.parent / "shared" / "datasets" / "scene15"
 
+#: Settings of a run on the tiny datasets that takes well under a second (soft
+#: assignment over 16 words, two scales): for tests of how a run goes, not what it learns.
+TINY_RUN = {
+    "sift.sizes": (6, 8),
+    "sift.step": 6,
+    "codebook.words": 16,
+    "codebook.samples": 5000,
+    "encoding.encoding": "soft",
+}
+
+
+def tiny_run_config(path, **overrides):
+    """:data:`TINY_RUN` on the dataset at ``path``, with ``{"section.name": value}`` overrides."""
+    from bovw.config import Config
+
+    return Config().with_overrides({"data.path": str(path), **TINY_RUN, **overrides})
+
+
 #: CLI options of a small, fast run on the tiny datasets: two scales, 24 words, soft
 #: assignment (the Fisher default fits 64 Gaussians, more than these tests need).
 FAST = ["--sizes", "6,8", "--step", "6", "--words", "24", "--samples", "20000"]

@@ -106,6 +106,7 @@ STAGE_SOURCES = {
         assembly.build_classifier,
         assembly.training_targets,
         assembly.train_classifier,
+        assembly.train_streamed,
         pipeline._Context._train,
         pipeline._Context.shard_reader,
         pipeline.ShardReader,
@@ -128,7 +129,7 @@ RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
     "encode": (3, "846274fd63d053fb"),
-    "train": (5, "571c23ffca211ca5"),
+    "train": (5, "fb6df4ae4d1a8fe0"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
 

@@ -18,28 +18,18 @@ import time
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FAST
+from conftest import FAST, tiny_run_config
 
 import bovw
 from bovw.cli import main
-from bovw.config import Config
 from bovw.errors import BadInputError
 from bovw.parallel import check_scheduler_address, parallel_map
 
 distributed = pytest.importorskip("dask.distributed")
 
-#: The small settings of test_robustness.py: a tiny run takes well under a second.
-SMALL = {
-    "sift.sizes": (6, 8),
-    "sift.step": 6,
-    "codebook.words": 16,
-    "codebook.samples": 5000,
-    "encoding.encoding": "soft",
-}
-
 
 def small_config(path):
-    return Config().with_overrides({"data.path": str(path), **SMALL})
+    return tiny_run_config(path)
 
 
 def local_cluster(n_workers: int = 1) -> distributed.LocalCluster:

@@ -13,22 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, textured_image, write_image
+from conftest import REPO, textured_image, tiny_run_config, write_image
 
 import bovw
-from bovw.config import Config
-
-SMALL = {
-    "sift.sizes": (6, 8),
-    "sift.step": 6,
-    "codebook.words": 16,
-    "codebook.samples": 5000,
-    "encoding.encoding": "soft",
-}
 
 
 def small_config(path):
-    return Config().with_overrides({"data.path": str(path), **SMALL})
+    return tiny_run_config(path)
 
 
 def test_dask_cluster_gives_the_same_features_and_metrics(tiny_dataset, tmp_path):

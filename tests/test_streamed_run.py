@@ -8,31 +8,22 @@ import warnings
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import FAST
+from conftest import FAST, tiny_run_config
 
 import bovw
 from bovw.budget import IN_MEMORY, STREAMED, in_memory_bytes, machine_memory, training_path
 from bovw.cli import main
-from bovw.config import Config
 from bovw.persistence import load_model
-
-SMALL = {
-    "sift.sizes": (6, 8),
-    "sift.step": 6,
-    "codebook.words": 16,
-    "codebook.samples": 5000,
-    "encoding.encoding": "soft",
-    "classifier.alphas": (1e-4, 1e-2),
-    # A few dozen images: SGD needs many passes over so few (the default 5 is for thousands).
-    "classifier.stream_epochs": 30,
-}
 
 #: Small enough that any dataset streams.
 TINY_BUDGET = 1000
 
 
 def small_config(path):
-    return Config().with_overrides({"data.path": str(path), **SMALL})
+    # A few dozen images: SGD needs many passes over so few (the default 5 is for thousands).
+    return tiny_run_config(
+        path, **{"classifier.alphas": (1e-4, 1e-2), "classifier.stream_epochs": 30}
+    )
 
 
 def test_the_budget_picks_the_path():

@@ -81,6 +81,20 @@ class StreamSettings:
     kernel_map: str = "none"
     seed: int = 0
 
+    @classmethod
+    def from_settings(cls, settings, seed: int) -> StreamSettings:
+        """From the run's :class:`~bovw.config.ClassifierSettings` and seed."""
+        return cls(
+            alphas=tuple(settings.alphas),
+            epochs=settings.stream_epochs,
+            holdout=settings.holdout,
+            loss=settings.loss,
+            batch_size=settings.batch_size,
+            average=settings.average,
+            kernel_map=settings.kernel_map,
+            seed=seed,
+        )
+
 
 @dataclass
 class _Prepared:
