@@ -11,7 +11,6 @@ chooses, so the same command works at 1,500 images and at 1.28 million.
 from __future__ import annotations
 
 import os
-import resource
 from pathlib import Path
 
 from .svm.spaces import DUAL_MAX_SAMPLES
@@ -42,6 +41,10 @@ def machine_memory() -> int:
             continue
         if text.isdigit():
             total = min(total, int(text))
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return int(total)
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
     if soft != resource.RLIM_INFINITY:
         total = min(total, soft)
