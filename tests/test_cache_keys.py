@@ -129,7 +129,7 @@ RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
     "encode": (3, "846274fd63d053fb"),
-    "train": (5, "fb6df4ae4d1a8fe0"),
+    "train": (5, "a94994927946cbed"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
 

@@ -364,7 +364,8 @@ def fit_streamed(
     model.kernel_map_ = prepared.kernel_map
     empty: list[int] = []
 
-    def run(alphas_, train, held) -> list[dict]:
+    def run(alphas_, train, held) -> list[tuple[dict, np.ndarray, tuple[float, ...]]]:
+        """Each task's result, with its columns and alphas."""
         # Every task reads every shard each epoch: as few tasks as there are processes,
         # the alphas split between them first, then (fewer alphas) the columns.
         if len(alphas_) >= tasks:
@@ -381,7 +382,8 @@ def fit_streamed(
         if progress:
             title = f"train: SGD (1 of {len(jobs)} tasks alike)" if len(jobs) > 1 else "train: SGD"
             jobs[0] = (*jobs[0][:-2], title, threads_per_task)
-        return list(map_fn(_train_part, jobs)), jobs
+        results = map_fn(_train_part, jobs)
+        return [(r, job[2], job[3]) for r, job in zip(results, jobs, strict=True)]
 
     fit_times = np.zeros((len(alphas), 0))
     if select:
@@ -390,21 +392,22 @@ def fit_streamed(
             f"choosing alpha among {len(alphas)} on {n_held:,} held-out images: "
             f"{settings.epochs} epochs over {source.n_shards:,} shards"
         )
-        results, jobs = run(alphas, ~heldout, heldout)
+        results = run(alphas, ~heldout, heldout)
         scores = np.empty((len(alphas), 1))
         for a, alpha in enumerate(alphas):
             sums = np.zeros((n_held, Y.shape[1]))
             counts = None
-            for result, job in zip(results, jobs, strict=True):
-                if alpha in job[3]:
-                    acc = result["scores"][job[3].index(alpha)]
-                    sums[:, job[2]] = acc[:, :-1]
+            for result, cols, group in results:
+                if alpha in group:
+                    acc = result["scores"][group.index(alpha)]
+                    sums[:, cols] = acc[:, :-1]
                     counts = acc[:, -1]
             S = sums / counts[:, None]
             predicted = S[:, 0] > 0 if S.shape[1] == 1 else np.argmax(S, axis=1)
             scores[a, 0] = balanced_accuracy_score(y_index[heldout], predicted.astype(int))
-        empty = results[0]["empty"]
-        fit_times = np.array([[sum(r["seconds"] for r in results) / len(alphas)]] * len(alphas))
+        empty = results[0][0]["empty"]
+        seconds = sum(r["seconds"] for r, _, _ in results) / len(alphas)
+        fit_times = np.full((len(alphas), 1), seconds)
         model.n_splits_ = 1
         model._set_results(alphas, scores, fit_times)
     else:
@@ -415,15 +418,15 @@ def fit_streamed(
         f"training alpha {model.alpha_:g} on all {y.size:,} images: "
         f"{settings.epochs} epochs over {source.n_shards:,} shards"
     )
-    results, jobs = run([model.alpha_], everything, None)
+    results = run([model.alpha_], everything, None)
     coef = np.empty((Y.shape[1], source.n_features), np.float32)
     intercept = np.empty(Y.shape[1], np.float32)
-    for result, job in zip(results, jobs, strict=True):
+    for result, cols, _ in results:
         W, b = result["weights"][0]
-        coef[job[2]], intercept[job[2]] = W, b
+        coef[cols], intercept[cols] = W, b
     model.coef_, model.intercept_ = coef, intercept
     model.n_features_in_ = source.n_features
     model.n_iter_ = settings.epochs
     model.representation_ = "streamed"
-    model.empty_images_ = np.asarray(empty or results[0]["empty"], np.int64)
+    model.empty_images_ = np.asarray(empty or results[0][0]["empty"], np.int64)
     return model
