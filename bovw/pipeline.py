@@ -894,6 +894,11 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
     result.model = ctx._model
     if ctx.train_path == STREAMED:
         stage.detail = _streamed_detail(ctx)
+    elif getattr(ctx._model, "n_splits_", 0):
+        stage.detail = (
+            f"alpha {ctx._model.alpha_:g}, cross-validation balanced accuracy "
+            f"{ctx._model.best_score_:.4f}"
+        )
     done(stage)
     if until == "train":
         return result

@@ -197,7 +197,20 @@ def run_metrics(result, total_seconds: float | None = None) -> dict[str, Any]:
         metrics["feature_dim"] = int(result.model.n_features_in_)
     if result.training:
         metrics["training"] = dict(result.training)
+    model = result.model
+    if model is not None and hasattr(model, "alpha_"):
+        # What model selection chose, on the training split only: the figure `bovw tune`
+        # ranks candidates by, so a tuned config's run can be checked against its table.
+        metrics["model_selection"] = {
+            "alpha": float(model.alpha_),
+            "validation_score": _finite(model.best_score_),
+            "folds": int(getattr(model, "n_splits_", 0)),
+        }
     return metrics
+
+
+def _finite(value: float) -> float | None:
+    return None if np.isnan(value) else float(value)
 
 
 # --------------------------------------------------------------------------- plots

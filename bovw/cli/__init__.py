@@ -17,6 +17,7 @@ from .cnn_commands import cnn
 from .errors import EXIT_BAD_INPUT
 from .pipeline_commands import COMMANDS
 from .predict import predict_command
+from .tune_commands import tune_command
 from .words import words_command
 
 __all__ = ["EXIT_BAD_INPUT", "main"]
@@ -39,5 +40,5 @@ def main(ctx: click.Context, debug: bool) -> None:
         click.echo(ctx.get_help())
 
 
-for _command in [*COMMANDS, predict_command, words_command, cache, cnn]:
+for _command in [*COMMANDS, tune_command, predict_command, words_command, cache, cnn]:
     main.add_command(_command)

@@ -1,0 +1,387 @@
+"""Settings chosen by cross-validation on the training split: what ``bovw tune`` runs.
+
+The tuner searches a small declared space (:data:`DEFAULT_SPACES`, or the
+``--try NAME=V1|V2`` settings given) by greedy coordinate ascent: from the base
+settings, it tries each value of the first setting, keeps the best, then goes on
+to the next setting from there. A candidate is scored by the pipeline's own model
+selection: the mean balanced accuracy, over the ``classifier.cv_folds`` folds of
+the training split, of the best alpha of the run's :class:`~bovw.svm.LinearSVMCV`
+(mirrored rows in their image's fold). Coordinate ascent tries ``1 + sum(values - 1)``
+candidates instead of the grid's product, which is what a time budget on two cores
+allows; its price is that settings which only help together can be missed.
+
+**The test split is never read.** Each candidate runs the pipeline up to
+``train`` on a copy of the dataset whose test split is empty, so neither the
+test images nor their labels reach any stage. The vocabulary is fitted on all
+the training images, the validation folds' included: it sees no labels, and the
+same holds for the run the winner is used in.
+
+Every candidate goes through :func:`bovw.pipeline.run` with the same cache, so
+per-image descriptors are extracted once per SIFT setting, a vocabulary is fitted
+once per (SIFT, vocabulary) setting, and the winner's ``bovw run --config`` finds
+its codebook, training features and classifier in the cache: its reported
+cross-validation score is the tuner's.
+
+A candidate is started only if its estimated time fits in what is left of the
+budget (:func:`estimate_seconds`); the others are listed as skipped. The base
+always runs: without it nothing can be compared.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .assembly import feature_dimension
+from .config import Config, setting_info
+from .data import Dataset
+from .features.dsift import descriptor_size
+from .schema import ConfigError
+
+__all__ = [
+    "DEFAULT_SPACES",
+    "Trial",
+    "TuneResult",
+    "default_space",
+    "estimate_seconds",
+    "parse_space",
+    "tune",
+]
+
+#: The space searched when no ``--try`` is given, per encoding, in search order:
+#: the cheap changes first (mirroring off halves the work, RootSIFT and the pyramid
+#: reuse the descriptors), the vocabulary size last (it multiplies encode time).
+#: The values are the literature's: Chatfield et al. 2011 (K up to 256, PCA 80),
+#: Lazebnik et al. 2006 (pyramids 1,2,4), van de Sande et al. 2010 (opponent SIFT).
+DEFAULT_SPACES: dict[str, dict[str, tuple]] = {
+    "fisher": {
+        "encoding.mirror": (True, False),
+        "sift.root": (True, False),
+        "encoding.pyramid": ("1,2x2,3x1", "1,2,4", "1,2"),
+        "codebook.pca_dims": (64, 80),
+        "sift.sizes": ((4, 6, 8, 10), (6, 8, 10, 12)),
+        "sift.step": (4, 3),
+        "sift.color": ("gray", "opponent"),
+        "codebook.gmm_components": (64, 128, 256),
+    },
+    "vlad": {
+        "encoding.mirror": (True, False),
+        "sift.root": (True, False),
+        "encoding.pyramid": ("1,2x2,3x1", "1,2,4", "1,2"),
+        "sift.sizes": ((4, 6, 8, 10), (6, 8, 10, 12)),
+        "sift.step": (4, 3),
+        "sift.color": ("gray", "opponent"),
+        "codebook.words": (64, 128, 256),
+    },
+}
+for _encoding in ("hist", "soft"):
+    DEFAULT_SPACES[_encoding] = {
+        "encoding.mirror": (True, False),
+        "sift.root": (True, False),
+        "encoding.pyramid": ("1,2,4", "1,2", "1"),
+        "sift.sizes": ((4, 6, 8, 10), (6, 8, 10, 12)),
+        "sift.step": (4, 3),
+        "sift.color": ("gray", "opponent"),
+        "codebook.words": (500, 1000, 2000),
+    }
+
+#: Settings the tuner refuses to search: they say where the data is, or how the
+#: classifier is selected, not what the model is.
+NOT_SEARCHABLE = ("data.", "classifier.cv_folds", "classifier.alphas")
+
+
+def default_space(config: Config) -> dict[str, tuple]:
+    """The space searched for ``config``'s encoding when no ``--try`` is given."""
+    return dict(DEFAULT_SPACES[config.encoding.encoding])
+
+
+# --------------------------------------------------------------------------- the space
+
+
+def parse_value(name: str, text: str) -> Any:
+    """A ``--try`` value from its text, in the setting's type (``"4,6,8"``: ``(4, 6, 8)``)."""
+    info = setting_info(name)
+    hint = info.hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args and typing.get_origin(hint) is not tuple and len(args) == 1:
+        hint = args[0]  # int | None: int
+    text = text.strip()
+    try:
+        if hint is bool:
+            words = {
+                "true": True,
+                "on": True,
+                "yes": True,
+                "false": False,
+                "off": False,
+                "no": False,
+            }
+            return words[text.lower()]
+        if typing.get_origin(hint) is tuple:
+            item = typing.get_args(hint)[0]
+            return tuple(item(v) for v in text.split(",") if v.strip())
+        if hint in (int, float):
+            return hint(text)
+    except (KeyError, ValueError):
+        raise ConfigError(
+            f"Setting {name}: cannot read {text!r} as a {getattr(hint, '__name__', hint)}; "
+            "write --try NAME=VALUE|VALUE|...",
+            setting=name,
+        ) from None
+    return text
+
+
+def parse_space(tries: list[str]) -> dict[str, tuple]:
+    """The space of ``--try`` options: ``["codebook.gmm_components=64|128", ...]``."""
+    space: dict[str, tuple] = {}
+    for text in tries:
+        name, sep, values = text.partition("=")
+        name = name.strip()
+        if not sep or not values.strip():
+            raise ConfigError(
+                f"--try {text!r}: write a setting and its values, e.g. "
+                "--try codebook.gmm_components=64|128|256."
+            )
+        try:
+            setting_info(name)
+        except KeyError:
+            raise ConfigError(
+                f"--try {text!r}: {name!r} is not a setting; the settings are listed in the "
+                "README's option table (section.name, e.g. sift.step)."
+            ) from None
+        if name.startswith(NOT_SEARCHABLE):
+            raise ConfigError(
+                f"--try {text!r}: {name} is not searched by the tuner (it says where the "
+                "data is or how alpha is chosen); set it with its flag instead.",
+                setting=name,
+            )
+        space[name] = tuple(parse_value(name, v) for v in values.split("|"))
+    return space
+
+
+def check_space(base: Config, space: dict[str, tuple]) -> None:
+    """Raise :class:`ConfigError` for a value that no candidate may take (before any work)."""
+    for name, values in space.items():
+        if not values:
+            raise ConfigError(f"--try {name}: list at least one value.", setting=name)
+        for value in values:
+            base.with_overrides({name: value}).validate()
+
+
+# --------------------------------------------------------------------------- the search
+
+
+@dataclass
+class Trial:
+    """One candidate of the search and what came of it.
+
+    ``changes`` are the settings that differ from the base, ``score`` the mean
+    balanced accuracy of the cross-validation folds of the training split at the
+    best alpha (``score_std`` their standard deviation), ``seconds`` the time of
+    the pipeline up to ``train`` (cache hits included), ``status`` ``"done"``,
+    ``"skipped: ..."`` or ``"invalid: ..."``.
+    """
+
+    changes: dict[str, Any]
+    config: Config
+    status: str = "done"
+    score: float = float("nan")
+    score_std: float = float("nan")
+    alpha: float | None = None
+    seconds: float = 0.0
+    estimate: float = 0.0
+    stages: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def done(self) -> bool:
+        return self.status == "done"
+
+    def describe(self) -> str:
+        """The changes from the base, as ``name=value`` (``base`` for none)."""
+        return ", ".join(f"{k}={_show(v)}" for k, v in self.changes.items()) or "base"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "changes": {k: _show(v) for k, v in self.changes.items()},
+            "status": self.status,
+            "cv_score": None if math.isnan(self.score) else self.score,
+            "cv_score_std": None if math.isnan(self.score_std) else self.score_std,
+            "alpha": self.alpha,
+            "seconds": round(self.seconds, 2),
+            "estimated_seconds": round(self.estimate, 2),
+            "stage_seconds": {k: round(v, 2) for k, v in self.stages.items()},
+        }
+
+
+@dataclass
+class TuneResult:
+    """The trials in the order they ran, the winner, and the budget they ran under."""
+
+    trials: list[Trial]
+    winner: Trial
+    budget_seconds: float
+    seconds: float
+    cv_folds: int
+    train_images: int
+
+    def ranked(self) -> list[Trial]:
+        """The finished trials, best validation score first; the winner is the first."""
+        order = {id(t): i for i, t in enumerate(self.trials)}
+        done = [t for t in self.trials if t.done]
+        # Ties: the one tried first, as the search keeps it (a cheaper change, or the base).
+        return sorted(done, key=lambda t: (-t.score, order[id(t)]))
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
+    return str(value)
+
+
+def _sift_cost(config: Config) -> float:
+    """Relative cost of extracting one image's descriptors with ``config``'s SIFT settings."""
+    s = config.sift
+    channels = descriptor_size(s.color) / 128
+    return channels * len(s.sizes) / s.step**2
+
+
+def estimate_seconds(candidate: Config, base: Trial, extracted: set) -> float:
+    """A candidate's time from the base trial's stage times.
+
+    Extraction costs the base's extraction scaled by the SIFT cost (channels, scales,
+    grid step), or nothing when a trial already extracted with the same SIFT
+    settings; the other stages scale with the feature dimension (encoding and the
+    SVM are linear in it, the GMM's fit in the components). A rough guide for the
+    budget, not a promise: a cached stage of the base makes the estimate low.
+    """
+    extract = 0.0
+    if _sift_key(candidate) not in extracted:
+        ratio = _sift_cost(candidate) / _sift_cost(base.config)
+        extract = base.stages.get("extract", 0.0) * ratio
+    rest = sum(v for k, v in base.stages.items() if k != "extract")
+    scale = feature_dimension(candidate) / feature_dimension(base.config)
+    if candidate.encoding.mirror and not base.config.encoding.mirror:
+        scale *= 2
+    elif base.config.encoding.mirror and not candidate.encoding.mirror:
+        scale /= 2
+    return extract + rest * scale
+
+
+def _sift_key(config: Config) -> tuple:
+    return tuple(sorted(dataclasses.asdict(config.sift).items()))
+
+
+def tune(
+    config: Config,
+    dataset: Dataset,
+    *,
+    space: dict[str, tuple] | None = None,
+    budget_seconds: float = 3600.0,
+    on_trial: Callable[[Trial], None] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+    **run_options: Any,
+) -> TuneResult:
+    """Search ``space`` from ``config`` by cross-validation on ``dataset``'s training split.
+
+    Parameters
+    ----------
+    config : Config
+        The base settings (validated); every candidate changes one setting of the
+        best so far.
+    dataset : Dataset
+        Only its training split is used: the candidates run on a copy with an
+        empty test split.
+    space : dict, optional
+        ``{"section.name": (value, ...)}``, searched in order (default
+        :func:`default_space`).
+    budget_seconds : float
+        A candidate is started only if its estimated time fits in what is left.
+    on_trial : callable, optional
+        Called with each :class:`Trial` once it is scored or skipped.
+    **run_options
+        Passed to :func:`bovw.pipeline.run` (``cache_dir``, ``jobs``, ``progress``,
+        ``memory_limit``, ...).
+
+    Returns
+    -------
+    TuneResult
+    """
+    from . import pipeline
+
+    config = config.validate()
+    space = default_space(config) if space is None else space
+    check_space(config, space)
+    if len(dataset.train) == 0:
+        raise ConfigError(f"The dataset {dataset.root} has no training images to tune on.")
+    train_only = dataclasses.replace(dataset, test=[])
+    start = clock()
+    trials: list[Trial] = []
+    extracted: set = set()
+
+    def evaluate(changes: dict[str, Any], candidate: Config) -> Trial:
+        trial = Trial(dict(changes), candidate)
+        t = clock()
+        result = pipeline.run(candidate, until="train", dataset=train_only, **run_options)
+        trial.seconds = clock() - t
+        trial.stages = {s.name: s.seconds for s in result.stages}
+        model = result.model
+        trial.score = float(model.best_score_)
+        best = list(model.cv_results_["param_alpha"]).index(model.alpha_)
+        trial.score_std = float(model.cv_results_["std_test_score"][best])
+        trial.alpha = float(model.alpha_)
+        extracted.add(_sift_key(candidate))
+        return trial
+
+    def record(trial: Trial) -> Trial:
+        trials.append(trial)
+        if on_trial is not None:
+            on_trial(trial)
+        return trial
+
+    base = record(evaluate({}, config))
+    best = base
+    seen = {_key(config)}
+    for name, values in space.items():
+        for value in values:
+            changes = {**best.changes, name: value}
+            if base.config.get(name) == value:
+                del changes[name]  # back to the base's value
+            try:
+                candidate = config.with_overrides(changes).validate()
+            except ConfigError as exc:
+                record(Trial(changes, config, status=f"invalid: {exc}"))
+                continue
+            if _key(candidate) in seen:
+                continue
+            seen.add(_key(candidate))
+            estimate = estimate_seconds(candidate, base, extracted)
+            left = budget_seconds - (clock() - start)
+            if estimate > left:
+                trial = Trial(changes, candidate, status="skipped: over budget")
+                trial.estimate = estimate
+                record(trial)
+                continue
+            trial = evaluate(changes, candidate)
+            trial.estimate = estimate
+            record(trial)
+            if trial.score > best.score:
+                best = trial
+    return TuneResult(
+        trials=trials,
+        winner=best,
+        budget_seconds=budget_seconds,
+        seconds=clock() - start,
+        cv_folds=config.classifier.cv_folds,
+        train_images=len(dataset.train),
+    )
+
+
+def _key(config: Config) -> str:
+    return config.to_toml()

@@ -1,0 +1,192 @@
+"""bovw tune: coordinate ascent by cross-validation on the training split, never the test split."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from conftest import FAST, tiny_run_config
+
+from bovw.cli import main
+from bovw.config import DEMO_DATA
+from bovw.data import Dataset, load_dataset
+from bovw.schema import ConfigError
+from bovw.tune import Trial, estimate_seconds, parse_space, tune
+
+pytestmark = pytest.mark.skipif(not DEMO_DATA.is_dir(), reason="demo dataset missing")
+
+SPACE = {"encoding.pyramid": ("1,2,4", "1"), "codebook.words": (16, 32)}
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_dataset(DEMO_DATA)
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("tune-cache")
+
+
+def _tune(dataset, cache, **kwargs):
+    config = tiny_run_config(DEMO_DATA)
+    options = {"space": SPACE, "cache_dir": cache, "progress": False, "budget_seconds": 600}
+    return tune(config, dataset, **{**options, **kwargs})
+
+
+def _scores(result):
+    return [(t.describe(), t.status, t.score) for t in result.trials]
+
+
+def test_parse_space_types_each_value():
+    space = parse_space(
+        [
+            "sift.sizes=4,6,8|6,8",
+            "encoding.mirror=on|off",
+            "codebook.pca_dims=64|80",
+            "sift.color=gray",
+        ]
+    )
+    assert space == {
+        "sift.sizes": ((4, 6, 8), (6, 8)),
+        "encoding.mirror": (True, False),
+        "codebook.pca_dims": (64, 80),
+        "sift.color": ("gray",),
+    }
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("sift.stepp=3|4", "not a setting"),
+        ("sift.step", "write a setting and its values"),
+        ("sift.step=three", "cannot read 'three'"),
+        ("data.path=a|b", "not searched by the tuner"),
+        ("classifier.alphas=0.1", "not searched by the tuner"),
+    ],
+)
+def test_parse_space_refuses_bad_tries(text, words):
+    with pytest.raises(ConfigError, match=words):
+        parse_space([text])
+
+
+def test_search_is_coordinate_ascent_and_the_winner_is_the_best(demo, cache):
+    result = _tune(demo, cache)
+    done = [t for t in result.trials if t.done]
+    # base, then each pyramid value but the base's, then each word count from the best so far.
+    assert [t.describe() for t in result.trials][0] == "base"
+    assert len(done) == 3, _scores(result)
+    best_score = max(t.score for t in done)
+    assert result.winner.score == best_score
+    assert result.ranked()[0] is result.winner
+    ranked = [t.score for t in result.ranked()]
+    assert ranked == sorted(ranked, reverse=True)
+    # The last candidate starts from the best of the pyramid step.
+    pyramid_best = max(done[:2], key=lambda t: t.score)
+    assert done[2].changes == {**pyramid_best.changes, "codebook.words": 32}
+    for t in done:
+        assert 0.2 < t.score <= 1.0 and t.alpha is not None and t.seconds > 0
+
+
+def test_test_labels_do_not_change_the_choice(demo, cache):
+    """A test split with shuffled labels (and no test split at all) gives the same trials."""
+    rng = np.random.default_rng(0)
+    labels = rng.permutation([s.label for s in demo.test])
+    shuffled = dataclasses.replace(
+        demo,
+        test=[dataclasses.replace(s, label=int(y)) for s, y in zip(demo.test, labels, strict=True)],
+    )
+    assert [s.label for s in shuffled.test] != [s.label for s in demo.test]
+    a, b = _tune(demo, cache), _tune(shuffled, cache)
+    assert _scores(a) == _scores(b)
+    assert a.winner.config == b.winner.config
+
+
+def test_the_test_split_is_never_read(demo, cache, monkeypatch):
+    original = Dataset.labels
+
+    def labels(self, split):
+        assert split != "test", "tune read the test labels"
+        return original(self, split)
+
+    monkeypatch.setattr(Dataset, "labels", labels)
+    assert _tune(demo, cache).winner.done
+
+
+def test_a_spent_budget_runs_only_the_base(demo, cache):
+    result = _tune(demo, cache, budget_seconds=1e-9)
+    assert [t.status for t in result.trials] == ["done"] + ["skipped: over budget"] * 2
+    assert result.winner.describe() == "base"
+
+
+def test_estimate_scales_with_the_dimension_and_skips_done_extraction():
+    base_config = tiny_run_config(DEMO_DATA).validate()
+    base = Trial(
+        {}, base_config, stages={"extract": 10.0, "codebook": 1.0, "encode": 4.0, "train": 1.0}
+    )
+    extracted = {tuple(sorted(dataclasses.asdict(base_config.sift).items()))}
+    same = base_config.with_overrides({"codebook.words": 32}).validate()
+    assert estimate_seconds(same, base, extracted) == pytest.approx(2 * 6.0)
+    unmirrored = base_config.with_overrides({"encoding.mirror": False}).validate()
+    assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(3.0)
+    finer = base_config.with_overrides({"sift.step": 3}).validate()
+    assert estimate_seconds(finer, base, extracted) == pytest.approx(10.0 * 4 + 6.0)
+
+
+def test_cli_winner_runs_from_its_config_with_the_reported_score(tmp_path):
+    runner = CliRunner()
+    out = tmp_path / "tune"
+    cache = str(tmp_path / "cache")
+    args = ["tune", *FAST, "--cache-dir", cache, "--out", str(out), "--budget", "2"]
+    args += ["--try", "encoding.pyramid=1,2,4|1", "--try", "codebook.words=24|32"]
+    result = runner.invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "rank" in result.output and "Winner:" in result.output
+    summary = json.loads((out / "tune.json").read_text())
+    assert summary["seconds"] <= 120, summary["seconds"]
+    winner = summary["winner"]
+    scores = [t["cv_score"] for t in summary["trials"] if t["status"] == "done"]
+    assert winner["cv_score"] == max(scores)
+
+    run = tmp_path / "run"
+    result = runner.invoke(
+        main,
+        [
+            "run",
+            "--config",
+            str(out / "config.toml"),
+            "--cache-dir",
+            cache,
+            "-q",
+            "--out",
+            str(run),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["model_selection"]["validation_score"] == pytest.approx(winner["cv_score"])
+    # The tuner's codebook, training features and classifier were all reused.
+    assert re.search(r"^train +[0-9.]+ +hit", result.output, re.M), result.output
+    assert re.search(r"^codebook +[0-9.]+ +hit", result.output, re.M), result.output
+
+
+def test_cli_bad_try_is_one_sentence_and_exit_2(tmp_path):
+    result = CliRunner().invoke(
+        main, ["tune", *FAST, "--cache-dir", str(tmp_path), "--try", "sift.stepp=3"]
+    )
+    assert result.exit_code == 2
+    assert "'sift.stepp' is not a setting" in result.output
+    assert not list(tmp_path.iterdir())  # nothing was run
+
+
+def test_a_value_no_candidate_may_take_is_refused_before_any_work(demo, tmp_path):
+    config = tiny_run_config(DEMO_DATA)
+    with pytest.raises(ConfigError, match="codebook.words"):
+        tune(
+            config, demo, space={"codebook.words": (16, 10**9)}, cache_dir=tmp_path, progress=False
+        )
+    assert not list(tmp_path.iterdir())
