@@ -89,6 +89,7 @@ def encoder_params(config: Config) -> dict[str, Any]:
             n_pca=c.pca_dims or None,
             whiten=c.whiten,
             n_samples=c.gmm_samples,
+            posterior_threshold=e.posterior_threshold,
         )
     else:
         params.update(n_words=c.words, n_samples=c.samples)

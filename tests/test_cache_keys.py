@@ -128,7 +128,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (3, "846274fd63d053fb"),
+    "encode": (3, "4fa8b6471f6c567c"),
     "train": (5, "a94994927946cbed"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }
@@ -196,6 +196,7 @@ FLIPS = {
     "encoding.normalize": ("l1", set()),  # hist and soft only
     "encoding.mirror": (False, FROM_ENCODE),
     "encoding.feature_storage": ("float16", FROM_ENCODE),
+    "encoding.posterior_threshold": (1e-3, FROM_ENCODE),
     "classifier.loss": ("log_loss", MODEL),
     "classifier.alphas": ((1e-4, 1e-3), MODEL),
     "classifier.cv_folds": (4, MODEL),
@@ -284,7 +285,16 @@ ESTIMATORS = [
         FisherEncoder,
         {},
         FROM_ENCODE,
-        {"vocabulary", "pyramid", "n_words", "n_pca", "whiten", "n_samples", "random_state"},
+        {
+            "vocabulary",
+            "pyramid",
+            "n_words",
+            "n_pca",
+            "whiten",
+            "n_samples",
+            "random_state",
+            "posterior_threshold",
+        },
     ),
     (
         HistogramEncoder,

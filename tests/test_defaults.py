@@ -92,6 +92,7 @@ TABLES = [
             "whiten": "codebook.whiten",
             "n_samples": "codebook.gmm_samples",
             "random_state": "seed",
+            "posterior_threshold": "encoding.posterior_threshold",
             **_ENCODER_FREE,
         },
     ),

@@ -152,7 +152,7 @@ def _ref_vlad(img, C, grids, power=0.5, intra=True):
     return v / nrm if nrm else v
 
 
-def _ref_fisher(img, gmm, grids, improved=True):
+def _ref_fisher(img, gmm, grids, improved=True, threshold=0.0):
     pca = gmm.pca_
     mu, var, pi = gmm.means_.astype(float), gmm.variances_.astype(float), gmm.weights_
     K, Dp = mu.shape
@@ -174,6 +174,7 @@ def _ref_fisher(img, gmm, grids, improved=True):
         m = max(logp)
         p = [math.exp(a - m) for a in logp]
         gamma = [a / sum(p) for a in p]
+        gamma = [g if g >= threshold else 0.0 for g in gamma]  # sparse posteriors
         for cell in _ref_cells(img.frames[t, 0], img.frames[t, 1], img.width, img.height, grids):
             T[cell] += 1
             for k in range(K):
@@ -455,6 +456,34 @@ def test_soft_assignment_limits(images, codebook):
     # Each descriptor spreads exactly one unit of mass.
     np.testing.assert_allclose(enc.transform(images).sum(1), [len(im) for im in images], rtol=1e-5)
     assert enc.sigma_ == pytest.approx(0.25 * math.sqrt(codebook.quantization_error_))
+
+
+@pytest.mark.parametrize("pyramid", [(1, 2), "1,2x2,3x1"])
+@pytest.mark.parametrize("chunk_size", [None, 7])
+def test_sparse_fisher_matches_the_reference_with_dropped_posteriors(
+    images, gmm, pyramid, chunk_size
+):
+    threshold = 0.2
+    enc = FisherEncoder(gmm, pyramid=pyramid, posterior_threshold=threshold, chunk_size=chunk_size)
+    Z = enc.fit(images).transform(images)
+    grids = parse_pyramid(pyramid)
+    dropped = 0
+    for img, z in zip(images, Z, strict=True):
+        ref = _ref_fisher(img, gmm, grids, threshold=threshold)
+        np.testing.assert_allclose(z, ref, rtol=1e-4, atol=2e-5)
+        dropped += not np.allclose(ref, _ref_fisher(img, gmm, grids), atol=1e-3)
+    assert dropped >= 3, "the threshold dropped no posterior: the test tests nothing"
+
+
+def test_sparse_fisher_with_a_tiny_threshold_is_the_dense_vector(images, gmm):
+    dense = FisherEncoder(gmm).fit(images).transform(images)
+    sparse = FisherEncoder(gmm, posterior_threshold=1e-30).fit(images).transform(images)
+    np.testing.assert_allclose(sparse, dense, rtol=1e-4, atol=1e-6)
+
+
+def test_posterior_threshold_is_checked(images, gmm):
+    with pytest.raises(ValueError, match="posterior_threshold must be in"):
+        FisherEncoder(gmm, posterior_threshold=1.0).fit(images)
 
 
 def test_vlad_and_fisher_norms(images, codebook, gmm):

@@ -48,6 +48,11 @@ class FisherEncoder(PyramidEncoder):
     random_state : int or None, default=0
         Seed of the vocabulary the encoder fits.
     chunk_size : int or None, default=None
+    posterior_threshold : float, default=0.0
+        Posteriors below it count as zero (Sanchez et al. 2013, section 4.3), and
+        the statistics are sums over the remaining (descriptor, Gaussian) pairs, a
+        sparse product; 0 keeps every posterior (dense products, the exact vector).
+        A descriptor is near few of many Gaussians, so with K = 256 most pairs drop.
 
     Attributes
     ----------
@@ -75,6 +80,7 @@ class FisherEncoder(PyramidEncoder):
         n_samples: int = 256_000,
         random_state: int | None = 0,
         chunk_size: int | None = None,
+        posterior_threshold: float = 0.0,
     ):
         self.vocabulary = vocabulary
         self.pyramid = pyramid
@@ -85,6 +91,7 @@ class FisherEncoder(PyramidEncoder):
         self.n_samples = n_samples
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.posterior_threshold = posterior_threshold
 
     vocabulary_class = GMMVocabulary
 
@@ -102,6 +109,10 @@ class FisherEncoder(PyramidEncoder):
         return int(2 * self.vocabulary_.means_.size)
 
     def _fit_params(self, X) -> None:
+        if not 0.0 <= self.posterior_threshold < 1.0:
+            raise ValueError(
+                f"posterior_threshold must be in [0, 1), got {self.posterior_threshold!r}."
+            )
         sizes = [r * c for r, c in self.grids_]
         self._grid_sizes = tuple(sizes)
         self._cell_offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)
@@ -117,23 +128,15 @@ class FisherEncoder(PyramidEncoder):
         for start, stop in self._chunks(desc.shape[0], max(K, D, desc.shape[1])):
             z = gmm.project(desc[start:stop])
             gamma = gmm.posteriors_projected(z)
-            z2 = z * z
-            # Descriptors lying in the same cell of every grid share all their
-            # cells: compute their statistics once (one pass of products over
-            # the chunk, whatever the number of grids) and add them to each cell.
             cc = cells[start:stop]
+            # Descriptors lying in the same cell of every grid share all their cells:
+            # their statistics are computed once per combination of cells (one pass of
+            # products over the chunk, whatever the number of grids), then added to each.
             key = np.ravel_multi_index((cc - self._cell_offsets).T, self._grid_sizes)
-            order = np.argsort(key, kind="stable")
-            ks = key[order]
-            bounds = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True])
-            for a, b in zip(bounds[:-1], bounds[1:], strict=True):
-                rows = order[a:b]
-                combo = cc[rows[0]]  # one cell per grid, all distinct
-                gr = gamma[rows]
-                T[combo] += b - a
-                S0[combo] += gr.sum(axis=0, dtype=np.float64)
-                S1[combo] += gr.T @ z[rows]
-                S2[combo] += gr.T @ z2[rows]
+            if self.posterior_threshold > 0:
+                self._add_sparse(gamma, z, cc, key, S0, S1, S2, T)
+            else:
+                self._add_dense(gamma, z, cc, key, S0, S1, S2, T)
         mu = gmm.means_.astype(np.float64)
         var = gmm.variances_.astype(np.float64)
         sd = np.sqrt(var)
@@ -147,3 +150,47 @@ class FisherEncoder(PyramidEncoder):
             fv = signed_sqrt_l2(fv)
         out[:] = fv
         return out
+
+    @staticmethod
+    def _add_dense(gamma, z, cc, key, S0, S1, S2, T) -> None:
+        """Add a chunk's statistics, every posterior counted (dense BLAS per combination)."""
+        z2 = z * z
+        order = np.argsort(key, kind="stable")
+        ks = key[order]
+        bounds = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1], True])
+        for a, b in zip(bounds[:-1], bounds[1:], strict=True):
+            rows = order[a:b]
+            combo = cc[rows[0]]  # one cell per grid, all distinct
+            gr = gamma[rows]
+            T[combo] += b - a
+            S0[combo] += gr.sum(axis=0, dtype=np.float64)
+            S1[combo] += gr.T @ z[rows]
+            S2[combo] += gr.T @ z2[rows]
+
+    def _add_sparse(self, gamma, z, cc, key, S0, S1, S2, T) -> None:
+        """Add a chunk's statistics over the posteriors of at least ``posterior_threshold``.
+
+        One sparse matrix ``A`` of shape ``(combinations * K, n)`` holds each kept
+        posterior at row ``combination * K + k``, column ``t``: ``A @ z`` and
+        ``A @ z**2`` are every combination's first and second order sums at once.
+        """
+        from scipy.sparse import csr_matrix
+
+        K = gamma.shape[1]
+        combos, inverse = np.unique(key, return_inverse=True)
+        t, k = np.nonzero(gamma >= self.posterior_threshold)
+        A = csr_matrix(
+            (gamma[t, k], (inverse[t] * K + k, t)), shape=(len(combos) * K, gamma.shape[0])
+        )
+        s0 = np.asarray(A.sum(axis=1), dtype=np.float64).reshape(len(combos), K)
+        s1 = (A @ z).astype(np.float64).reshape(len(combos), K, -1)
+        s2 = (A @ (z * z)).astype(np.float64).reshape(len(combos), K, -1)
+        counts = np.bincount(inverse, minlength=len(combos))
+        first = np.zeros(len(combos), dtype=np.int64)
+        first[inverse[::-1]] = np.arange(len(inverse))[::-1]  # a row of each combination
+        for g in range(len(combos)):
+            combo = cc[first[g]]
+            T[combo] += counts[g]
+            S0[combo] += s0[g]
+            S1[combo] += s1[g]
+            S2[combo] += s2[g]
