@@ -1,0 +1,119 @@
+"""The validation evidence for bovw's defaults: `bovw tune` on two datasets of different kinds.
+
+Runs ``bovw tune`` (cross-validation on the training split only; the test split is
+never read) from the defaults on 15-Scene (scenes, 1,500 training images) and on a
+sample of CIFAR-10's training split (tiny objects), then prints, per searched
+setting, the validation score of each value tried. With ``--record`` the tables go to
+``benchmarks/RESULTS.md`` under "Validation of the defaults".
+
+    python benchmarks/validate_defaults.py [--record] [--out DIR] [--reuse]
+
+``--reuse`` renders the tune.json files already in ``--out`` instead of running.
+Each run reads and fills its own cache folder under ``--out`` (delete it after).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from _results import machine_line, update_section  # noqa: E402
+
+DATA = HERE.parents[1] / "shared" / "datasets"
+
+#: name: (dataset folder, extra arguments of bovw tune)
+RUNS = {
+    "15-Scene": ("scene15", ["--budget", "50"]),
+    "CIFAR-10 (300 train/class)": (
+        "cifar10",
+        [
+            "--train-per-class",
+            "300",
+            "--budget",
+            "40",
+            "--try",
+            "encoding.mirror=on|off",
+            "--try",
+            "sift.root=on|off",
+            "--try",
+            "encoding.pyramid=1,2x2,3x1|1,2,4|1,2",
+            "--try",
+            "codebook.pca_dims=64|80",
+            "--try",
+            "codebook.gmm_components=64|128|256",
+            "--try",
+            "encoding.posterior_threshold=0|0.0001",
+        ],
+    ),
+}
+
+
+def run(name: str, out: Path) -> Path:
+    folder, extra = RUNS[name]
+    dest = out / folder
+    cmd = ["bovw", "tune", str(DATA / folder), "-j", "2", "-q", "--out", str(dest)]
+    cmd += ["--cache-dir", str(out / f"cache-{folder}"), *extra]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, check=True)
+    return dest / "tune.json"
+
+
+def render(name: str, summary: dict) -> str:
+    """Every trial, best first, and the comparison each searched setting got."""
+    trials = [t for t in summary["trials"] if t["status"] == "done"]
+    ranked = sorted(trials, key=lambda t: -t["cv_score"])
+    base = trials[0]
+    lines = [
+        f"**{name}**: {summary['train_images']:,} training images, "
+        f"{summary['cv_folds']}-fold cross-validation (mean balanced accuracy at the best "
+        f"alpha, ± the standard deviation over folds), {summary['seconds'] / 60:.0f} min "
+        f"of a {summary['budget_seconds'] / 60:.0f}-min budget.",
+        "",
+        "| rank | changes from the defaults | validation score | Δ vs defaults | s |",
+        "|---|---|---|---|---|",
+    ]
+    for i, t in enumerate(ranked, 1):
+        changes = ", ".join(f"`{k}={v}`" for k, v in t["changes"].items()) or "defaults"
+        delta = t["cv_score"] - base["cv_score"]
+        lines.append(
+            f"| {i} | {changes} | {t['cv_score']:.4f} ± {t['cv_score_std']:.4f} | "
+            f"{delta:+.4f} | {t['seconds']:.0f} |"
+        )
+    skipped = [t for t in summary["trials"] if t["status"] != "done"]
+    for t in skipped:
+        changes = ", ".join(f"{k}={v}" for k, v in t["changes"].items())
+        lines.append(f"\nNot run: {changes} ({t['status']}).")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", type=Path, default=Path("validation-runs"))
+    p.add_argument("--reuse", action="store_true")
+    p.add_argument("--record", action="store_true")
+    p.add_argument("--only", choices=list(RUNS), action="append")
+    args = p.parse_args()
+    parts = []
+    for name in args.only or RUNS:
+        folder, extra = RUNS[name]
+        path = args.out / folder / "tune.json" if args.reuse else run(name, args.out)
+        text = render(name, json.loads(path.read_text()))
+        command = f"bovw tune {folder} -j 2 " + " ".join(f"'{a}'" if "|" in a else a for a in extra)
+        parts.append(text + f"\n\n    {command}")
+        print(text + "\n")
+    if args.record:
+        body = (
+            "\n\n".join(parts)
+            + "\n\n`python benchmarks/validate_defaults.py --record`\n\n"
+            + machine_line()
+        )
+        update_section("Validation of the defaults (training split only)", body)
+
+
+if __name__ == "__main__":
+    main()
