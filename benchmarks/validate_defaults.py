@@ -45,6 +45,8 @@ RUNS = {
             "--try",
             "codebook.pca_dims=64|80",
             "--try",
+            "sift.color=gray|opponent",
+            "--try",
             "codebook.gmm_components=64|128|256",
             "--try",
             "encoding.posterior_threshold=0|0.0001",
