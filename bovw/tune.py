@@ -220,7 +220,11 @@ class Trial:
 
 @dataclass
 class TuneResult:
-    """The trials in the order they ran, the winner, and the budget they ran under."""
+    """The trials in the order they ran, the winner, and the budget they ran under.
+
+    While the search runs (:func:`tune`'s ``on_trial``) it holds the trials so far
+    and the best of them.
+    """
 
     trials: list[Trial]
     winner: Trial
@@ -284,7 +288,7 @@ def tune(
     *,
     space: dict[str, tuple] | None = None,
     budget_seconds: float = 3600.0,
-    on_trial: Callable[[Trial], None] | None = None,
+    on_trial: Callable[[Trial, TuneResult], None] | None = None,
     clock: Callable[[], float] = time.perf_counter,
     **run_options: Any,
 ) -> TuneResult:
@@ -304,7 +308,8 @@ def tune(
     budget_seconds : float
         A candidate is started only if its estimated time fits in what is left.
     on_trial : callable, optional
-        Called with each :class:`Trial` once it is scored or skipped.
+        Called with each :class:`Trial` once it is scored or skipped, and the
+        :class:`TuneResult` so far (to save it: a crash or Ctrl-C loses no trial).
     **run_options
         Passed to :func:`bovw.pipeline.run` (``cache_dir``, ``jobs``, ``progress``,
         ``memory_limit``, ...).
@@ -339,10 +344,22 @@ def tune(
         extracted.add(_sift_key(candidate))
         return trial
 
+    def snapshot() -> TuneResult:
+        done = [t for t in trials if t.done]
+        return TuneResult(
+            trials=list(trials),
+            # The first of the best scores: the search keeps the earlier on a tie.
+            winner=max(done, key=lambda t: t.score) if done else None,
+            budget_seconds=budget_seconds,
+            seconds=clock() - start,
+            cv_folds=config.classifier.cv_folds,
+            train_images=len(dataset.train),
+        )
+
     def record(trial: Trial) -> Trial:
         trials.append(trial)
         if on_trial is not None:
-            on_trial(trial)
+            on_trial(trial, snapshot())
         return trial
 
     base = record(evaluate({}, config))
@@ -364,23 +381,18 @@ def tune(
             estimate = estimate_seconds(candidate, base, extracted)
             left = budget_seconds - (clock() - start)
             if estimate > left:
-                trial = Trial(changes, candidate, status="skipped: over budget")
-                trial.estimate = estimate
-                record(trial)
+                record(Trial(changes, candidate, status="skipped: over budget", estimate=estimate))
                 continue
-            trial = evaluate(changes, candidate)
+            try:
+                trial = evaluate(changes, candidate)
+            except MemoryError:
+                # One candidate too large for this machine does not end the search.
+                trial = Trial(changes, candidate, status="failed: out of memory")
             trial.estimate = estimate
             record(trial)
-            if trial.score > best.score:
+            if trial.done and trial.score > best.score:
                 best = trial
-    return TuneResult(
-        trials=trials,
-        winner=best,
-        budget_seconds=budget_seconds,
-        seconds=clock() - start,
-        cv_folds=config.classifier.cv_folds,
-        train_images=len(dataset.train),
-    )
+    return snapshot()
 
 
 def _key(config: Config) -> str:

@@ -117,6 +117,15 @@ def test_the_test_split_is_never_read(demo, cache, monkeypatch):
     assert _tune(demo, cache).winner.done
 
 
+def test_every_trial_is_reported_with_the_search_so_far(demo, cache):
+    seen = []
+    result = _tune(demo, cache, on_trial=lambda trial, so_far: seen.append((trial, so_far)))
+    assert [trial for trial, _ in seen] == result.trials
+    for i, (_, so_far) in enumerate(seen):
+        assert so_far.trials == result.trials[: i + 1]
+        assert so_far.winner.score == max(t.score for t in so_far.trials if t.done)
+
+
 def test_a_spent_budget_runs_only_the_base(demo, cache):
     result = _tune(demo, cache, budget_seconds=1e-9)
     assert [t.status for t in result.trials] == ["done"] + ["skipped: over budget"] * 2
@@ -147,6 +156,7 @@ def test_cli_winner_runs_from_its_config_with_the_reported_score(tmp_path):
     assert result.exit_code == 0, result.output
     assert "rank" in result.output and "Winner:" in result.output
     summary = json.loads((out / "tune.json").read_text())
+    assert summary["complete"] is True
     assert summary["seconds"] <= 120, summary["seconds"]
     winner = summary["winner"]
     scores = [t["cv_score"] for t in summary["trials"] if t["status"] == "done"]

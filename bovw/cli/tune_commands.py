@@ -28,6 +28,31 @@ def _score(trial) -> str:
     return f"{trial.score:.4f} ± {trial.score_std:.4f}"
 
 
+def _write(out_dir: Path, data: str, result, *, complete: bool) -> None:
+    """config.toml (the best so far) and tune.json (every trial), after every trial.
+
+    Written after each trial, not only at the end: a crash, Ctrl-C or a killed
+    job keeps what was learnt (and a rerun finds those trials in the cache).
+    """
+    summary = {
+        "data": data,
+        "complete": complete,
+        "train_images": result.train_images,
+        "cv_folds": result.cv_folds,
+        "budget_seconds": result.budget_seconds,
+        "seconds": round(result.seconds, 2),
+        "winner": result.winner.to_dict(),
+        "trials": [t.to_dict() for t in result.trials],
+    }
+    for name, text in (
+        ("config.toml", result.winner.config.to_toml()),
+        ("tune.json", json.dumps(summary, indent=2) + "\n"),
+    ):
+        partial = out_dir / f".{name}.partial"
+        partial.write_text(text)
+        partial.replace(out_dir / name)
+
+
 @click.command("tune")
 @pipeline_options
 @click.option(
@@ -89,13 +114,16 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
         err=True,
     )
     t0 = time.perf_counter()
+    out_dir = Path(out) if out else Path("runs") / datetime.now().strftime("tune-%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
 
-    def on_trial(trial):
+    def on_trial(trial, so_far):
         if trial.done:
             line = f"{_score(trial)}  {trial.seconds:7.1f} s"
         else:
             line = trial.status
         click.echo(f"  trial {trial.describe()}: {line}", err=True)
+        _write(out_dir, d.path, so_far, complete=False)
 
     result = tune(
         config,
@@ -105,19 +133,7 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
         on_trial=on_trial,
         **run_options,
     )
-    out_dir = Path(out) if out else Path("runs") / datetime.now().strftime("tune-%Y%m%d-%H%M%S")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "config.toml").write_text(result.winner.config.to_toml())
-    summary = {
-        "data": d.path,
-        "train_images": result.train_images,
-        "cv_folds": result.cv_folds,
-        "budget_seconds": result.budget_seconds,
-        "seconds": round(result.seconds, 2),
-        "winner": result.winner.to_dict(),
-        "trials": [t.to_dict() for t in result.trials],
-    }
-    (out_dir / "tune.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _write(out_dir, d.path, result, complete=True)
     rows = [
         [str(i), _score(t), f"{t.seconds:.1f}", f"{t.alpha:g}", t.describe()]
         for i, t in enumerate(result.ranked(), 1)
