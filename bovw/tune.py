@@ -193,6 +193,7 @@ class Trial:
     score: float = float("nan")
     score_std: float = float("nan")
     alpha: float | None = None
+    fold_scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
     estimate: float = 0.0
     stages: dict[str, float] = field(default_factory=dict)
@@ -212,6 +213,7 @@ class Trial:
             "cv_score": None if math.isnan(self.score) else self.score,
             "cv_score_std": None if math.isnan(self.score_std) else self.score_std,
             "alpha": self.alpha,
+            "fold_scores": self.fold_scores,
             "seconds": round(self.seconds, 2),
             "estimated_seconds": round(self.estimate, 2),
             "stage_seconds": {k: round(v, 2) for k, v in self.stages.items()},
@@ -341,6 +343,11 @@ def tune(
         best = list(model.cv_results_["param_alpha"]).index(model.alpha_)
         trial.score_std = float(model.cv_results_["std_test_score"][best])
         trial.alpha = float(model.alpha_)
+        folds = getattr(model, "n_splits_", 0)
+        # Per fold, for paired comparisons: every candidate is scored on the same folds.
+        trial.fold_scores = [
+            float(model.cv_results_[f"split{k}_test_score"][best]) for k in range(folds)
+        ]
         extracted.add(_sift_key(candidate))
         return trial
 

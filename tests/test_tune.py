@@ -90,6 +90,7 @@ def test_search_is_coordinate_ascent_and_the_winner_is_the_best(demo, cache):
     assert done[2].changes == {**pyramid_best.changes, "codebook.words": 32}
     for t in done:
         assert 0.2 < t.score <= 1.0 and t.alpha is not None and t.seconds > 0
+        assert len(t.fold_scores) == 3 and np.mean(t.fold_scores) == pytest.approx(t.score)
 
 
 def test_test_labels_do_not_change_the_choice(demo, cache):
