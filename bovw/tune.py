@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .assembly import feature_dimension
+from .budget import STREAMED
 from .config import Config, setting_info
 from .data import Dataset
 from .features.dsift import descriptor_size
@@ -182,7 +183,9 @@ class Trial:
 
     ``changes`` are the settings that differ from the base, ``score`` the mean
     balanced accuracy of the cross-validation folds of the training split at the
-    best alpha (``score_std`` their standard deviation), ``seconds`` the time of
+    best alpha (``score_std`` their standard deviation; when the features pass the
+    memory limit, training streams and the score is that of the held-out part of the
+    training split instead, ``validation`` says which), ``seconds`` the time of
     the pipeline up to ``train`` (cache hits included), ``status`` ``"done"``,
     ``"skipped: ..."`` or ``"invalid: ..."``.
     """
@@ -193,6 +196,9 @@ class Trial:
     score: float = float("nan")
     score_std: float = float("nan")
     alpha: float | None = None
+    #: How the score was measured: "3-fold CV", or "held-out 10%" when the candidate's
+    #: features passed the memory limit and the classifier was trained by streaming.
+    validation: str = ""
     fold_scores: list[float] = field(default_factory=list)
     seconds: float = 0.0
     estimate: float = 0.0
@@ -213,6 +219,7 @@ class Trial:
             "cv_score": None if math.isnan(self.score) else self.score,
             "cv_score_std": None if math.isnan(self.score_std) else self.score_std,
             "alpha": self.alpha,
+            "validation": self.validation,
             "fold_scores": self.fold_scores,
             "seconds": round(self.seconds, 2),
             "estimated_seconds": round(self.estimate, 2),
@@ -343,6 +350,10 @@ def tune(
         trial.score_std = float(model.cv_results_["std_test_score"][best])
         trial.alpha = float(model.alpha_)
         folds = getattr(model, "n_splits_", 0)
+        if result.training.get("path") == STREAMED:
+            trial.validation = f"held-out {candidate.classifier.holdout:.0%}"
+        else:
+            trial.validation = f"{folds}-fold CV"
         # Per fold, for paired comparisons: every candidate is scored on the same folds.
         trial.fold_scores = [
             float(model.cv_results_[f"split{k}_test_score"][best]) for k in range(folds)

@@ -127,6 +127,15 @@ def test_every_trial_is_reported_with_the_search_so_far(demo, cache):
         assert so_far.winner.score == max(t.score for t in so_far.trials if t.done)
 
 
+def test_scores_say_how_they_were_measured(demo, cache):
+    in_memory = _tune(demo, cache, space={})
+    assert in_memory.winner.validation == "3-fold CV"
+    # Past the memory limit the classifier streams and is scored on held-out images.
+    streamed = _tune(demo, cache, space={}, memory_limit=1)
+    assert streamed.winner.validation == "held-out 10%"
+    assert streamed.winner.fold_scores == [pytest.approx(streamed.winner.score)]
+
+
 def test_a_spent_budget_runs_only_the_base(demo, cache):
     result = _tune(demo, cache, budget_seconds=1e-9)
     assert [t.status for t in result.trials] == ["done"] + ["skipped: over budget"] * 2

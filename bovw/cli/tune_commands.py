@@ -119,7 +119,7 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
 
     def on_trial(trial, so_far):
         if trial.done:
-            line = f"{_score(trial)}  {trial.seconds:7.1f} s"
+            line = f"{_score(trial)} ({trial.validation})  {trial.seconds:7.1f} s"
         else:
             line = trial.status
         click.echo(f"  trial {trial.describe()}: {line}", err=True)
@@ -135,13 +135,11 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
     )
     _write(out_dir, d.path, result, complete=True)
     rows = [
-        [str(i), _score(t), f"{t.seconds:.1f}", f"{t.alpha:g}", t.describe()]
+        [str(i), _score(t), t.validation, f"{t.seconds:.1f}", f"{t.alpha:g}", t.describe()]
         for i, t in enumerate(result.ranked(), 1)
     ]
     click.echo("")
-    click.echo(
-        format_table(rows, ["rank", f"cv score ({result.cv_folds} folds)", "s", "alpha", "changes"])
-    )
+    click.echo(format_table(rows, ["rank", "validation score", "on", "s", "alpha", "changes"]))
     skipped = [t for t in result.trials if not t.done]
     for t in skipped:
         click.echo(f"  not run: {t.describe()} ({t.status})")
