@@ -725,6 +725,19 @@ def _timed_stage(ctx: _Context, name: str, compute: Callable[[], Any]) -> tuple[
     return StageResult(name, time.perf_counter() - t, outcome.status), outcome.value
 
 
+def configured_dataset(config: Config, *, jobs: int = 1) -> Dataset:
+    """The dataset and split that ``config.data`` describes, loaded with ``jobs`` processes."""
+    d = config.data
+    return load_dataset(
+        d.path,
+        train_per_class=d.train_per_class,
+        test_per_class=d.test_per_class,
+        split_seed=d.split_seed,
+        skip_bad=d.skip_bad,
+        n_jobs=jobs,
+    )
+
+
 def run(
     config: Config | None = None,
     *,
@@ -786,15 +799,7 @@ def run(
     config = (config or Config()).validate()
     store = open_store(cache_dir)
     if dataset is None:
-        d = config.data
-        dataset = load_dataset(
-            d.path,
-            train_per_class=d.train_per_class,
-            test_per_class=d.test_per_class,
-            split_seed=d.split_seed,
-            skip_bad=d.skip_bad,
-            n_jobs=jobs,
-        )
+        dataset = configured_dataset(config, jobs=jobs)
     ctx = _Context(
         config, dataset, store, jobs, progress, scheduler, scheduler_timeout, memory_limit
     )

@@ -78,7 +78,7 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
     Starting from the settings given (flags and --config), tries one change at a time,
     keeps the best, and writes the winner as config.toml for `bovw run --config`.
     """
-    from ..data import load_dataset
+    from ..pipeline import configured_dataset
     from ..report import format_table
     from ..tune import parse_space, tune
 
@@ -100,14 +100,7 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
     if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
         raise BadInputError(f"The demo dataset {DEMO_DATA} is missing; give a DATA folder.")
     d = config.data
-    dataset = load_dataset(
-        d.path,
-        train_per_class=d.train_per_class,
-        test_per_class=d.test_per_class,
-        split_seed=d.split_seed,
-        skip_bad=d.skip_bad,
-        n_jobs=run_options["jobs"],
-    )
+    dataset = configured_dataset(config, jobs=run_options["jobs"])
     click.echo(
         f"bovw tune: {d.path}: {len(dataset.train):,} training images, "
         f"{config.classifier.cv_folds}-fold cross-validation, budget {budget:g} min",
