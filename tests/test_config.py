@@ -163,6 +163,7 @@ SETTINGS = {
     "encoding.pyramid": ("--pyramid", "auto"),
     "encoding.normalize": ("--normalize", "sqrt"),
     "encoding.feature_storage": ("--feature-storage", "float32"),
+    "encoding.posterior_threshold": ("--posterior-threshold", 0.0),
     "encoding.mirror": ("--mirror", True),
     "classifier.loss": ("--loss", "hinge"),
     "classifier.alphas": ("--alphas", (1e-5, 1e-4, 1e-3, 1e-2)),
@@ -201,6 +202,7 @@ RANGES = {
     "classifier.batch_size": (1, None, False),
     "classifier.stream_epochs": (1, None, False),
     "classifier.holdout": (0.0, 0.5, False),
+    "encoding.posterior_threshold": (0.0, 0.1, False),
 }
 
 CHOICES = {
