@@ -30,6 +30,7 @@ always runs: without it nothing can be compared.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import time
 import typing
@@ -39,7 +40,7 @@ from typing import Any
 
 from .assembly import feature_dimension
 from .budget import STREAMED
-from .config import Config, setting_info
+from .config import Config, setting_info, settings
 from .data import Dataset
 from .features.dsift import descriptor_size
 from .schema import ConfigError
@@ -151,10 +152,13 @@ def parse_space(tries: list[str]) -> dict[str, tuple]:
         try:
             setting_info(name)
         except KeyError:
-            raise ConfigError(
-                f"--try {text!r}: {name!r} is not a setting; the settings are listed in the "
-                "README's option table (section.name, e.g. sift.step)."
-            ) from None
+            close = difflib.get_close_matches(name, [s.name for s in settings()], n=1)
+            hint = (
+                f"did you mean {close[0]}?"
+                if close
+                else "names are section.name as in a run's config.toml, e.g. sift.step."
+            )
+            raise ConfigError(f"--try {text!r}: {name!r} is not a setting; {hint}") from None
         if name.startswith(NOT_SEARCHABLE):
             raise ConfigError(
                 f"--try {text!r}: {name} is not searched by the tuner (it says where the "

@@ -62,7 +62,8 @@ def test_parse_space_types_each_value():
 @pytest.mark.parametrize(
     ("text", "words"),
     [
-        ("sift.stepp=3|4", "not a setting"),
+        ("sift.stepp=3|4", "not a setting; did you mean sift.step"),
+        ("nothing.like.it=1", "not a setting; names are section.name as in a run's config.toml"),
         ("sift.step", "write a setting and its values"),
         ("sift.step=three", "cannot read 'three'"),
         ("data.path=a|b", "not searched by the tuner"),
