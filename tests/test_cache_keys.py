@@ -128,7 +128,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (2, "4fafc8ce78986a5f"),
-    "encode": (3, "4fa8b6471f6c567c"),
+    "encode": (3, "1f6958065c938bb5"),
     "train": (5, "a94994927946cbed"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }

@@ -186,10 +186,11 @@ class FisherEncoder(PyramidEncoder):
         s1 = (A @ z).astype(np.float64).reshape(len(combos), K, -1)
         s2 = (A @ (z * z)).astype(np.float64).reshape(len(combos), K, -1)
         counts = np.bincount(inverse, minlength=len(combos))
-        first = np.zeros(len(combos), dtype=np.int64)
-        first[inverse[::-1]] = np.arange(len(inverse))[::-1]  # a row of each combination
+        # Any row of a combination names its cells (they all lie in the same ones).
+        row_of = np.empty(len(combos), dtype=np.int64)
+        row_of[inverse] = np.arange(len(inverse))
         for g in range(len(combos)):
-            combo = cc[first[g]]
+            combo = cc[row_of[g]]
             T[combo] += counts[g]
             S0[combo] += s0[g]
             S1[combo] += s1[g]
