@@ -93,17 +93,9 @@ def data_options(func):
 
 def _dataset_from_options(data: str | None, params: dict, jobs: int):
     """The dataset of the DATA argument and the data settings' options (taken from ``params``)."""
-    from ..data import load_dataset
+    from ..pipeline import configured_dataset
 
-    d = build_config(data, None, params).data
-    return load_dataset(
-        d.path,
-        train_per_class=d.train_per_class,
-        test_per_class=d.test_per_class,
-        split_seed=d.split_seed,
-        skip_bad=d.skip_bad,
-        n_jobs=jobs,
-    )
+    return configured_dataset(build_config(data, None, params), jobs=jobs)
 
 
 @click.group()
