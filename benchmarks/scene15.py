@@ -35,12 +35,8 @@ PRESETS: dict[str, dict] = {
     "hist": {"encoding.encoding": "hist", "codebook.words": 1000, "encoding.pyramid": "1,2,4"},
     "soft": {"encoding.encoding": "soft", "codebook.words": 1000, "encoding.pyramid": "1,2,4"},
     "vlad": {"encoding.encoding": "vlad", "codebook.words": 64, "encoding.pyramid": "1,2x2,3x1"},
-    "fisher": {
-        "encoding.encoding": "fisher",
-        "codebook.gmm_components": 64,
-        "codebook.pca_dims": 64,
-        "encoding.pyramid": "1,2x2,3x1",
-    },
+    # The defaults: PCA 64, pyramid 1,2x2,3x1, Gaussians chosen from the training size.
+    "fisher": {"encoding.encoding": "fisher"},
 }
 
 
@@ -60,6 +56,7 @@ def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) ->
         + (", RootSIFT" if config.sift.root else "")
         + (", mirror" if config.encoding.mirror else ""),
         "dim": int(result.features["train"].shape[1]),
+        "gmm_components": result.config.codebook.gmm_components,
         "mean_class_accuracy": result.metrics["mean_class_accuracy"],
         "accuracy": result.metrics["accuracy"],
         "stages": {s.name: [round(s.seconds, 1), s.cache] for s in result.stages},

@@ -56,12 +56,47 @@ def build_dense_sift(config: Config) -> DenseSIFT:
     return DenseSIFT(**dense_sift_params(config.sift))
 
 
+def resolve_gmm_components(
+    config: Config, train_images: int, memory_limit: int | None = None
+) -> Config:
+    """``config`` with ``codebook.gmm_components`` set when it was left to the data.
+
+    Unset, the number of Gaussians depends on the training split's size: 128 when
+    the classifier then still trains in memory under ``memory_limit`` (default
+    :func:`bovw.budget.default_memory_limit`), else 64
+    (:func:`bovw.budget.auto_gmm_components`). Every place that meets a dataset
+    (:func:`bovw.run`, :func:`bovw.tune.tune`, :class:`bovw.BoVWClassifier`)
+    resolves it here, before any key or estimator is built, so that run folders,
+    cache keys and models name the actual number.
+    """
+    from .budget import auto_gmm_components, default_memory_limit
+
+    c = config.codebook
+    if config.encoding.encoding != "fisher" or c.gmm_components is not None:
+        return config
+    rows = train_images * (2 if config.encoding.mirror else 1)
+    limit = default_memory_limit() if memory_limit is None else memory_limit
+    per_gaussian = feature_dimension(config.with_overrides({"codebook.gmm_components": 1}))
+    k = min(auto_gmm_components(rows, per_gaussian, limit), c.gmm_samples)
+    return config.with_overrides({"codebook.gmm_components": k}).validate()
+
+
+def _gmm_components(config: Config) -> int:
+    k = config.codebook.gmm_components
+    if k is None:
+        raise ValueError(
+            "codebook.gmm_components is unset (chosen from the training size): resolve it "
+            "with bovw.assembly.resolve_gmm_components(config, n_train_images) first."
+        )
+    return k
+
+
 def build_vocabulary(config: Config):
     """The unfitted vocabulary: a PCA + GMM for Fisher vectors, else k-means words."""
     c, seed = config.codebook, config.seed
     if config.encoding.encoding == "fisher":
         return GMMVocabulary(
-            n_components=c.gmm_components,
+            n_components=_gmm_components(config),
             n_pca=c.pca_dims or None,
             whiten=c.whiten,
             n_samples=c.gmm_samples,
@@ -131,7 +166,7 @@ def feature_dimension(config: Config) -> int:
     cells = sum(rows * cols for rows, cols in parse_pyramid(pyramid))
     dims = descriptor_size(config.sift.color)
     if e.encoding == "fisher":
-        return cells * 2 * c.gmm_components * (c.pca_dims or dims)
+        return cells * 2 * _gmm_components(config) * (c.pca_dims or dims)
     words = c.words if c.words is not None else AUTO_WORDS[e.encoding]
     if e.encoding == "vlad":
         return cells * words * dims

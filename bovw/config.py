@@ -253,9 +253,11 @@ class CodebookSettings:
         "Descriptors sampled to fit the PCA and the GMM (fisher).",
         range=Range(1, MAX_SAMPLES),
     )
-    gmm_components: int = setting(
-        64,
-        "Gaussians of the Fisher vector GMM.",
+    # Unset: chosen from the training split's size (bovw.budget.auto_gmm_components).
+    gmm_components: int | None = setting(
+        None,
+        "Gaussians of the Fisher vector GMM (unset: 128 when the classifier then still "
+        "trains within --memory-limit, else 64).",
         flag="--gmm-components",
         range=Range(1, MAX_GMM_COMPONENTS),
     )
@@ -441,7 +443,7 @@ class Config:
             )
         if e.encoding == "fisher":
             for name, value in (("gmm_components", c.gmm_components), ("pca_dims", c.pca_dims)):
-                if value > c.gmm_samples:
+                if value is not None and value > c.gmm_samples:
                     raise ConfigError(
                         f"Setting codebook.{name} must be at most codebook.gmm_samples, the "
                         f"descriptors the GMM is fitted on, not {value} with {c.gmm_samples} "

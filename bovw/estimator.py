@@ -32,6 +32,7 @@ from .assembly import (
     image_features,
     mirror_scores,
     read_for_sift,
+    resolve_gmm_components,
     train_classifier,
     training_targets,
 )
@@ -137,6 +138,8 @@ class BoVWClassifier(ClassifierMixin, BaseEstimator):
         if len(X) != y.shape[0]:
             raise ValueError(f"X has {len(X)} images but y has {y.shape[0]} labels.")
         self.classes_, y_index = np.unique(y, return_inverse=True)
+        # The number of Gaussians, when unset, follows the training size (as in bovw.run).
+        config = resolve_gmm_components(config, len(X))
         features = self._features(X)
         self.vocabulary_ = build_vocabulary(config).fit(iter(features))
         self.encoder_ = build_encoder(config, self.vocabulary_)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from .assembly import (
     image_features,
     mirror_scores,
     read_for_sift,
+    resolve_gmm_components,
     split_mirrored,
     train_classifier,
     train_streamed,
@@ -76,7 +77,7 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 2, "codebook": 2, "encode": 3, "train": 5, "evaluate": 5}
+REVISIONS = {"extract": 2, "codebook": 3, "encode": 3, "train": 5, "evaluate": 5}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
@@ -289,6 +290,9 @@ class RunResult:
     ``features`` maps ``"train"`` and ``"test"`` to the encoded matrices, one
     row per image in the dataset's order; with ``encoding.mirror`` the rows of
     the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``).
+    The training matrix is the one the run trained on; the test matrix is
+    assembled from the cached shards when first read (the run scores the test
+    split one shard at a time, so it never holds it).
     ``model`` is the fitted classifier (a :class:`~bovw.svm.LinearSVMCV`: kernel map,
     L2 normalization, the linear SVM with the alpha that cross-validation chose),
     ``metrics`` the test-split metrics. ``cache_note`` says what the end-of-run
@@ -304,10 +308,28 @@ class RunResult:
     stages: list[StageResult] = field(default_factory=list)
     vocabulary: Any = None
     model: Any = None
-    features: dict[str, np.ndarray] = field(default_factory=dict)
+    features: Mapping[str, np.ndarray] = field(default_factory=dict)
     metrics: dict[str, Any] | None = None
     cache_note: str = ""
     training: dict[str, Any] = field(default_factory=dict)
+
+
+class EncodedFeatures(Mapping):
+    """``RunResult.features``: each split's matrix, assembled from its cached shards when read."""
+
+    def __init__(self, ctx: _Context):
+        self._ctx = ctx
+
+    def __getitem__(self, split: str) -> np.ndarray:
+        if split not in ("train", "test"):
+            raise KeyError(split)
+        return self._ctx.features(split)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(("train", "test"))
+
+    def __len__(self) -> int:
+        return 2
 
 
 class _Context:
@@ -324,7 +346,8 @@ class _Context:
         scheduler_timeout: float = DEFAULT_SCHEDULER_TIMEOUT,
         memory_limit: int | None = None,
     ):
-        self.config = config
+        self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
+        self.config = config = resolve_gmm_components(config, len(dataset.train), self.memory_limit)
         self.dataset = dataset
         self.store = store
         self.jobs = jobs
@@ -340,15 +363,10 @@ class _Context:
         self.shards_reused: dict[str, tuple[int, int]] = {}
         #: Per split: shards found corrupt (and encoded again) when the matrix was assembled.
         self.shards_recomputed: dict[str, int] = {}
-        self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
-        rows = 2 if config.encoding.mirror else 1
+        rows = (2 if config.encoding.mirror else 1) * len(dataset.train)
         dim = feature_dimension(config)
-        self.in_memory_bytes = in_memory_bytes(
-            rows * len(dataset.train), rows * len(dataset.test), dim
-        )
-        self.train_path = training_path(
-            rows * len(dataset.train), rows * len(dataset.test), dim, self.memory_limit
-        )
+        self.in_memory_bytes = in_memory_bytes(rows, dim)
+        self.train_path = training_path(rows, dim, self.memory_limit)
         self.inputs = stage_inputs(config, dataset, self.train_path)
         self.keys: dict[str, str] = {}
         for stage, inputs in self.inputs.items():  # in order: upstream keys come first
@@ -652,7 +670,7 @@ def stage_inputs(
     result changes the key of its stage and of every stage after it; the keys
     of upstream calls are added by name (see ``_UPSTREAM``).
     """
-    c = config
+    c = resolve_gmm_components(config, len(dataset.train))  # a no-op on a run's own config
     vocabulary = build_vocabulary(c)
     encoder = build_encoder(c)
     classifier = build_classifier(c)
@@ -878,8 +896,9 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
     statuses = []
     for split in ("train", "test"):
         outcome = ctx.memoized(f"encode:{split}", lambda split=split: ctx._encode(split))
-        if ctx.train_path == IN_MEMORY:
-            ctx._features[split] = result.features[split] = ctx._assemble(split, outcome.value)
+        if ctx.train_path == IN_MEMORY and split == "train":
+            # The test split is scored one shard at a time: its matrix is never needed.
+            ctx._features[split] = ctx._assemble(split, outcome.value)
         reused, _ = ctx.shards_reused.get(split, (0, 0))
         if ctx.shards_recomputed.get(split):
             statuses.append(RECOMPUTED)
@@ -888,17 +907,21 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
         else:
             statuses.append(outcome.status)
     done(StageResult("encode", time.perf_counter() - t, _combined(statuses)))
-    if result.features:
-        _warn_empty_images(ctx, _empty_counts(ctx, result.features))
+    if ctx.train_path == IN_MEMORY:
+        result.features = EncodedFeatures(ctx)
+    # Images without descriptors, counted where their rows are read; one warning at the end.
+    empty = _empty_counts(ctx, ctx._features)
     if not keep_descriptors:
         _forget_descriptors(ctx)
     if until == "encode":
+        _warn_empty_images(ctx, empty)
         return result
 
     stage, ctx._model = _timed_stage(ctx, "train", ctx._train)
     result.model = ctx._model
     if ctx.train_path == STREAMED:
         stage.detail = _streamed_detail(ctx)
+        empty["train"] = len(getattr(ctx._model, "empty_images_", ()))
     elif getattr(ctx._model, "n_splits_", 0):
         stage.detail = (
             f"alpha {ctx._model.alpha_:g}, cross-validation balanced accuracy "
@@ -906,19 +929,13 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
         )
     done(stage)
     if until == "train":
+        _warn_empty_images(ctx, empty)
         return result
 
     stage, result.metrics = _timed_stage(ctx, "evaluate", ctx._evaluate)
     done(stage)
-    if ctx.train_path == STREAMED:
-        # The matrices were never assembled: the counts come from the shards' readers.
-        _warn_empty_images(
-            ctx,
-            {
-                "train": len(getattr(ctx._model, "empty_images_", ())),
-                "test": result.metrics.get("test_images_without_descriptors", 0),
-            },
-        )
+    empty["test"] = result.metrics.get("test_images_without_descriptors", 0)
+    _warn_empty_images(ctx, empty)
     return result
 
 

@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .assembly import feature_dimension
+from .assembly import feature_dimension, resolve_gmm_components
 from .budget import STREAMED
 from .config import Config, setting_info, settings
 from .data import Dataset
@@ -332,7 +332,10 @@ def tune(
     """
     from . import pipeline
 
-    config = config.validate()
+    # Unset, the number of Gaussians follows the training size: every candidate names it.
+    config = resolve_gmm_components(
+        config.validate(), len(dataset.train), run_options.get("memory_limit")
+    )
     space = default_space(config) if space is None else space
     check_space(config, space)
     if len(dataset.train) == 0:

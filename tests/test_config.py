@@ -156,7 +156,7 @@ SETTINGS = {
     "codebook.words": ("--words", None),
     "codebook.samples": ("--samples", 1_000_000),
     "codebook.gmm_samples": (None, 256_000),
-    "codebook.gmm_components": ("--gmm-components", 64),
+    "codebook.gmm_components": ("--gmm-components", None),
     "codebook.pca_dims": ("--pca-dims", 64),
     "codebook.whiten": (None, False),
     "encoding.encoding": ("--encoding", "fisher"),

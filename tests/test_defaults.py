@@ -123,7 +123,9 @@ TABLES = [
         GMMVocabulary,
         "fisher",
         {
-            "n_components": "codebook.gmm_components",
+            # Unset in the settings: chosen from the training size, which a vocabulary
+            # fitted on descriptors does not know (bovw.assembly.resolve_gmm_components).
+            "n_components": None,
             "n_pca": "codebook.pca_dims",
             "whiten": "codebook.whiten",
             "n_samples": "codebook.gmm_samples",

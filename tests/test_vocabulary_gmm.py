@@ -7,6 +7,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from bovw.vocabulary import GMMVocabulary
+from bovw.vocabulary.gmm import fit_diagonal_gmm
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -21,7 +22,107 @@ def _sets(sizes, d=8, seed=0, dtype=np.uint8):
     return [rng.integers(1, 256, (n, d)).astype(dtype) for n in sizes]
 
 
-def test_gmm_fit_and_posteriors_match_sklearn():
+def _reference_posteriors(Z, gmm):
+    """Posteriors from the Gaussian densities themselves, one component at a time, float64."""
+    Z = np.asarray(Z, dtype=np.float64)
+    log_p = np.empty((Z.shape[0], gmm.n_words))
+    for k in range(gmm.n_words):
+        mu, var = gmm.means_[k].astype(float), gmm.variances_[k].astype(float)
+        log_p[:, k] = np.log(gmm.weights_[k]) + np.sum(
+            -0.5 * np.log(2 * np.pi * var) - 0.5 * (Z - mu) ** 2 / var, axis=1
+        )
+    log_p -= log_p.max(axis=1, keepdims=True)
+    p = np.exp(log_p)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+def _reference_em(Z, seeds, reg, iterations):
+    """EM written plainly in float64: densities per component, then weighted averages."""
+    Z = np.asarray(Z, dtype=np.float64)
+    n, D = Z.shape
+    K = len(seeds)
+    weights, means, var = np.full(K, 1.0 / K), Z[seeds].copy(), np.full((K, D), reg)
+    for _ in range(iterations):
+        log_p = np.stack(
+            [
+                np.log(weights[k])
+                + np.sum(-0.5 * np.log(2 * np.pi * var[k]) - 0.5 * (Z - means[k]) ** 2 / var[k], 1)
+                for k in range(K)
+            ],
+            axis=1,
+        )
+        top = log_p.max(axis=1, keepdims=True)
+        gamma = np.exp(log_p - top)
+        gamma /= gamma.sum(axis=1, keepdims=True)
+        for k in range(K):
+            g = gamma[:, k]
+            nk = g.sum()
+            weights[k] = nk / n
+            means[k] = (g[:, None] * Z).sum(0) / nk
+            var[k] = (g[:, None] * (Z - means[k]) ** 2).sum(0) / nk + reg
+    return weights, means, var
+
+
+def _blobs(n=6000, d=6, centers=5, seed=0):
+    rng = np.random.default_rng(seed)
+    c = rng.normal(size=(centers, d)) * 4
+    scale = rng.uniform(0.5, 1.5, size=d)
+    return (c[rng.integers(0, centers, n)] + rng.normal(size=(n, d)) * scale).astype(np.float32)
+
+
+def test_em_matches_a_plain_float64_reference():
+    """Same seeds, fixed iterations: the chunked float32 EM follows the textbook updates."""
+    from sklearn.cluster import kmeans_plusplus
+
+    Z, reg = _blobs(), 0.01
+    _, seeds = kmeans_plusplus(Z, 4, random_state=np.random.RandomState(3))
+    w, mu, var = _reference_em(Z, seeds, reg, iterations=6)
+    fit = fit_diagonal_gmm(Z, 4, reg_covar=reg, max_iter=6, tol=0, random_state=3, chunk_size=257)
+    assert fit.n_iter == 6 and not fit.converged
+    np.testing.assert_allclose(fit.weights, w, atol=1e-5)
+    np.testing.assert_allclose(fit.means, mu, atol=1e-3)
+    np.testing.assert_allclose(fit.variances, var, rtol=1e-3)
+
+
+def test_em_matches_sklearn_gaussian_mixture():
+    """The algorithm of GaussianMixture(diag, k-means++): same seeds, stop and result."""
+    from sklearn.mixture import GaussianMixture
+
+    Z, reg = _blobs(seed=1), 0.02
+    gm = GaussianMixture(
+        5, covariance_type="diag", reg_covar=reg, init_params="k-means++", random_state=0
+    ).fit(Z)
+    fit = fit_diagonal_gmm(Z, 5, reg_covar=reg, random_state=0)
+    assert fit.converged and fit.n_iter == gm.n_iter_
+    np.testing.assert_allclose(fit.means, gm.means_, atol=1e-3)
+    np.testing.assert_allclose(fit.variances, gm.covariances_, rtol=1e-3)
+    np.testing.assert_allclose(fit.weights, gm.weights_, atol=1e-5)
+    assert abs(fit.lower_bound - gm.lower_bound_) < 1e-4
+
+
+def test_em_does_not_depend_on_the_chunking():
+    Z = _blobs(seed=2)
+    whole = fit_diagonal_gmm(Z, 4, reg_covar=0.01, max_iter=8, tol=0, chunk_size=len(Z))
+    parts = fit_diagonal_gmm(Z, 4, reg_covar=0.01, max_iter=8, tol=0, chunk_size=100)
+    np.testing.assert_allclose(parts.means, whole.means, atol=1e-4)
+    np.testing.assert_allclose(parts.variances, whole.variances, rtol=1e-4)
+
+
+def test_em_keeps_the_variance_floor_and_finite_values_on_duplicate_rows():
+    """Many identical rows: components collapse onto them, variances stay at the floor."""
+    Z = np.repeat(_blobs(n=40, seed=4), 100, axis=0)
+    fit = fit_diagonal_gmm(Z, 8, reg_covar=0.05, random_state=0)
+    assert np.all(np.isfinite(fit.means)) and np.all(np.isfinite(fit.variances))
+    assert fit.variances.min() >= 0.05
+    assert np.isclose(fit.weights.sum(), 1)
+
+
+def test_em_refuses_an_unknown_initialisation():
+    with pytest.raises(ValueError, match="init_params"):
+        fit_diagonal_gmm(_blobs(), 3, reg_covar=0.01, init_params="kmeans")
+
+
+def test_gmm_fit_and_posteriors_match_the_densities():
     sets = _sets([500] * 4, d=16)
     gmm = GMMVocabulary(n_components=5, n_pca=6, random_state=0).fit(sets)
     assert gmm.means_.shape == (5, 6) and gmm.variances_.shape == (5, 6)
@@ -30,10 +131,10 @@ def test_gmm_fit_and_posteriors_match_sklearn():
     Z = gmm.pca_.transform(X.astype(np.float32))
     np.testing.assert_allclose(gmm.project(X), Z, rtol=1e-4, atol=1e-3)
     P = gmm.posteriors(X)
-    np.testing.assert_allclose(P, gmm.gmm_.predict_proba(Z), atol=1e-4)
+    np.testing.assert_allclose(P, _reference_posteriors(Z, gmm), atol=1e-4)
     np.testing.assert_allclose(P.sum(1), 1, rtol=1e-5)
     chunked = GMMVocabulary(n_components=5, n_pca=6, chunk_size=3).fit(sets)
-    np.testing.assert_allclose(chunked.posteriors(X), P, atol=1e-6)
+    np.testing.assert_allclose(chunked.posteriors(X), P, atol=2e-5)  # EM chunked too
 
 
 def test_gmm_whiten_and_no_pca():

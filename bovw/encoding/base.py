@@ -20,7 +20,7 @@ another fitted vocabulary, or ``vocabulary=None`` and the settings.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Sequence, Sized
 
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin, clone
@@ -53,8 +53,8 @@ class PyramidEncoder(TransformerMixin, BaseEstimator):
     #: The kind of vocabulary the encoder works with.
     vocabulary_class: type = KMeansCodebook
 
-    def new_vocabulary(self):
-        """The unfitted vocabulary that :meth:`fit` fits when ``vocabulary`` is None."""
+    def new_vocabulary(self, X=None):
+        """The unfitted vocabulary that :meth:`fit` fits (on ``X``) when ``vocabulary`` is None."""
         return KMeansCodebook(
             n_words=self.n_words, n_samples=self.n_samples, random_state=self.random_state
         )
@@ -116,7 +116,9 @@ class PyramidEncoder(TransformerMixin, BaseEstimator):
                 self._check_positions(item)
         vocabulary = self.vocabulary
         if vocabulary is None:
-            vocabulary = self.new_vocabulary().fit(X)
+            if not isinstance(X, Sized):
+                X = list(X)  # read twice: by the vocabulary's fit, then by _fit_params
+            vocabulary = self.new_vocabulary(X).fit(X)
         else:
             if not isinstance(vocabulary, self.vocabulary_class):
                 raise TypeError(

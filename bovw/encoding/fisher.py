@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sized
+
 import numpy as np
 
 from ..vocabulary import GMMVocabulary
-from .base import PyramidEncoder
+from .base import PyramidEncoder, _unpack
 from .normalization import signed_sqrt_l2
 
 __all__ = ["FisherEncoder"]
@@ -37,8 +39,9 @@ class FisherEncoder(PyramidEncoder):
     pyramid : int, str or sequence, default="1,2x2,3x1"
     improved : bool, default=True
         Signed square root and L2 (``False``: the raw Fisher vector).
-    n_words : int, default=64
-        Number of Gaussians when the encoder fits its own vocabulary.
+    n_words : int or None, default=None
+        Number of Gaussians when the encoder fits its own vocabulary; ``None``
+        chooses it from the number of training images (:meth:`new_vocabulary`).
     n_pca : int or None, default=64
         PCA dimension when the encoder fits its own vocabulary.
     whiten : bool, default=False
@@ -74,7 +77,7 @@ class FisherEncoder(PyramidEncoder):
         vocabulary: GMMVocabulary | None = None,
         pyramid="1,2x2,3x1",
         improved: bool = True,
-        n_words: int = 64,
+        n_words: int | None = None,
         n_pca: int | None = 64,
         whiten: bool = False,
         n_samples: int = 256_000,
@@ -95,10 +98,27 @@ class FisherEncoder(PyramidEncoder):
 
     vocabulary_class = GMMVocabulary
 
-    def new_vocabulary(self) -> GMMVocabulary:
-        """The unfitted PCA + GMM that :meth:`fit` fits when ``vocabulary`` is None."""
+    def new_vocabulary(self, X=None) -> GMMVocabulary:
+        """The unfitted PCA + GMM that :meth:`fit` fits (on ``X``) when ``vocabulary`` is None.
+
+        ``n_words=None`` takes the number of Gaussians from the number of images
+        in ``X``, as :func:`bovw.assembly.resolve_gmm_components` does for a run
+        (:func:`bovw.budget.auto_gmm_components`, at the default memory limit).
+        """
+        n_words = self.n_words
+        if n_words is None:
+            from ..budget import auto_gmm_components, default_memory_limit
+
+            if X is None or not isinstance(X, Sized):
+                raise ValueError(
+                    "n_words=None chooses the Gaussians from the number of training images: "
+                    "fit on a list of images, or set n_words."
+                )
+            dims = self.n_pca or (_unpack(X[0])[0].shape[1] if len(X) else 128)
+            per_gaussian = 2 * dims * self.n_cells_
+            n_words = auto_gmm_components(len(X), per_gaussian, default_memory_limit())
         return GMMVocabulary(
-            n_components=self.n_words,
+            n_components=n_words,
             n_pca=self.n_pca,
             whiten=self.whiten,
             n_samples=self.n_samples,
