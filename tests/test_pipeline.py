@@ -198,3 +198,77 @@ def test_mirror_pairs_stay_in_one_cross_validation_fold(monkeypatch):
     for rows in fitted[:-1]:  # every cross-validation fit holds both rows of a pair, or neither
         assert all((g in rows) == (g + y.size in rows) for g in range(y.size))
         assert len(rows) < Xm.shape[0]
+
+
+def test_the_gaussians_follow_the_training_size(tiny_dataset):
+    """Unset, 128 Gaussians while training stays in memory, else 64; a set number is kept."""
+    from bovw import pipeline
+    from bovw.assembly import feature_dimension, resolve_gmm_components
+    from bovw.budget import in_memory_bytes
+
+    config = Config().with_overrides({"data.path": str(tiny_dataset)}).validate()
+    assert config.codebook.gmm_components is None
+    dim_128 = feature_dimension(config.with_overrides({"codebook.gmm_components": 128}))
+    at_128 = in_memory_bytes(2 * 24, dim_128)
+    assert resolve_gmm_components(config, 24, at_128).codebook.gmm_components == 128
+    assert resolve_gmm_components(config, 24, at_128 - 1).codebook.gmm_components == 64
+    # Without mirrors the rows are half as many: 128 fits half the budget.
+    unmirrored = config.with_overrides({"encoding.mirror": False}).validate()
+    assert resolve_gmm_components(unmirrored, 24, at_128 // 2).codebook.gmm_components == 128
+    pinned = config.with_overrides({"codebook.gmm_components": 32}).validate()
+    assert resolve_gmm_components(pinned, 24, 1).codebook.gmm_components == 32
+    hist = config.with_overrides({"encoding.encoding": "hist"}).validate()
+    assert resolve_gmm_components(hist, 24, 1).codebook.gmm_components is None
+    # A run's keys are those of the number it resolved to (on this machine, 128).
+    dataset = bovw.load_dataset(tiny_dataset)
+    resolved = resolve_gmm_components(config, len(dataset.train))
+    assert pipeline.stage_keys(config, dataset) == pipeline.stage_keys(resolved, dataset)
+    other = 64 if resolved.codebook.gmm_components == 128 else 128
+    explicit = config.with_overrides({"codebook.gmm_components": other}).validate()
+    assert (
+        pipeline.stage_keys(config, dataset)["codebook"]
+        != (pipeline.stage_keys(explicit, dataset)["codebook"])
+    )
+
+
+def test_an_in_memory_run_never_assembles_the_test_split(tiny_dataset, tmp_path, monkeypatch):
+    """The test split is scored shard by shard; result.features assembles it only when read."""
+    from bovw import pipeline
+    from bovw.assembly import best_class, decision_by_blocks, mirror_scores, split_mirrored
+
+    assembled = []
+    real = pipeline._Context._assemble
+
+    def spy(self, split, sharded):
+        assembled.append(split)
+        return real(self, split, sharded)
+
+    monkeypatch.setattr(pipeline._Context, "_assemble", spy)
+    config = small_config(tiny_dataset, **{"encoding.mirror": True})
+    result = bovw.run(config, cache_dir=tmp_path / "c", progress=False)
+    assert result.training["path"] == "in-memory" and assembled == ["train"]
+    X = result.features["test"]  # assembled now, from the cached shards
+    assert assembled == ["train", "test"] and X.shape[0] == 2 * len(result.dataset.test)
+    own, mirrored = split_mirrored(X, True)
+    scores = mirror_scores(
+        decision_by_blocks(result.model, own), decision_by_blocks(result.model, mirrored)
+    )
+    predicted = result.model.classes_[best_class(scores)]
+    assert predicted.tolist() == result.metrics["predictions"]
+
+
+def test_a_fisher_encoder_left_unset_chooses_its_gaussians_from_the_images(monkeypatch):
+    from bovw import budget
+    from bovw.encoding import FisherEncoder
+
+    rng = np.random.default_rng(0)
+    images = [rng.normal(size=(300, 8)).astype(np.float32) for _ in range(10)]
+    encoder = FisherEncoder(pyramid="1", n_pca=4)
+    encoder.n_cells_ = 1  # what fit sets before it builds the vocabulary
+    # 10 rows of 1 x 2 x 4 x 128 features, twice, and the Gram matrices: 128 fits 100 kB.
+    monkeypatch.setattr(budget, "default_memory_limit", lambda: 100_000)
+    assert encoder.new_vocabulary(images).n_components == 128
+    monkeypatch.setattr(budget, "default_memory_limit", lambda: 10_000)
+    assert encoder.new_vocabulary(images).n_components == 64
+    with pytest.raises(ValueError, match="n_words=None"):
+        encoder.new_vocabulary(iter(images))
