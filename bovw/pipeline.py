@@ -464,10 +464,24 @@ class _Context:
         return sharded
 
     def _assemble(self, split: str, sharded: ShardedFeatures) -> np.ndarray:
-        """The split's matrix from its shards (read memory-mapped; a missing or corrupt
-        shard is encoded again here)."""
+        """The split's matrix from its shards (see :meth:`_shard_rows`)."""
         n, mirror = sharded.n_images, sharded.mirror
         out = np.empty(((2 if mirror else 1) * n, sharded.n_features), np.float32)
+        for rows, images in self._shard_rows(split, sharded):
+            k = len(images)
+            out[images] = rows[:k]
+            if mirror:
+                out[n + images] = rows[k:]
+        return out
+
+    def _shard_rows(self, split: str, sharded: ShardedFeatures) -> Iterator[tuple]:
+        """``(rows, images)`` of each shard in turn, read memory-mapped from the cache.
+
+        ``rows`` holds the images' rows, then (with mirroring) their mirrors';
+        ``images`` their indices in the split. A missing or corrupt shard is
+        encoded again here (and reported); with a cache that cannot be written
+        (a full disk), shards come from the encoder directly.
+        """
         memo = self.memos["encode"]
         shard_report, extract_report = BatchReport(), BatchReport()
         encoder = None
@@ -482,7 +496,7 @@ class _Context:
                     self.memos["extract"],
                     encoder,
                     shard_calls,
-                    mirror,
+                    sharded.mirror,
                     extract_report,
                     sharded.dtype,
                 )
@@ -490,16 +504,11 @@ class _Context:
             outcome = memo.get(key, compute, mmap=True)
             if outcome.problem:
                 shard_report.problems.append((str(memo.entry_path(key)), outcome.problem))
-            rows, images = outcome.value, sharded.images_of(j)
-            k = len(shard_calls)
-            out[images] = rows[:k]
-            if mirror:
-                out[n + images] = rows[k:]
-            del rows, outcome
+            yield outcome.value, sharded.images_of(j)
+            del outcome
         self.shards_recomputed[split] = len(shard_report.problems)
         self.absorb(shard_report, "encode")
         self.absorb(extract_report, "extract")
-        return out
 
     def model(self):
         if self._model is None:
@@ -604,12 +613,10 @@ class _Context:
     def _scores_by_shard(self, model, split: str) -> tuple[np.ndarray, int]:
         """Decision values of the split's images (with their mirrors'), one shard in memory
         at a time; and the number of images whose row is all zero."""
-        reader = self.shard_reader(split)
-        sharded = reader.sharded
+        sharded = self.sharded(split)
         scores = None
         empty = 0
-        for j in range(reader.n_shards):
-            rows, _ = reader.load(j)
+        for rows, images in self._shard_rows(split, sharded):
             own, mirrored = split_mirrored(rows, sharded.mirror)
             empty += int(np.count_nonzero(~own.any(axis=1)))
             shard_scores = mirror_scores(
@@ -618,7 +625,7 @@ class _Context:
             )
             if scores is None:
                 scores = np.empty((sharded.n_images, *shard_scores.shape[1:]), shard_scores.dtype)
-            scores[sharded.images_of(j)] = shard_scores
+            scores[images] = shard_scores
             del rows, own, mirrored
         return scores, empty
 

@@ -128,7 +128,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
     "codebook": (3, "2d7b312a2707660f"),
-    "encode": (3, "d1ff86bcdebe1c9f"),
+    "encode": (3, "77ffd0ef674918ec"),
     "train": (5, "a94994927946cbed"),
     "evaluate": (5, "ab6f5a9817956eab"),
 }

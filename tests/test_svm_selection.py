@@ -17,6 +17,7 @@ from sklearn.svm import LinearSVC
 from svm_data import dense_classes, histograms, sqrt_l2
 
 import bovw
+from bovw.budget import AUTO_GMM_COMPONENTS
 from bovw.cache import MISS
 from bovw.config import AUTO_WORDS, ClassifierSettings, CodebookSettings, Config
 from bovw.data import load_dataset
@@ -296,9 +297,10 @@ def test_vocabulary_defaults_are_the_settings_defaults():
     # codebook.words left unset: the words of the histogram encodings that k-means serves.
     assert kmeans["n_words"] == AUTO_WORDS["hist"] == AUTO_WORDS["soft"]
     gmm = GMMVocabulary().get_params()
-    expected = (c.gmm_components, c.pca_dims, c.whiten, c.gmm_samples, seed)
-    assert (gmm["n_components"], gmm["n_pca"], gmm["whiten"], gmm["n_samples"]) == expected[:4]
-    assert gmm["random_state"] == expected[4]
+    expected = (c.pca_dims, c.whiten, c.gmm_samples, seed)
+    assert (gmm["n_pca"], gmm["whiten"], gmm["n_samples"], gmm["random_state"]) == expected
+    # codebook.gmm_components left unset: chosen from the training size, one of these.
+    assert c.gmm_components is None and gmm["n_components"] in AUTO_GMM_COMPONENTS
 
 
 def test_docstring_examples():
