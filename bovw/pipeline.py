@@ -9,7 +9,7 @@ Length: the stages' orchestration and their cache keys, which must change togeth
     train    -> linear SVM by SGD, alpha chosen on train only: in memory with cross-
                 validation, or past the memory budget streamed from the shards with a
                 held-out part of train (bovw.budget, bovw.svm.streaming)
-    evaluate -> predictions and metrics on the test split
+    evaluate -> predictions and metrics on the test split, scored one shard at a time
 
 Each stage's cache key (:mod:`bovw.cache.memo`) is built from small inputs
 only: content hashes of the images, the ``get_params()`` of the estimators the
@@ -361,7 +361,7 @@ class _Context:
         self._features: dict[str, np.ndarray] = {}
         #: Per split: (shards found in the cache, shards in all), for the stage status.
         self.shards_reused: dict[str, tuple[int, int]] = {}
-        #: Per split: shards found corrupt (and encoded again) when the matrix was assembled.
+        #: Per split: shards found corrupt (and encoded again) when they were read.
         self.shards_recomputed: dict[str, int] = {}
         rows = (2 if config.encoding.mirror else 1) * len(dataset.train)
         dim = feature_dimension(config)
@@ -588,7 +588,7 @@ class _Context:
         return ShardReader(memo, sharded)
 
     def _evaluate(self) -> dict[str, Any]:
-        """Test metrics: from the assembled matrix in memory, else shard by shard."""
+        """Test metrics, the split scored shard by shard (or from its matrix, if assembled)."""
         model = self.model()
         y = self.dataset.labels("test")
         t = time.perf_counter()

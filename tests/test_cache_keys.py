@@ -127,10 +127,10 @@ STAGE_SOURCES = {
 #: either way, record the new hash here.
 RECORDED = {
     "extract": (2, "3a29882fb4c29e00"),
-    "codebook": (3, "2d7b312a2707660f"),
+    "codebook": (3, "8c2b7525c69bb447"),
     "encode": (3, "77ffd0ef674918ec"),
     "train": (5, "a94994927946cbed"),
-    "evaluate": (5, "ab6f5a9817956eab"),
+    "evaluate": (5, "d5e283c4d6ebff30"),
 }
 
 

@@ -77,6 +77,9 @@ class GMMVocabulary(BaseEstimator):
         Diagonal covariances ``sigma_k^2``.
     n_samples_used_ : int
     n_features_in_ : int
+    n_iter_, converged_, lower_bound_ : int, bool, float
+        EM iterations run, whether EM stopped on ``EM_TOL`` (rather than
+        ``max_iter``), and the mean log-likelihood per sample descriptor.
 
     References
     ----------
