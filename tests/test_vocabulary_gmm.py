@@ -171,3 +171,15 @@ def test_docstring_examples():
     import bovw.vocabulary.gmm
 
     assert doctest.testmod(bovw.vocabulary.gmm).failed == 0
+
+
+def test_posteriors_are_never_subnormal():
+    """Far-off Gaussians give posteriors floored at a normal float32, not subnormals (slow BLAS)."""
+    means = np.array([[0.0, 0.0], [30.0, 0.0], [0.0, 60.0]], dtype=np.float32)
+    gmm = GMMVocabulary.from_arrays(np.full(3, 1 / 3), means, np.ones((3, 2), np.float32))
+    Z = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+    P = gmm.posteriors(Z)
+    tiny = np.finfo(np.float32).tiny
+    # Without the floor, exp(-450) and exp(-1800) would be subnormal or zero.
+    assert P[:, 1:].max() < 1e-30 and P[:, 1:].min() >= tiny
+    np.testing.assert_allclose(P, _reference_posteriors(Z, gmm), atol=1e-6)

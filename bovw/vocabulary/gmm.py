@@ -22,6 +22,13 @@ from .sampling import as_descriptors, as_sample, chunk_rows
 
 __all__ = ["FittedMixture", "GMMVocabulary", "fit_diagonal_gmm"]
 
+#: Log-posterior ratios are floored here before ``exp``: below about -87, float32
+#: ``exp`` gives subnormal numbers, and BLAS products over subnormals run many times
+#: slower (measured: Fisher encoding at 128 Gaussians 3x slower, with 4 % of the
+#: posteriors subnormal). ``exp(-80)`` is 1.8e-35, a normal number that changes no
+#: sum it enters by more than float32 rounding.
+LOG_POSTERIOR_FLOOR = -80.0
+
 #: EM stops when the mean log-likelihood per descriptor changes by less than this
 #: (scikit-learn's ``GaussianMixture`` default).
 EM_TOL = 1e-3
@@ -314,6 +321,7 @@ class GMMVocabulary(BaseEstimator):
         """Soft assignments ``gamma_t(k)`` of projected rows ``Z`` (n, K), float32."""
         ll = self.log_likelihoods(Z)
         ll -= ll.max(axis=1, keepdims=True)
+        np.maximum(ll, LOG_POSTERIOR_FLOOR, out=ll)
         np.exp(ll, out=ll)
         ll /= ll.sum(axis=1, keepdims=True)
         return ll
@@ -434,6 +442,7 @@ def fit_diagonal_gmm(
             gamma += const
             top = gamma.max(axis=1, keepdims=True)
             gamma -= top
+            np.maximum(gamma, LOG_POSTERIOR_FLOOR, out=gamma)
             np.exp(gamma, out=gamma)
             norm = gamma.sum(axis=1, keepdims=True)
             gamma /= norm
