@@ -61,9 +61,10 @@ def default_memory_limit() -> int:
 #: The Gaussians that ``codebook.gmm_components`` left unset stands for: the first
 #: whose training features still train in memory. More Gaussians validate better on
 #: both benchmarks' training splits (benchmarks/RESULTS.md, "Defaults: the evidence"),
-#: 256 too, but past 128 the 15-Scene protocol passes its time target (10 minutes
-#: cold on 2 cores); past the memory budget, features are encoded at 64 so that a
-#: large dataset's shards stay affordable on disk (CIFAR-10: 31 GB at 64).
+#: 256 too, but 256 would hold 15-Scene's training features in memory only past the
+#: 4 GB peak its protocol must keep (6.3 GB counted); past the memory budget, features
+#: are encoded at 64 so that a large dataset's shards stay affordable on disk
+#: (CIFAR-10: 31 GB at 64).
 AUTO_GMM_COMPONENTS = (128, 64)
 
 

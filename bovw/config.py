@@ -292,13 +292,14 @@ class EncodingSettings:
         flag="--normalize",
         choices=NORMALIZATIONS,
     )
-    # Sparse statistics: 1.6x faster encoding at 64 Gaussians, 2.6x at 256, Fisher vectors
-    # at cosine 0.9999 to the exact ones (benchmarks/fisher_speed.py; the accuracy on
-    # validation folds is in benchmarks/RESULTS.md, "Validation of the defaults").
+    # Sparse statistics: Fisher vectors at cosine 0.9999 to the exact ones, but since
+    # posteriors are kept out of the subnormal range, not faster (0.8-0.9x of the exact
+    # path, benchmarks/fisher_speed.py); and 0.1-0.2 points lower on the 15-Scene
+    # validation folds (benchmarks/RESULTS.md, "Validation of the defaults").
     posterior_threshold: float = setting(
         0.0,
         "Fisher vector posteriors below this count as zero, so that the statistics are sparse "
-        "products (faster with many Gaussians; 0: every posterior, the exact vector).",
+        "products (0: every posterior, the exact vector; measured no faster, see RESULTS.md).",
         flag="--posterior-threshold",
         range=Range(0.0, 0.1),
     )

@@ -70,8 +70,8 @@ class GMMVocabulary(BaseEstimator):
         BLAS / OpenMP threads during :meth:`fit`, as in
         :class:`KMeansCodebook`; ``None`` leaves the libraries' setting.
         Measured (``benchmarks/gmm_speed.py``): 256,000 dense SIFT descriptors
-        of 15-Scene in PCA 64, one core: 3.4 s of k-means++ seeding, then 0.18 s
-        per EM iteration at 64 Gaussians, 0.40 s at 128 (EM stops when the
+        of 15-Scene in PCA 64, one core: 5 s of k-means++ seeding, then 0.24 s
+        per EM iteration at 64 Gaussians, 0.45 s at 128 (EM stops when the
         likelihood stops improving, 100 iterations at most).
 
     Attributes
@@ -376,8 +376,8 @@ def fit_diagonal_gmm(
     log-likelihood changes by less than ``tol``). The two agree to float32
     rounding step by step, though over many iterations on real descriptors
     their trajectories drift apart (a few 1e-3 of mean log-likelihood). It is
-    3 to 4 times faster (one core, 256,000 dense SIFT descriptors in PCA 64: 0.18 s
-    an iteration for 64 Gaussians against 0.66 s, 1.02 s for 256 against 3.13 s;
+    4 to 8 times faster (one core, 256,000 dense SIFT descriptors in PCA 64: 0.24 s
+    an iteration for 64 Gaussians against 1.10 s, 0.46 s for 256 against 3.79 s;
     ``benchmarks/gmm_speed.py``): each E-step is three float32 matrix products per chunk of rows (the
     posteriors as in :meth:`GMMVocabulary.log_likelihoods`), and the M-step's
     sufficient statistics ``sum gamma``, ``sum gamma z``, ``sum gamma z^2`` are
