@@ -31,9 +31,12 @@ def _kernel_name() -> str:
 def test_notebook_runs(path: Path, tmp_path, monkeypatch):
     if "cnn" in path.stem:
         pytest.importorskip("torch")
-    # The kernel inherits the environment: a fresh cache, and the quick settings (the CNN
-    # notebook trains for 2 epochs instead of 30).
+    # The kernel inherits the environment: a fresh cache, the quick settings (the CNN
+    # notebook trains for 2 epochs instead of 30), and a temporary folder of the test's own
+    # for the caches and run folders the notebooks make with tempfile (not left in /tmp).
     monkeypatch.setenv("BOVW_CACHE_DIR", str(tmp_path / "cache"))
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
     monkeypatch.setenv("BOVW_NOTEBOOK_QUICK", "1")
     nb = nbformat.read(path, as_version=4)
     client = nbclient.NotebookClient(
