@@ -3,7 +3,7 @@
 On real descriptors (dense SIFT at the defaults of a sample of 15-Scene training
 images, RootSIFT, PCA 64 as a run fits them), one BLAS thread, side by side in one
 run: ``sklearn.mixture.GaussianMixture(covariance_type="diag",
-init_params="k-means++")`` and :func:`bovw.vocabulary.gmm.fit_diagonal_gmm`,
+init_params="k-means++")`` and :func:`bovw.vocabulary.em.fit_diagonal_gmm`,
 the same seeding, variance floor and a fixed number of EM iterations (``tol=0``),
 for K = 64, 128 and 256 Gaussians. Prints seconds per EM iteration and of the
 seeding (thread CPU time), the speed-up, and how far apart the two mixtures end
@@ -45,7 +45,7 @@ def main() -> None:
 
     from bovw import assembly
     from bovw.config import Config
-    from bovw.vocabulary.gmm import fit_diagonal_gmm
+    from bovw.vocabulary.em import fit_diagonal_gmm
     from bovw.vocabulary.sampling import as_sample
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])

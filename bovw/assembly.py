@@ -100,6 +100,7 @@ def build_vocabulary(config: Config):
             n_pca=c.pca_dims or None,
             whiten=c.whiten,
             n_samples=c.gmm_samples,
+            mirror_symmetric=c.mirror_symmetric,
             random_state=seed,
         )
     return KMeansCodebook(n_words=c.words, n_samples=c.samples, random_state=seed)
@@ -125,6 +126,7 @@ def encoder_params(config: Config) -> dict[str, Any]:
             whiten=c.whiten,
             n_samples=c.gmm_samples,
             posterior_threshold=e.posterior_threshold,
+            mirror_symmetric=c.mirror_symmetric,
         )
     else:
         params.update(n_words=c.words, n_samples=c.samples)
@@ -273,12 +275,31 @@ def encode_with_mirrors(encoder, features: list[ImageFeatures], mirror: bool) ->
 
     The mirrored image's descriptors are a fixed permutation of the original's
     (:func:`bovw.features.mirror_features`), so mirroring costs an encoding, not
-    an extraction. Layout: ``n`` rows, then (with ``mirror``) ``n`` more, row
+    an extraction, and with a mirror-symmetric vocabulary not even that
+    (:func:`encode_mirrors`). Layout: ``n`` rows, then (with ``mirror``) ``n`` more, row
     ``n + i`` the mirror of row ``i``.
     """
-    if mirror:
-        features = list(features) + [mirror_features(f) for f in features]
-    return encoder.transform(features).astype(np.float32, copy=False)
+    rows = encoder.transform(features).astype(np.float32, copy=False)
+    if not mirror:
+        return rows
+    return np.concatenate([rows, encode_mirrors(encoder, features, rows)])
+
+
+def encode_mirrors(encoder, features: list[ImageFeatures], rows: np.ndarray) -> np.ndarray:
+    """The encoded rows of the mirrors of ``features``, whose own rows are ``rows``.
+
+    With a mirror-symmetric vocabulary (``codebook.mirror_symmetric``) they are
+    a signed permutation of ``rows`` (:meth:`bovw.encoding.FisherEncoder.mirror_permutation`),
+    else the mirrored features are encoded.
+    """
+    permutation = encoder.mirror_permutation()
+    if permutation is None:
+        mirrored = encoder.transform([mirror_features(f) for f in features])
+        return mirrored.astype(np.float32, copy=False)
+    index, signs = permutation
+    mirrored = np.asarray(rows, dtype=np.float32)[:, index]
+    mirrored *= signs
+    return mirrored
 
 
 def training_targets(y: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:

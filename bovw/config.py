@@ -265,6 +265,16 @@ class CodebookSettings:
         64, "PCA dimensions before the GMM (0: no PCA).", flag="--pca-dims", range=Range(0)
     )
     whiten: bool = setting(False, "Whiten the PCA components before the GMM.")
+    # With --mirror, the mirrored images' Fisher vectors then cost no encoding
+    # (bovw.vocabulary.mirror); the default is set by validation (benchmarks/RESULTS.md).
+    mirror_symmetric: bool = setting(
+        False,
+        "Fit the PCA and GMM (fisher) on the descriptors and their left-right mirrors, with "
+        "the Gaussians in mirror pairs, so that with --mirror a mirrored image's Fisher vector "
+        "is a signed permutation of its own instead of a second encoding (needs an even "
+        "--gmm-components).",
+        flag="--mirror-symmetric",
+    )
 
 
 @dataclass(frozen=True)
@@ -443,6 +453,13 @@ class Config:
                 setting="codebook.pca_dims",
             )
         if e.encoding == "fisher":
+            if c.mirror_symmetric and c.gmm_components is not None and c.gmm_components % 2:
+                raise ConfigError(
+                    "Setting codebook.gmm_components must be even with "
+                    f"codebook.mirror_symmetric (its Gaussians come in mirror pairs), not "
+                    f"{c.gmm_components}; choose an even number or --no-mirror-symmetric.",
+                    setting="codebook.gmm_components",
+                )
             for name, value in (("gmm_components", c.gmm_components), ("pca_dims", c.pca_dims)):
                 if value is not None and value > c.gmm_samples:
                     raise ConfigError(

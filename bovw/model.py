@@ -19,10 +19,17 @@ import cv2
 import numpy as np
 from sklearn.preprocessing import normalize as _l2_normalize
 
-from .assembly import build_encoder, features_of, image_features, mirror_scores, read_for_sift
+from .assembly import (
+    build_encoder,
+    encode_mirrors,
+    features_of,
+    image_features,
+    mirror_scores,
+    read_for_sift,
+)
 from .config import Config
 from .data import BadInputError
-from .features import ImageFeatures, mirror_features
+from .features import ImageFeatures
 from .svm import KERNEL_MAPS, make_kernel_map
 
 __all__ = ["KERNEL_MAPS", "BoVWModel", "Prediction"]
@@ -233,9 +240,10 @@ class BoVWModel:
         its own and its mirror's, as the pipeline's evaluation scores them.
         """
         items = [f if isinstance(f, ImageFeatures) else self.features([f])[0] for f in images]
-        scores = self.decision_from_vectors(self.transform(items))
+        vectors = self.transform(items)
+        scores = self.decision_from_vectors(vectors)
         if self.config.encoding.mirror and items:
-            mirrored = self.transform([mirror_features(f) for f in items])
+            mirrored = encode_mirrors(self.encoder_, items, vectors)
             scores = mirror_scores(scores, self.decision_from_vectors(mirrored))
         return scores
 
@@ -340,7 +348,7 @@ class BoVWModel:
                 features = image_features(read_for_sift(item, sift), sift)
                 row = self.encoder_.encode_one(features)
                 if mirror:
-                    mirrored.append(self.encoder_.encode_one(mirror_features(features)))
+                    mirrored.append(encode_mirrors(self.encoder_, [features], row[None])[0])
                 rows.append(row)
                 where.append(len(out))
                 out.append(Prediction(path=name, no_descriptors=len(features) == 0))

@@ -499,7 +499,10 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
         if config.encoding.encoding != "fisher":
             raise ValueError("a GMM vocabulary needs the fisher encoding")
         vocabulary = _gmm_from_arrays(
-            arrays, bool(vocab_meta.get("whiten", False)), bool(vocab_meta.get("pca", False))
+            arrays,
+            bool(vocab_meta.get("whiten", False)),
+            bool(vocab_meta.get("pca", False)),
+            bool(vocab_meta.get("mirror_symmetric", False)),
         )
         vocabulary.set_params(chunk_size=vocab_meta.get("chunk_size"))
     coef, intercept, svm_classes = arrays["coef"], arrays["intercept"], arrays["classes"]
@@ -534,10 +537,12 @@ def _rebuild(meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> BoVWModel:
     return model
 
 
-def _gmm_from_arrays(arrays: dict[str, np.ndarray], whiten: bool, pca: bool) -> GMMVocabulary:
-    kwargs = {}
+def _gmm_from_arrays(
+    arrays: dict[str, np.ndarray], whiten: bool, pca: bool, mirror_symmetric: bool
+) -> GMMVocabulary:
+    kwargs: dict[str, Any] = {"mirror_symmetric": mirror_symmetric}
     if pca:
-        kwargs = {
+        kwargs |= {
             "pca_mean": arrays["pca_mean"],
             "pca_components": arrays["pca_components"],
             "pca_explained_variance": arrays["pca_explained_variance"],
@@ -580,6 +585,7 @@ def model_metadata(model: BoVWModel) -> dict[str, Any]:
             "n_features_in": int(v.n_features_in_),
             "pca": v.pca_ is not None,
             "whiten": bool(v.whiten),
+            "mirror_symmetric": bool(v.mirror_symmetric),
         }
     else:
         vocab = {

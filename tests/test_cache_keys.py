@@ -39,6 +39,8 @@ import bovw.pipeline as pipeline
 import bovw.report
 import bovw.svm
 import bovw.vocabulary
+import bovw.vocabulary.em
+import bovw.vocabulary.mirror
 from bovw.config import Config
 from bovw.data import load_dataset
 from bovw.encoding import FisherEncoder, HistogramEncoder
@@ -73,6 +75,8 @@ STAGE_SOURCES = {
         bovw.vocabulary.sampling,
         bovw.vocabulary.kmeans,
         bovw.vocabulary.gmm,
+        bovw.vocabulary.em,
+        bovw.vocabulary.mirror,
         assembly.build_vocabulary,
         pipeline._Context._fit_vocabulary,
     ],
@@ -88,6 +92,7 @@ STAGE_SOURCES = {
         assembly.encoder_params,
         assembly.build_encoder,
         assembly.encode_with_mirrors,
+        assembly.encode_mirrors,
         pipeline._Context._encode,
         pipeline._Context._assemble,
         pipeline.ShardedFeatures,
@@ -126,9 +131,9 @@ STAGE_SOURCES = {
 #: changes: if its results may change, raise its number in bovw.pipeline.REVISIONS;
 #: either way, record the new hash here.
 RECORDED = {
-    "extract": (2, "3a29882fb4c29e00"),
-    "codebook": (4, "1f42fcf556b86fc3"),
-    "encode": (4, "77ffd0ef674918ec"),
+    "extract": (2, "be993d6127b3f9b9"),
+    "codebook": (4, "2c0183dfff95c343"),
+    "encode": (4, "9abb4acd613b789c"),
     "train": (5, "a94994927946cbed"),
     "evaluate": (5, "d5e283c4d6ebff30"),
 }
@@ -191,6 +196,7 @@ FLIPS = {
     "codebook.gmm_components": (32, FROM_CODEBOOK),
     "codebook.pca_dims": (32, FROM_CODEBOOK),
     "codebook.whiten": (True, FROM_CODEBOOK),
+    "codebook.mirror_symmetric": (True, FROM_CODEBOOK),
     "encoding.encoding": ("vlad", FROM_CODEBOOK),
     "encoding.pyramid": ("1,2", FROM_ENCODE),
     "encoding.normalize": ("l1", set()),  # hist and soft only
@@ -273,7 +279,7 @@ ESTIMATORS = [
         GMMVocabulary,
         {},
         FROM_CODEBOOK,
-        {"n_components", "n_pca", "whiten", "n_samples", "random_state"},
+        {"n_components", "n_pca", "whiten", "n_samples", "random_state", "mirror_symmetric"},
     ),
     (
         KMeansCodebook,
@@ -294,6 +300,7 @@ ESTIMATORS = [
             "n_samples",
             "random_state",
             "posterior_threshold",
+            "mirror_symmetric",
         },
     ),
     (

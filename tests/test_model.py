@@ -105,6 +105,7 @@ def test_predict_cli_reproduces_the_run_accuracy(run_dir, data):
         {"encoding.encoding": "fisher"},
         {"sift.max_side": 48, "sift.color": "opponent", "sift.root": True},
         {"encoding.encoding": "fisher", "encoding.mirror": True},
+        {"encoding.encoding": "fisher", "encoding.mirror": True, "codebook.mirror_symmetric": True},
     ],
     ids=[
         "hist",
@@ -114,6 +115,7 @@ def test_predict_cli_reproduces_the_run_accuracy(run_dir, data):
         "fisher",
         "resized-colour-rootsift",
         "fisher-mirror",
+        "fisher-mirror-symmetric",
     ],
 )
 def test_loaded_model_reproduces_pipeline_exactly(overrides, data, cache, tmp_path):
@@ -129,6 +131,12 @@ def test_loaded_model_reproduces_pipeline_exactly(overrides, data, cache, tmp_pa
         np.testing.assert_array_equal(
             model.predict_indices(X[:n], X[n:]), result.metrics["predictions"]
         )
+        permutation = model.encoder_.mirror_permutation()
+        assert (permutation is not None) == result.config.codebook.mirror_symmetric
+        if permutation is not None:
+            # The mirrors' rows were not encoded: they are the signed permutation.
+            index, signs = permutation
+            np.testing.assert_array_equal(X[n:], X[:n][:, index] * signs)
         X = X[:n]
     else:
         np.testing.assert_array_equal(model.predict_indices(X), result.metrics["predictions"])

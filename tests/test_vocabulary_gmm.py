@@ -7,7 +7,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from bovw.vocabulary import GMMVocabulary
-from bovw.vocabulary.gmm import fit_diagonal_gmm
+from bovw.vocabulary.em import fit_diagonal_gmm
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -183,3 +183,43 @@ def test_posteriors_are_never_subnormal():
     # Without the floor, exp(-450) and exp(-1800) would be subnormal or zero.
     assert P[:, 1:].max() < 1e-30 and P[:, 1:].min() >= tiny
     np.testing.assert_allclose(P, _reference_posteriors(Z, gmm), atol=1e-6)
+
+
+def _swap_halves(Z):
+    """A mirror for the tests: swap the two halves of the columns; an odd last one is negated."""
+    from bovw.vocabulary.mirror import MirrorMap
+
+    half = Z.shape[1] // 2
+    perm = np.r_[np.arange(half, 2 * half), np.arange(half), np.arange(2 * half, Z.shape[1])]
+    signs = np.ones(Z.shape[1])
+    signs[2 * half :] = -1.0  # an odd last column is its own mirror, negated
+    return MirrorMap(perm, signs)
+
+
+def test_mirror_paired_em_is_em_on_the_rows_and_their_mirrors():
+    """Pooled statistics = plain EM on [Z; mirror(Z)] started from the seeds and their mirrors."""
+    from sklearn.cluster import kmeans_plusplus
+
+    Z, reg = _blobs(n=3000, d=7, centers=4, seed=2), 0.01
+    mirror = _swap_halves(Z)
+    assert np.array_equal(mirror.perm[mirror.perm], np.arange(7)) and mirror.signs[-1] == -1
+    _, seeds = kmeans_plusplus(Z, 3, random_state=np.random.RandomState(5))
+    doubled = np.concatenate([Z, mirror.apply(Z)])
+    w, mu, var = _reference_em(doubled, np.r_[seeds, seeds + len(Z)], reg, iterations=5)
+    fit = fit_diagonal_gmm(
+        Z, 6, reg_covar=reg, max_iter=5, tol=0, random_state=5, chunk_size=311, mirror=mirror
+    )
+    np.testing.assert_allclose(fit.weights, w, atol=1e-5)
+    np.testing.assert_allclose(fit.means, mu, atol=1e-3)
+    np.testing.assert_allclose(fit.variances, var, rtol=1e-3)
+    # The pairs are exact mirrors, not merely close.
+    pairs = (np.arange(6) + 3) % 6
+    assert np.array_equal(mirror.apply(fit.means), fit.means[pairs])
+    assert np.array_equal(fit.variances[:, mirror.perm], fit.variances[pairs])
+    assert np.array_equal(fit.weights, fit.weights[pairs])
+
+
+def test_mirror_paired_em_needs_an_even_number_of_gaussians():
+    Z = _blobs(n=500, d=4)
+    with pytest.raises(ValueError, match="even number"):
+        fit_diagonal_gmm(Z, 5, reg_covar=0.01, mirror=_swap_halves(Z))

@@ -138,6 +138,15 @@ class PyramidEncoder(TransformerMixin, BaseEstimator):
         self.n_features_out_ = self.n_cells_ * self._cell_dim()
         return self
 
+    def mirror_permutation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(index, signs)`` with ``X[:, index] * signs`` the vectors of the mirrored images.
+
+        None (here): the encoding of a mirrored image must be computed. An encoder
+        whose vocabulary is mirror-symmetric overrides it
+        (:meth:`bovw.encoding.FisherEncoder.mirror_permutation`).
+        """
+        return None
+
     def _check_params(self) -> None:
         """Validate encoder parameters before any (costly) vocabulary fit."""
         normalize = getattr(self, "normalize", "none")

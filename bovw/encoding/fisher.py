@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sized
 
 import numpy as np
+from sklearn.utils.validation import check_is_fitted
 
 from ..vocabulary import GMMVocabulary
 from .base import PyramidEncoder, _unpack
@@ -56,6 +57,11 @@ class FisherEncoder(PyramidEncoder):
         the statistics are sums over the remaining (descriptor, Gaussian) pairs, a
         sparse product; 0 keeps every posterior (dense products, the exact vector).
         A descriptor is near few of many Gaussians, so with K = 256 most pairs drop.
+    mirror_symmetric : bool, default=False
+        Fit the encoder's own vocabulary mirror-symmetric
+        (:class:`~bovw.vocabulary.GMMVocabulary`), so that
+        :meth:`mirror_permutation` gives the mirrored images' vectors without
+        encoding them. A given ``vocabulary`` is symmetric or not as it was fitted.
 
     Attributes
     ----------
@@ -84,6 +90,7 @@ class FisherEncoder(PyramidEncoder):
         random_state: int | None = 0,
         chunk_size: int | None = None,
         posterior_threshold: float = 0.0,
+        mirror_symmetric: bool = False,
     ):
         self.vocabulary = vocabulary
         self.pyramid = pyramid
@@ -95,6 +102,7 @@ class FisherEncoder(PyramidEncoder):
         self.random_state = random_state
         self.chunk_size = chunk_size
         self.posterior_threshold = posterior_threshold
+        self.mirror_symmetric = mirror_symmetric
 
     vocabulary_class = GMMVocabulary
 
@@ -123,7 +131,57 @@ class FisherEncoder(PyramidEncoder):
             whiten=self.whiten,
             n_samples=self.n_samples,
             random_state=self.random_state,
+            mirror_symmetric=self.mirror_symmetric,
         )
+
+    def mirror_permutation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(index, signs)``: ``X[:, index] * signs`` are the Fisher vectors of the mirrored images.
+
+        Only with a mirror-symmetric vocabulary (``GMMVocabulary(mirror_symmetric=True)``;
+        None otherwise). The mirrored image's descriptors are the mirrors
+        ``M z`` of the image's, in the mirrored pyramid cells, and Gaussian ``k``
+        is the mirror of its partner ``m(k)``, so (:mod:`bovw.vocabulary.mirror`)::
+
+            u'[cell, k, j] = s_j u[mirror cell, m(k), p(j)]
+            v'[cell, k, j] =     v[mirror cell, m(k), p(j)]
+
+        with ``M z = s * z[p]``. The signed square root and the L2 norm commute
+        with a signed permutation. The mirror of a pyramid cell is the cell at the
+        same row and the mirrored column. Encoding the mirrored features
+        (:func:`bovw.features.mirror_features`) gives the same vector except for
+        keypoints within a pixel of a vertical cell boundary:
+        :func:`bovw.encoding.pyramid.cell_indices` cuts columns at ``x = c W / C``,
+        which the mirror ``x -> W - 1 - x`` maps onto a cut only when ``C``
+        divides ``W``. Either is the mirror image's encoding, up to which column
+        such a keypoint is counted in.
+        """
+        check_is_fitted(self, "vocabulary_")
+        gmm = self.vocabulary_
+        pairs = getattr(gmm, "mirror_pairs_", None)
+        if pairs is None:
+            return None
+        cached = getattr(self, "_mirror_cache", None)
+        if cached is not None and cached[0] is gmm.means_ and cached[1] == self.grids_:
+            return cached[2]
+        K, D = gmm.means_.shape
+        mirror = gmm.mirror_map_
+        cells = []
+        offset = 0
+        for rows, cols in self.grids_:
+            r, c = np.divmod(np.arange(rows * cols), cols)
+            cells.append(offset + r * cols + (cols - 1 - c))
+            offset += rows * cols
+        cell = np.concatenate(cells)
+        # Source position of each output (cell, part, k, j), in the layout of _encode.
+        src = (
+            (cell[:, None, None, None] * 2 + np.arange(2)[None, :, None, None]) * K
+            + pairs[None, None, :, None]
+        ) * D + mirror.perm[None, None, None, :]
+        signs = np.ones((self.n_cells_, 2, K, D), dtype=np.float32)
+        signs[:, 0] = mirror.signs.astype(np.float32)
+        result = (src.ravel(), signs.ravel())
+        self._mirror_cache = (gmm.means_, self.grids_, result)
+        return result
 
     def _cell_dim(self) -> int:
         return int(2 * self.vocabulary_.means_.size)

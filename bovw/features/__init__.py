@@ -50,6 +50,24 @@ def _sift_mirror_permutation() -> np.ndarray:
 _MIRROR = _sift_mirror_permutation()
 
 
+def sift_mirror_permutation(n_dims: int) -> np.ndarray:
+    """The permutation of a (colour) SIFT descriptor of ``n_dims`` values under a mirror.
+
+    ``descriptor[perm]`` is the descriptor of the mirrored patch; each 128-value
+    channel is permuted in place (:func:`_sift_mirror_permutation`).
+
+    Raises
+    ------
+    ValueError
+        If ``n_dims`` is not a positive multiple of 128 (not SIFT).
+    """
+    if n_dims % 128 or n_dims <= 0:
+        raise ValueError(
+            f"Mirroring needs SIFT descriptors (128 per channel), not {n_dims} values."
+        )
+    return np.concatenate([_MIRROR + 128 * c for c in range(n_dims // 128)])
+
+
 def mirror_features(features: ImageFeatures) -> ImageFeatures:
     """The dense SIFT features of the left-right mirror of the image, without extracting.
 
@@ -68,10 +86,7 @@ def mirror_features(features: ImageFeatures) -> ImageFeatures:
         If the descriptor length is not a multiple of 128 (not SIFT).
     """
     descriptors = features.descriptors
-    d = descriptors.shape[1] if descriptors.ndim == 2 else 0
-    if d % 128 or d == 0:
-        raise ValueError(f"Mirroring needs SIFT descriptors (128 per channel), not {d} values.")
-    perm = np.concatenate([_MIRROR + 128 * c for c in range(d // 128)])
+    perm = sift_mirror_permutation(descriptors.shape[1] if descriptors.ndim == 2 else 0)
     frames = features.frames.copy()
     frames[:, 0] = features.width - 1 - frames[:, 0]
     return ImageFeatures(frames, descriptors[:, perm], features.width, features.height)

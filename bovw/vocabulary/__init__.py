@@ -5,6 +5,8 @@ One family per module::
     sampling    descriptor sets, the even random sample, memory-bounded chunks
     kmeans      KMeansCodebook: mini-batch k-means words, BLAS assignment
     gmm         GMMVocabulary: PCA + diagonal Gaussian mixture, posteriors
+    em          fit_diagonal_gmm: the mixture's EM, chunked in float32
+    mirror      mirror-symmetric PCA and Gaussian pairs (free mirrored Fisher vectors)
 
 See :mod:`bovw.vocabulary.sampling` for the conventions (descriptors are rows,
 all-zero descriptors are left out of the sample).

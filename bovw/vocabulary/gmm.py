@@ -7,31 +7,20 @@ time); the sample conventions are those of :mod:`bovw.vocabulary.sampling`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import NamedTuple
 
 import numpy as np
 from sklearn.base import BaseEstimator
-from sklearn.cluster import kmeans_plusplus
 from sklearn.decomposition import PCA
 from sklearn.utils.validation import check_is_fitted
 from threadpoolctl import threadpool_limits
 
+from ..features import sift_mirror_permutation
 from ..progress import progress_bar
+from .em import LOG_POSTERIOR_FLOOR, FittedMixture, fit_diagonal_gmm
+from .mirror import MirrorMap, mirror_pairs, pca_mirror_map, symmetric_pca
 from .sampling import as_descriptors, as_sample, chunk_rows
 
 __all__ = ["FittedMixture", "GMMVocabulary", "fit_diagonal_gmm"]
-
-#: Log-posterior ratios are floored here before ``exp``: below about -87, float32
-#: ``exp`` gives subnormal numbers, and BLAS products over subnormals run many times
-#: slower (measured: Fisher encoding at 128 Gaussians 3x slower, with 4 % of the
-#: posteriors subnormal). ``exp(-80)`` is 1.8e-35, a normal number that changes no
-#: sum it enters by more than float32 rounding.
-LOG_POSTERIOR_FLOOR = -80.0
-
-#: EM stops when the mean log-likelihood per descriptor changes by less than this
-#: (scikit-learn's ``GaussianMixture`` default).
-EM_TOL = 1e-3
 
 
 class GMMVocabulary(BaseEstimator):
@@ -66,6 +55,12 @@ class GMMVocabulary(BaseEstimator):
     random_state : int or None, default=0
     chunk_size : int or None, default=None
         Descriptors per posterior chunk; ``None`` sizes chunks to ~16 MiB.
+    mirror_symmetric : bool, default=False
+        Fit the PCA on the descriptors and their left-right mirrors, and the
+        Gaussians in mirror pairs (:mod:`bovw.vocabulary.mirror`), so that a
+        mirrored image's Fisher vector is a signed permutation of the image's own
+        (:meth:`bovw.encoding.FisherEncoder.mirror_vectors`). Needs SIFT
+        descriptors and an even ``n_components``.
     n_threads : int or None, default=1
         BLAS / OpenMP threads during :meth:`fit`, as in
         :class:`KMeansCodebook`; ``None`` leaves the libraries' setting.
@@ -85,8 +80,12 @@ class GMMVocabulary(BaseEstimator):
     n_samples_used_ : int
     n_features_in_ : int
     n_iter_, converged_, lower_bound_ : int, bool, float
-        EM iterations run, whether EM stopped on ``EM_TOL`` (rather than
+        EM iterations run, whether EM stopped on ``bovw.vocabulary.em.EM_TOL`` (rather than
         ``max_iter``), and the mean log-likelihood per sample descriptor.
+    mirror_map_ : MirrorMap or None
+        With ``mirror_symmetric``: the left-right mirror in the projected space.
+    mirror_pairs_ : ndarray of shape (K,) or None
+        With ``mirror_symmetric``: the mirror partner of each Gaussian.
 
     References
     ----------
@@ -117,6 +116,7 @@ class GMMVocabulary(BaseEstimator):
         init_params: str = "k-means++",
         random_state: int | None = 0,
         chunk_size: int | None = None,
+        mirror_symmetric: bool = False,
         n_threads: int | None = 1,
     ):
         self.n_components = n_components
@@ -128,6 +128,7 @@ class GMMVocabulary(BaseEstimator):
         self.init_params = init_params
         self.random_state = random_state
         self.chunk_size = chunk_size
+        self.mirror_symmetric = mirror_symmetric
         self.n_threads = n_threads
 
     def fit(self, descriptor_sets, y=None, *, progress: bool = False) -> GMMVocabulary:
@@ -165,10 +166,21 @@ class GMMVocabulary(BaseEstimator):
                 "use fewer components or more images."
             )
         self.n_features_in_ = d
+        mirror = None
+        if self.mirror_symmetric:
+            if K % 2:
+                raise ValueError(
+                    f"A mirror-symmetric vocabulary pairs its Gaussians: n_components must be "
+                    f"even, got {K}."
+                )
+            mirror = MirrorMap.permutation(sift_mirror_permutation(d))
         if self.n_pca is not None:
             n_pca = int(min(self.n_pca, d, m))
             self.pca_ = PCA(n_components=n_pca, whiten=self.whiten, random_state=self.random_state)
-            Z = self.pca_.fit_transform(sample).astype(np.float32)
+            if mirror is None:
+                Z = self.pca_.fit_transform(sample).astype(np.float32)
+            else:
+                Z, mirror = self._fit_symmetric_pca(sample, mirror.perm, n_pca)
         else:
             self.pca_ = None
             Z = sample
@@ -187,6 +199,7 @@ class GMMVocabulary(BaseEstimator):
                 init_params=self.init_params,
                 random_state=self.random_state,
                 chunk_size=self.chunk_size,
+                mirror=mirror,
                 on_iteration=None if bar is None else (lambda: bar.update(1)),
             )
             if bar is not None:
@@ -205,6 +218,19 @@ class GMMVocabulary(BaseEstimator):
         self.n_samples_used_ = int(m)
         self.fit_time_ = time.perf_counter() - t0
         return self
+
+    def _fit_symmetric_pca(
+        self, sample: np.ndarray, perm: np.ndarray, n_pca: int
+    ) -> tuple[np.ndarray, MirrorMap]:
+        """Fit ``pca_`` on the sample and its mirrors; the projected sample and the mirror map."""
+        mean, components, variance = symmetric_pca(sample, perm, n_pca)
+        pca = self.pca_
+        pca.mean_, pca.components_, pca.explained_variance_ = mean, components, variance
+        pca.n_components_, pca.n_features_in_ = n_pca, sample.shape[1]
+        Z = (sample.astype(np.float64) - mean) @ components.T
+        if self.whiten:
+            Z /= np.sqrt(np.maximum(variance, np.finfo(np.float64).tiny))
+        return Z.astype(np.float32), pca_mirror_map(components, perm)
 
     @classmethod
     def from_arrays(
@@ -230,7 +256,9 @@ class GMMVocabulary(BaseEstimator):
             (D,) when whitening): the PCA; ``None`` for no PCA.
         whiten : bool, default=False
         **params
-            Other constructor parameters (``chunk_size`` ...).
+            Other constructor parameters (``chunk_size``, ``mirror_symmetric`` ...).
+            With ``mirror_symmetric=True`` the arrays must be mirror-symmetric
+            (checked exactly; ``ValueError`` otherwise).
 
         Returns
         -------
@@ -269,8 +297,21 @@ class GMMVocabulary(BaseEstimator):
             self._prepare()
 
     def _prepare(self) -> None:
-        """Precompute the BLAS operands of the posteriors and the PCA projection."""
+        """Precompute the BLAS operands of the posteriors and the PCA projection.
+
+        With ``mirror_symmetric``, also derive (and check) the mirror map and pairs
+        from the arrays themselves, so that a loaded vocabulary has them too.
+        """
         self._prepared_for = self.means_
+        self.mirror_map_ = self.mirror_pairs_ = None
+        if self.mirror_symmetric:
+            perm = sift_mirror_permutation(int(self.n_features_in_))
+            if self.pca_ is None:
+                mirror = MirrorMap.permutation(perm)
+            else:
+                mirror = pca_mirror_map(self.pca_.components_, perm)
+            self.mirror_pairs_ = mirror_pairs(self.weights_, self.means_, self.variances_, mirror)
+            self.mirror_map_ = mirror
         inv_var = (1.0 / self.variances_.astype(np.float64)).astype(np.float32)
         self._inv_var_t = np.ascontiguousarray(-0.5 * inv_var.T)  # (D, K)
         self._mu_inv_var_t = np.ascontiguousarray((self.means_ * inv_var).T)  # (D, K)
@@ -343,121 +384,3 @@ class GMMVocabulary(BaseEstimator):
                 self.project(X[start : start + step])
             )
         return out
-
-
-class FittedMixture(NamedTuple):
-    """What :func:`fit_diagonal_gmm` returns."""
-
-    weights: np.ndarray  # (K,) float64, summing to 1
-    means: np.ndarray  # (K, D) float64
-    variances: np.ndarray  # (K, D) float64
-    n_iter: int
-    converged: bool
-    lower_bound: float  # mean log-likelihood per row at the last E-step
-
-
-def fit_diagonal_gmm(
-    Z: np.ndarray,
-    n_components: int,
-    *,
-    reg_covar: float,
-    max_iter: int = 100,
-    tol: float = EM_TOL,
-    init_params: str = "k-means++",
-    random_state: int | None = 0,
-    chunk_size: int | None = None,
-    on_iteration: Callable[[], object] | None = None,
-) -> FittedMixture:
-    """EM for a diagonal-covariance Gaussian mixture, chunked and in float32 BLAS.
-
-    The algorithm of scikit-learn's ``GaussianMixture(covariance_type="diag")``:
-    the same seeding (each Gaussian starts on one seed row with variance
-    ``reg_covar``), E- and M-steps, variance floor and stopping rule (the mean
-    log-likelihood changes by less than ``tol``). The two agree to float32
-    rounding step by step, though over many iterations on real descriptors
-    their trajectories drift apart (a few 1e-3 of mean log-likelihood). It is
-    4 to 8 times faster (one core, 256,000 dense SIFT descriptors in PCA 64: 0.24 s
-    an iteration for 64 Gaussians against 1.10 s, 0.46 s for 256 against 3.79 s;
-    ``benchmarks/gmm_speed.py``): each E-step is three float32 matrix products per chunk of rows (the
-    posteriors as in :meth:`GMMVocabulary.log_likelihoods`), and the M-step's
-    sufficient statistics ``sum gamma``, ``sum gamma z``, ``sum gamma z^2`` are
-    accumulated in float64 from the same chunks, so no ``(n, K)`` array is ever held.
-
-    Parameters
-    ----------
-    Z : ndarray of shape (n, D), float32
-    n_components : int
-    reg_covar : float
-        Added to every variance (absolute, as in scikit-learn).
-    max_iter, tol : EM iterations at most; stopping tolerance.
-    init_params : {"k-means++", "random_from_data"}
-        How the seed rows are chosen.
-    random_state : int or None
-    chunk_size : int or None
-        Rows per chunk; ``None`` sizes chunks to ~16 MiB of posteriors.
-    on_iteration : callable, optional
-        Called after each EM iteration (for a progress bar).
-
-    Returns
-    -------
-    FittedMixture
-    """
-    Z = np.ascontiguousarray(Z, dtype=np.float32)
-    n, D = Z.shape
-    K = int(n_components)
-    rng = np.random.RandomState(random_state)
-    if init_params == "k-means++":
-        _, seeds = kmeans_plusplus(Z, K, random_state=rng)
-    elif init_params == "random_from_data":
-        seeds = rng.choice(n, size=K, replace=False)
-    else:
-        raise ValueError(
-            f"init_params must be 'k-means++' or 'random_from_data', got {init_params!r}."
-        )
-    # scikit-learn's M-step on one-hot responsibilities of the seed rows.
-    eps = 10 * np.finfo(np.float64).eps
-    weights = np.full(K, (1 + eps) / n)
-    means = Z[seeds].astype(np.float64)
-    variances = np.full((K, D), reg_covar)
-    step = chunk_rows(max(K, D), chunk_size)
-    lower_bound, converged, n_iter = -np.inf, False, 0
-    while n_iter < int(max_iter):
-        n_iter += 1
-        previous = lower_bound
-        inv_var = 1.0 / variances
-        half_inv_var_t = np.ascontiguousarray((-0.5 * inv_var).T, dtype=np.float32)
-        mu_inv_var_t = np.ascontiguousarray((means * inv_var).T, dtype=np.float32)
-        const = (
-            np.log(weights)
-            - 0.5 * np.sum(np.log(2 * np.pi * variances), axis=1)
-            - 0.5 * np.sum(means**2 * inv_var, axis=1)
-        ).astype(np.float32)
-        total_log_likelihood = 0.0
-        s0, s1, s2 = np.zeros(K), np.zeros((K, D)), np.zeros((K, D))
-        for start in range(0, n, step):
-            z = Z[start : start + step]
-            z2 = z * z
-            gamma = z2 @ half_inv_var_t
-            gamma += z @ mu_inv_var_t
-            gamma += const
-            top = gamma.max(axis=1, keepdims=True)
-            gamma -= top
-            np.maximum(gamma, LOG_POSTERIOR_FLOOR, out=gamma)
-            np.exp(gamma, out=gamma)
-            norm = gamma.sum(axis=1, keepdims=True)
-            gamma /= norm
-            total_log_likelihood += float(np.sum(np.log(norm, dtype=np.float64) + top))
-            s0 += gamma.sum(axis=0, dtype=np.float64)
-            s1 += gamma.T @ z
-            s2 += gamma.T @ z2
-        lower_bound = total_log_likelihood / n
-        nk = s0 + eps
-        weights = nk / n
-        means = s1 / nk[:, None]
-        variances = np.maximum(s2 / nk[:, None] - means**2, 0.0) + reg_covar
-        if on_iteration is not None:
-            on_iteration()
-        if abs(lower_bound - previous) < tol:
-            converged = True
-            break
-    return FittedMixture(weights / weights.sum(), means, variances, n_iter, converged, lower_bound)
