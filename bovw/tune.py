@@ -69,7 +69,7 @@ DEFAULT_SPACES: dict[str, dict[str, tuple]] = {
         "sift.sizes": ((4, 6, 8, 10), (6, 8, 10, 12)),
         "sift.step": (4, 3),
         "sift.color": ("gray", "opponent"),
-        "codebook.mirror_symmetric": (False, True),
+        "codebook.mirror_symmetric": (True, False),
         "codebook.gmm_components": (64, 128, 256),
     },
     "vlad": {

@@ -196,7 +196,7 @@ FLIPS = {
     "codebook.gmm_components": (32, FROM_CODEBOOK),
     "codebook.pca_dims": (32, FROM_CODEBOOK),
     "codebook.whiten": (True, FROM_CODEBOOK),
-    "codebook.mirror_symmetric": (True, FROM_CODEBOOK),
+    "codebook.mirror_symmetric": (False, FROM_CODEBOOK),
     "encoding.encoding": ("vlad", FROM_CODEBOOK),
     "encoding.pyramid": ("1,2", FROM_ENCODE),
     "encoding.normalize": ("l1", set()),  # hist and soft only

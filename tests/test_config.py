@@ -159,7 +159,7 @@ SETTINGS = {
     "codebook.gmm_components": ("--gmm-components", None),
     "codebook.pca_dims": ("--pca-dims", 64),
     "codebook.whiten": (None, False),
-    "codebook.mirror_symmetric": ("--mirror-symmetric", False),
+    "codebook.mirror_symmetric": ("--mirror-symmetric", True),
     "encoding.encoding": ("--encoding", "fisher"),
     "encoding.pyramid": ("--pyramid", "auto"),
     "encoding.normalize": ("--normalize", "sqrt"),

@@ -90,7 +90,9 @@ TABLES = [
             "n_words": "codebook.gmm_components",
             "n_pca": "codebook.pca_dims",
             "whiten": "codebook.whiten",
-            "mirror_symmetric": "codebook.mirror_symmetric",
+            # SIFT-only (a permutation of SIFT's bins), where the estimator takes any
+            # descriptors: off here, set by the run from codebook.mirror_symmetric.
+            "mirror_symmetric": None,
             "n_samples": "codebook.gmm_samples",
             "random_state": "seed",
             "posterior_threshold": "encoding.posterior_threshold",
@@ -129,7 +131,9 @@ TABLES = [
             "n_components": None,
             "n_pca": "codebook.pca_dims",
             "whiten": "codebook.whiten",
-            "mirror_symmetric": "codebook.mirror_symmetric",
+            # SIFT-only (a permutation of SIFT's bins), where the estimator takes any
+            # descriptors: off here, set by the run from codebook.mirror_symmetric.
+            "mirror_symmetric": None,
             "n_samples": "codebook.gmm_samples",
             "random_state": "seed",
             **dict.fromkeys(("max_iter", "reg_covar", "init_params", "chunk_size", "n_threads")),
