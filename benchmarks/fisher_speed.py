@@ -60,7 +60,8 @@ def main() -> None:
     if not paths:
         sys.exit(f"No images under {args.data}/train/; give --data.")
     paths = paths[:: max(1, len(paths) // args.images)][: args.images]
-    config = Config().validate()
+    # The exact and sparse encoders with an ordinary vocabulary: each mirror encoded.
+    config = Config().with_overrides({"codebook.mirror_symmetric": False}).validate()
     features = assembly.features_of(paths, config.sift)
     n_desc = np.mean([f.descriptors.shape[0] for f in features])
     rows, mirror_rows = [], []
