@@ -247,8 +247,26 @@ def _with(name: str, value):
 
 
 #: Other settings under which a range's ends are valid (one GMM sample fits no 64
-#: Gaussians, so it is tried with k-means words, which do not use that sample).
-CONTEXT = {"codebook.gmm_samples": {"encoding.encoding": "hist", "codebook.words": 2}}
+#: Gaussians, so it is tried with k-means words, which do not use that sample; one
+#: Gaussian has no mirror partner, so it is tried with an ordinary vocabulary).
+CONTEXT = {
+    "codebook.gmm_samples": {"encoding.encoding": "hist", "codebook.words": 2},
+    "codebook.gmm_components": {"codebook.mirror_symmetric": False},
+}
+
+
+def test_mirror_symmetric_vocabulary_needs_an_even_number_of_gaussians():
+    with pytest.raises(ConfigError, match="must be even") as e:
+        Config().with_overrides({"codebook.gmm_components": 33}).validate()
+    assert e.value.setting == "codebook.gmm_components" and "--no-mirror-symmetric" in str(e.value)
+    odd = {"codebook.gmm_components": 33, "codebook.mirror_symmetric": False}
+    assert Config().with_overrides(odd).validate().codebook.gmm_components == 33
+    # Only the Fisher vector has Gaussians: other encodings ignore both settings.
+    assert (
+        Config()
+        .with_overrides({**odd, "codebook.mirror_symmetric": True, "encoding.encoding": "hist"})
+        .validate()
+    )
 
 
 @pytest.mark.parametrize("name", list(RANGES))

@@ -303,7 +303,7 @@ class GMMVocabulary(BaseEstimator):
         from the arrays themselves, so that a loaded vocabulary has them too.
         """
         self._prepared_for = self.means_
-        self.mirror_map_ = self.mirror_pairs_ = None
+        self.mirror_pairs_ = self._mirror_perm = self._mirror_signs = None
         if self.mirror_symmetric:
             perm = sift_mirror_permutation(int(self.n_features_in_))
             if self.pca_ is None:
@@ -311,7 +311,8 @@ class GMMVocabulary(BaseEstimator):
             else:
                 mirror = pca_mirror_map(self.pca_.components_, perm)
             self.mirror_pairs_ = mirror_pairs(self.weights_, self.means_, self.variances_, mirror)
-            self.mirror_map_ = mirror
+            # Kept as arrays: cache entries and saved models hold arrays, not named tuples.
+            self._mirror_perm, self._mirror_signs = mirror.perm, mirror.signs
         inv_var = (1.0 / self.variances_.astype(np.float64)).astype(np.float32)
         self._inv_var_t = np.ascontiguousarray(-0.5 * inv_var.T)  # (D, K)
         self._mu_inv_var_t = np.ascontiguousarray((self.means_ * inv_var).T)  # (D, K)
@@ -326,6 +327,14 @@ class GMMVocabulary(BaseEstimator):
             if self.whiten:
                 comps = comps / np.sqrt(self.pca_.explained_variance_)[:, None]
             self._pca_proj = np.ascontiguousarray(comps.T.astype(np.float32))  # (d, D)
+
+    @property
+    def mirror_map_(self) -> MirrorMap | None:
+        """The left-right mirror in the projected space (``mirror_symmetric``), else None."""
+        check_is_fitted(self, "means_")
+        if getattr(self, "_mirror_perm", None) is None:
+            return None
+        return MirrorMap(self._mirror_perm, self._mirror_signs)
 
     @property
     def n_words(self) -> int:
