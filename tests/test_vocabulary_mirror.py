@@ -169,3 +169,21 @@ def test_mirror_map_of_a_permutation_is_its_own_inverse():
     mirror = MirrorMap.permutation(perm)
     Z = np.random.default_rng(0).normal(size=(5, 128))
     np.testing.assert_array_equal(mirror.apply(mirror.apply(Z)), Z)
+
+
+def test_symmetric_vocabulary_survives_a_cache_entry():
+    """The codebook stage stores the vocabulary with the cache's codec: its mirror comes back."""
+    from bovw.cache import codec
+
+    images = _features(6)
+    encoder = FisherEncoder(n_words=4, n_pca=8, pyramid="1,2x2", mirror_symmetric=True)
+    encoder.fit(images)
+    value, arrays = codec.encode(encoder.vocabulary_)
+    restored = codec.decode(value, arrays)
+    assert isinstance(restored.mirror_map_, MirrorMap)
+    again = FisherEncoder(vocabulary=restored, pyramid="1,2x2").fit([])
+    X = encoder.transform(images)
+    index, signs = again.mirror_permutation()
+    np.testing.assert_array_equal(again.transform(images), X)
+    np.testing.assert_array_equal(index, encoder.mirror_permutation()[0])
+    np.testing.assert_array_equal(signs, encoder.mirror_permutation()[1])
