@@ -77,7 +77,7 @@ STAGES = ("extract", "codebook", "encode", "train", "evaluate")
 #: with any change to code that shapes its results (tests/test_cache_keys.py holds a
 #: hash of each stage's source and fails until you do); the entries of the old code
 #: then stay on disk, unused, until pruned.
-REVISIONS = {"extract": 2, "codebook": 4, "encode": 4, "train": 5, "evaluate": 5}
+REVISIONS = {"extract": 2, "codebook": 4, "encode": 5, "train": 5, "evaluate": 5}
 
 #: Images handed to a worker at once: big enough to amortize the call, small
 #: enough for a smooth progress bar and little lost work on an interrupt.
@@ -171,6 +171,12 @@ class ShardedFeatures:
     streaming SGD needs (datasets are listed class by class). Rows are stored as
     ``dtype`` and used as float32.
     :meth:`_Context.features` assembles the split's matrix from them.
+
+    With a mirror-symmetric vocabulary, the mirrors' rows are a signed permutation
+    of their images' (``mirror_index``, ``mirror_signs``:
+    :meth:`bovw.encoding.FisherEncoder.mirror_permutation`): shards then store only
+    the images' rows, half the disk and the writing, and :meth:`with_mirrors` adds
+    the mirrors' rows when a shard is read.
     """
 
     n_images: int
@@ -180,10 +186,25 @@ class ShardedFeatures:
     shard_keys: list[str]
     order: np.ndarray
     dtype: str = "float32"
+    mirror_index: np.ndarray | None = None
+    mirror_signs: np.ndarray | None = None
 
     def images_of(self, j: int) -> np.ndarray:
         """The split's indices of the images of shard ``j``, in the shard's row order."""
         return self.order[j * self.shard_images : (j + 1) * self.shard_images]
+
+    @property
+    def stores_mirrors(self) -> bool:
+        """Whether the shards hold the mirrors' rows (else :meth:`with_mirrors` makes them)."""
+        return self.mirror and self.mirror_index is None
+
+    def with_mirrors(self, rows: np.ndarray) -> np.ndarray:
+        """A shard's rows as read from the cache, with its mirrors' rows after its images'."""
+        if not self.mirror or self.mirror_index is None:
+            return rows
+        mirrored = rows[:, self.mirror_index]
+        mirrored *= self.mirror_signs.astype(mirrored.dtype)
+        return np.concatenate([rows, mirrored])
 
 
 codec.allow(ShardedFeatures)
@@ -223,6 +244,7 @@ class ShardReader:
                 "the run encodes it again."
             ) from None
         images = self.sharded.images_of(j)
+        rows = self.sharded.with_mirrors(rows)
         return rows, (np.concatenate([images, images]) if self.sharded.mirror else images)
 
 
@@ -451,13 +473,16 @@ class _Context:
         # The split's key names the seed, so the order is part of it too.
         order = np.random.default_rng([self.config.seed, 17]).permutation(n)
         sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys, order, dtype)
+        if mirror and encoder.mirror_permutation() is not None:
+            sharded.mirror_index, sharded.mirror_signs = encoder.mirror_permutation()
         todo = [
             (key, calls)
             for key, calls in zip(keys, self._shard_calls(split, sharded), strict=True)
             if not memo.contains(key)
         ]
         self.shards_reused[split] = (len(keys) - len(todo), len(keys))
-        tasks = [(memo, self.memos["extract"], encoder, c, mirror, k, dtype) for k, c in todo]
+        stored = sharded.stores_mirrors
+        tasks = [(memo, self.memos["extract"], encoder, c, stored, k, dtype) for k, c in todo]
         sizes = [len(c) for _, c in todo]
         for report in self.imap(_encode_shard, tasks, sizes=sizes, desc=f"encode {split}"):
             self.absorb(report, "extract")
@@ -477,7 +502,8 @@ class _Context:
     def _shard_rows(self, split: str, sharded: ShardedFeatures) -> Iterator[tuple]:
         """``(rows, images)`` of each shard in turn, read memory-mapped from the cache.
 
-        ``rows`` holds the images' rows, then (with mirroring) their mirrors';
+        ``rows`` holds the images' rows, then (with mirroring) their mirrors'
+        (:meth:`ShardedFeatures.with_mirrors`);
         ``images`` their indices in the split. A missing or corrupt shard is
         encoded again here (and reported); with a cache that cannot be written
         (a full disk), shards come from the encoder directly.
@@ -496,7 +522,7 @@ class _Context:
                     self.memos["extract"],
                     encoder,
                     shard_calls,
-                    sharded.mirror,
+                    sharded.stores_mirrors,
                     extract_report,
                     sharded.dtype,
                 )
@@ -504,7 +530,7 @@ class _Context:
             outcome = memo.get(key, compute, mmap=True)
             if outcome.problem:
                 shard_report.problems.append((str(memo.entry_path(key)), outcome.problem))
-            yield outcome.value, sharded.images_of(j)
+            yield sharded.with_mirrors(outcome.value), sharded.images_of(j)
             del outcome
         self.shards_recomputed[split] = len(shard_report.problems)
         self.absorb(shard_report, "encode")
@@ -573,7 +599,7 @@ class _Context:
                     self.memos["extract"],
                     encoder,
                     calls[j],
-                    sharded.mirror,
+                    sharded.stores_mirrors,
                     key,
                     sharded.dtype,
                 )

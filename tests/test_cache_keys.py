@@ -133,9 +133,9 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "be993d6127b3f9b9"),
     "codebook": (4, "964138893f9b98cb"),
-    "encode": (4, "9abb4acd613b789c"),
-    "train": (5, "a94994927946cbed"),
-    "evaluate": (5, "d5e283c4d6ebff30"),
+    "encode": (5, "03a3c364efe142a7"),
+    "train": (5, "028d681bc5c43bfd"),
+    "evaluate": (5, "e866916e2c4f95a0"),
 }
 
 

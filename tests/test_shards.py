@@ -40,6 +40,34 @@ def test_many_shards_give_the_matrix_of_one(tiny_dataset, tmp_path, monkeypatch)
     assert many.metrics["predictions"] == one.metrics["predictions"]
 
 
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_shards_store_mirror_rows_only_when_they_are_not_a_permutation(
+    symmetric, tiny_dataset, tmp_path, monkeypatch
+):
+    real, stored = pipeline.encode_rows, []
+
+    def recorded(*args, **kwargs):
+        rows = real(*args, **kwargs)
+        stored.append(rows.shape[0])
+        return rows
+
+    monkeypatch.setattr(pipeline, "encode_rows", recorded)
+    config = small_config(tiny_dataset).with_overrides({"codebook.mirror_symmetric": symmetric})
+    result = bovw.run(config, cache_dir=tmp_path / "cache", progress=False)
+    stored = sum(stored)
+    n = len(result.dataset.train) + len(result.dataset.test)
+    assert stored == (n if symmetric else 2 * n)
+    X = result.features["train"]
+    k = len(result.dataset.train)
+    assert X.shape[0] == 2 * k
+    index_signs = pipeline.build_encoder(result.config, result.vocabulary).mirror_permutation()
+    if symmetric:
+        index, signs = index_signs
+        np.testing.assert_array_equal(X[k:], X[:k][:, index] * signs)
+    else:
+        assert index_signs is None
+
+
 def test_an_interrupted_encode_resumes_at_its_finished_shards(tiny_dataset, tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "SHARD_BYTES", 8 * 8 * 1024)  # 16 images a shard (BATCH)
     real = pipeline._encode_shard
