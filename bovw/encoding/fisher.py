@@ -62,6 +62,7 @@ class FisherEncoder(PyramidEncoder):
         (:class:`~bovw.vocabulary.GMMVocabulary`), so that
         :meth:`mirror_permutation` gives the mirrored images' vectors without
         encoding them. A given ``vocabulary`` is symmetric or not as it was fitted.
+        Off here (SIFT only); a run turns it on (``codebook.mirror_symmetric``).
 
     Attributes
     ----------

@@ -59,8 +59,10 @@ class GMMVocabulary(BaseEstimator):
         Fit the PCA on the descriptors and their left-right mirrors, and the
         Gaussians in mirror pairs (:mod:`bovw.vocabulary.mirror`), so that a
         mirrored image's Fisher vector is a signed permutation of the image's own
-        (:meth:`bovw.encoding.FisherEncoder.mirror_vectors`). Needs SIFT
-        descriptors and an even ``n_components``.
+        (:meth:`bovw.encoding.FisherEncoder.mirror_permutation`). Needs SIFT
+        descriptors and an even ``n_components``. Off here, where any descriptors
+        may come; a run turns it on (``codebook.mirror_symmetric``, validated in
+        ``benchmarks/RESULTS.md``).
     n_threads : int or None, default=1
         BLAS / OpenMP threads during :meth:`fit`, as in
         :class:`KMeansCodebook`; ``None`` leaves the libraries' setting.
