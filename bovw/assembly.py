@@ -33,6 +33,7 @@ from .images import read_image
 from .svm import make_classifier
 from .svm.streaming import StreamSettings, fit_streamed
 from .vocabulary import GMMVocabulary, KMeansCodebook
+from .vocabulary.mirror import apply_signed_permutation
 
 # --------------------------------------------------------------------------- estimators
 
@@ -296,10 +297,7 @@ def encode_mirrors(encoder, features: list[ImageFeatures], rows: np.ndarray) -> 
     if permutation is None:
         mirrored = encoder.transform([mirror_features(f) for f in features])
         return mirrored.astype(np.float32, copy=False)
-    index, signs = permutation
-    mirrored = np.asarray(rows, dtype=np.float32)[:, index]
-    mirrored *= signs
-    return mirrored
+    return apply_signed_permutation(np.asarray(rows, dtype=np.float32), *permutation)
 
 
 def training_targets(y: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:

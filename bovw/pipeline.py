@@ -69,6 +69,7 @@ from .progress import plural, progress_bar
 from .report import classification_metrics
 from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
 from .vocabulary import GMMVocabulary, KMeansCodebook
+from .vocabulary.mirror import apply_signed_permutation
 
 #: The stages in order; ``run(..., until=...)`` stops after the named one.
 STAGES = ("extract", "codebook", "encode", "train", "evaluate")
@@ -202,8 +203,7 @@ class ShardedFeatures:
         """A shard's rows as read from the cache, with its mirrors' rows after its images'."""
         if not self.mirror or self.mirror_index is None:
             return rows
-        mirrored = rows[:, self.mirror_index]
-        mirrored *= self.mirror_signs.astype(mirrored.dtype)
+        mirrored = apply_signed_permutation(rows, self.mirror_index, self.mirror_signs)
         return np.concatenate([rows, mirrored])
 
 

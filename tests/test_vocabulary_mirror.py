@@ -10,7 +10,13 @@ from threadpoolctl import threadpool_limits
 from bovw.encoding import FisherEncoder
 from bovw.features import ImageFeatures, mirror_features, sift_mirror_permutation
 from bovw.vocabulary import GMMVocabulary
-from bovw.vocabulary.mirror import MirrorMap, pca_mirror_map, symmetric_pca
+from bovw.vocabulary.mirror import (
+    MirrorMap,
+    _block_length,
+    apply_signed_permutation,
+    pca_mirror_map,
+    symmetric_pca,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -187,3 +193,23 @@ def test_symmetric_vocabulary_survives_a_cache_entry():
     np.testing.assert_array_equal(again.transform(images), X)
     np.testing.assert_array_equal(index, encoder.mirror_permutation()[0])
     np.testing.assert_array_equal(signs, encoder.mirror_permutation()[1])
+
+
+@pytest.mark.parametrize("block", [1, 4, 64])
+def test_signed_permutation_by_blocks_is_the_element_gather(block):
+    """The fast path (blocks of consecutive values) against ``rows[:, index] * signs``."""
+    rng = np.random.default_rng(block)
+    n_blocks = 24
+    rows = rng.normal(size=(5, n_blocks * block)).astype(np.float32)
+    index = (rng.permutation(n_blocks)[:, None] * block + np.arange(block)).ravel()
+    signs = rng.choice([-1.0, 1.0], size=index.size).astype(np.float32)
+    expected = rows[:, index] * signs
+    np.testing.assert_array_equal(apply_signed_permutation(rows, index, signs), expected)
+    # Not made of aligned blocks: gathered element by element, the same result.
+    shuffled = rng.permutation(index.size)
+    np.testing.assert_array_equal(
+        apply_signed_permutation(rows, shuffled, signs), rows[:, shuffled] * signs
+    )
+    assert _block_length(index) == block and _block_length(np.roll(index, 1)) in (1, block)
+    half = rows.astype(np.float16)
+    assert apply_signed_permutation(half, index, signs).dtype == np.float16
