@@ -180,8 +180,9 @@ def test_posteriors_are_never_subnormal():
     Z = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
     P = gmm.posteriors(Z)
     tiny = np.finfo(np.float32).tiny
-    # Without the floor, exp(-450) and exp(-1800) would be subnormal or zero.
-    assert P[:, 1:].max() < 1e-30 and P[:, 1:].min() >= tiny
+    # Without the floor, exp(-450) and exp(-1800) would be subnormal or zero; with it,
+    # so are their products with coordinates down to 1e-10 (the Fisher statistics).
+    assert P[:, 1:].max() < 1e-20 and P[:, 1:].min() * np.float32(1e-10) >= tiny
     np.testing.assert_allclose(P, _reference_posteriors(Z, gmm), atol=1e-6)
 
 
