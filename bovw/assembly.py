@@ -132,7 +132,9 @@ def encoder_params(config: Config) -> dict[str, Any]:
     else:
         params.update(n_words=c.words, n_samples=c.samples)
     if e.encoding in ("hist", "soft"):
-        params["normalize"] = e.normalize
+        params.update(normalize=e.normalize, level_weights=e.level_weights)
+    if e.encoding == "soft":
+        params["sigma_scale"] = e.sigma_scale
     return params
 
 

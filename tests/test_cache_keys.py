@@ -133,7 +133,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "be993d6127b3f9b9"),
     "codebook": (5, "c1966dfb3adec0f2"),
-    "encode": (6, "adf2fdc6e758f5cf"),
+    "encode": (6, "b889787b0bd82429"),
     "train": (5, "028d681bc5c43bfd"),
     "evaluate": (5, "e866916e2c4f95a0"),
 }
@@ -200,6 +200,8 @@ FLIPS = {
     "encoding.encoding": ("vlad", FROM_CODEBOOK),
     "encoding.pyramid": ("1,2", FROM_ENCODE),
     "encoding.normalize": ("l1", set()),  # hist and soft only
+    "encoding.sigma_scale": (0.5, set()),  # soft only (below)
+    "encoding.level_weights": ("lazebnik", set()),  # hist and soft only (below)
     "encoding.mirror": (False, FROM_ENCODE),
     "encoding.feature_storage": ("float16", FROM_ENCODE),
     "encoding.posterior_threshold": (1e-3, FROM_ENCODE),
@@ -307,7 +309,15 @@ ESTIMATORS = [
         HistogramEncoder,
         {"encoding.encoding": "hist"},
         FROM_ENCODE,
-        {"vocabulary", "pyramid", "normalize", "n_words", "n_samples", "random_state"},
+        {
+            "vocabulary",
+            "pyramid",
+            "normalize",
+            "level_weights",
+            "n_words",
+            "n_samples",
+            "random_state",
+        },
     ),
     (
         LinearSVMCV,
@@ -431,3 +441,18 @@ def test_streamed_settings_change_the_train_key_when_training_streams(name, valu
     assert streamed != pipeline.stage_inputs(flipped, dataset, STREAMED)["train"]
     # And the path itself is part of the key: a streamed model is never served in-memory.
     assert streamed != pipeline.stage_inputs(config, dataset, IN_MEMORY)["train"]
+
+
+@pytest.mark.parametrize(
+    "encoding, name, value",
+    [
+        ("soft", "encoding.sigma_scale", 0.5),
+        ("soft", "encoding.level_weights", "lazebnik"),
+        ("hist", "encoding.level_weights", "lazebnik"),
+        ("soft", "encoding.normalize", "l1"),
+    ],
+)
+def test_histogram_settings_change_the_keys_of_their_encodings(encoding, name, value, demo):
+    base = Config().with_overrides({"encoding.encoding": encoding, "data.path": str(demo)})
+    flipped = base.with_overrides({name: value})
+    assert changed(keys_of(base), keys_of(flipped)) == FROM_ENCODE

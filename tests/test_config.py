@@ -163,6 +163,8 @@ SETTINGS = {
     "encoding.encoding": ("--encoding", "fisher"),
     "encoding.pyramid": ("--pyramid", "auto"),
     "encoding.normalize": ("--normalize", "sqrt"),
+    "encoding.sigma_scale": ("--sigma-scale", 0.25),
+    "encoding.level_weights": ("--level-weights", "uniform"),
     "encoding.feature_storage": ("--feature-storage", "float32"),
     "encoding.posterior_threshold": ("--posterior-threshold", 0.0),
     "encoding.mirror": ("--mirror", True),
@@ -204,12 +206,14 @@ RANGES = {
     "classifier.stream_epochs": (1, None, False),
     "classifier.holdout": (0.0, 0.5, False),
     "encoding.posterior_threshold": (0.0, 0.1, False),
+    "encoding.sigma_scale": (0.0, 100.0, True),
 }
 
 CHOICES = {
     "sift.color": ("gray", "rgb", "hsv", "opponent"),
     "encoding.encoding": ("hist", "soft", "vlad", "fisher"),
     "encoding.normalize": ("l1", "l2", "sqrt", "none"),
+    "encoding.level_weights": ("uniform", "lazebnik"),
     "classifier.loss": ("hinge", "log_loss", "modified_huber", "squared_hinge"),
     "classifier.kernel_map": ("none", "hellinger", "chi2"),
     "classifier.solver": ("sgd", "sklearn"),

@@ -48,7 +48,7 @@ TABLES = [
         {
             "pyramid": "encoding.pyramid",
             "normalize": "encoding.normalize",
-            "level_weights": None,  # the uniform weights of the benchmarks; no setting
+            "level_weights": "encoding.level_weights",
             **_KMEANS_WORDS,
             "random_state": "seed",
             **_ENCODER_FREE,
@@ -60,10 +60,10 @@ TABLES = [
         {
             "pyramid": "encoding.pyramid",
             "normalize": "encoding.normalize",
-            "level_weights": None,
+            "level_weights": "encoding.level_weights",
             "n_neighbors": None,  # soft assignment's own, measured in its docstring
-            "sigma": None,
-            "sigma_scale": None,
+            "sigma": None,  # fitted from sigma_scale (a fixed width is the library's)
+            "sigma_scale": "encoding.sigma_scale",
             **_KMEANS_WORDS,
             "random_state": "seed",
             **_ENCODER_FREE,

@@ -43,12 +43,13 @@ from .base import PyramidEncoder
 from .fisher import FisherEncoder
 from .histogram import HistogramEncoder
 from .normalization import NORMALIZATIONS, normalize_rows
-from .pyramid import cell_indices, parse_pyramid, pyramid_level_weights
+from .pyramid import LEVEL_WEIGHTS, cell_indices, parse_pyramid, pyramid_level_weights
 from .soft import SoftAssignmentEncoder
 from .vlad import VLADEncoder
 
 __all__ = [
     "ENCODINGS",
+    "LEVEL_WEIGHTS",
     "NORMALIZATIONS",
     "FisherEncoder",
     "HistogramEncoder",

@@ -18,7 +18,16 @@ import re
 
 import numpy as np
 
-__all__ = ["cell_indices", "level_scale", "parse_pyramid", "pyramid_level_weights"]
+__all__ = [
+    "LEVEL_WEIGHTS",
+    "cell_indices",
+    "level_scale",
+    "parse_pyramid",
+    "pyramid_level_weights",
+]
+
+#: The named grid weightings of :func:`pyramid_level_weights`.
+LEVEL_WEIGHTS = ("uniform", "lazebnik")
 
 
 def parse_pyramid(spec) -> tuple[tuple[int, int], ...]:
