@@ -285,11 +285,16 @@ def estimate_seconds(candidate: Config, base: Trial, extracted: set) -> float:
         extract = base.stages.get("extract", 0.0) * ratio
     rest = sum(v for k, v in base.stages.items() if k != "extract")
     scale = feature_dimension(candidate) / feature_dimension(base.config)
-    if candidate.encoding.mirror and not base.config.encoding.mirror:
-        scale *= 2
-    elif base.config.encoding.mirror and not candidate.encoding.mirror:
-        scale /= 2
+    scale *= _encodings_per_image(candidate) / _encodings_per_image(base.config)
     return extract + rest * scale
+
+
+def _encodings_per_image(config: Config) -> int:
+    """2 when each mirror is encoded too; 1 without mirrors, or when a mirror-symmetric
+    vocabulary makes the mirror's Fisher vector a permutation of its image's."""
+    e = config.encoding
+    symmetric = e.encoding == "fisher" and config.codebook.mirror_symmetric
+    return 2 if e.mirror and not symmetric else 1
 
 
 def _sift_key(config: Config) -> tuple:

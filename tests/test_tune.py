@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import FAST, tiny_run_config
 
 from bovw.cli import main
-from bovw.config import DEMO_DATA
+from bovw.config import DEMO_DATA, Config
 from bovw.data import Dataset, load_dataset
 from bovw.schema import ConfigError
 from bovw.tune import Trial, estimate_seconds, parse_space, tune
@@ -155,6 +155,18 @@ def test_estimate_scales_with_the_dimension_and_skips_done_extraction():
     assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(3.0)
     finer = base_config.with_overrides({"sift.step": 3}).validate()
     assert estimate_seconds(finer, base, extracted) == pytest.approx(10.0 * 4 + 6.0)
+
+
+def test_estimate_knows_that_a_mirror_symmetric_vocabulary_encodes_no_mirror():
+    fisher = Config().with_overrides({"codebook.gmm_components": 64}).validate()
+    base = Trial({}, fisher, stages={"extract": 10.0, "codebook": 1.0, "encode": 4.0})
+    extracted = {tuple(sorted(dataclasses.asdict(fisher.sift).items()))}
+    # The base encodes each image once: dropping the mirrors costs as much, and an
+    # ordinary vocabulary, which encodes every mirror too, twice as much.
+    unmirrored = fisher.with_overrides({"encoding.mirror": False}).validate()
+    assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(5.0)
+    ordinary = fisher.with_overrides({"codebook.mirror_symmetric": False}).validate()
+    assert estimate_seconds(ordinary, base, extracted) == pytest.approx(10.0)
 
 
 def test_cli_winner_runs_from_its_config_with_the_reported_score(tmp_path):
