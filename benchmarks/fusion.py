@@ -1,15 +1,21 @@
-"""Feature fusion on validation: gray SIFT, colour SIFT, and the sum of their classifiers' scores.
+"""Feature fusion on validation: several channels, and the sum of their classifiers' scores.
 
 Late fusion (summing per-channel classifier scores) measured without the test split:
 the training split is cut, per class, into a fitting part and a held-out part
-(``--holdout``, a fixed seed), and each channel runs the default pipeline with
-``sift.color`` set to it, trained on the fitting part and scored on the held-out
-images. Prints the held-out mean per-class accuracy of each channel alone, of the
-sum of their decision values (each image's own and its mirror's averaged, as a run
-scores), and the time of each channel. Nothing of the test split is used.
+(``--holdout``, a fixed seed), and each channel runs the default pipeline with its
+settings, trained on the fitting part and scored on the held-out images. Prints the
+held-out mean per-class accuracy of each channel alone, of the sum of their decision
+values (each image's own and its mirror's averaged, as a run scores), and the time of
+each channel. Nothing of the test split is used.
+
+A channel is a colour space (``--channels gray,opponent``: ``sift.color``) or, with
+``--channel`` (repeatable), any settings as ``name=value`` pairs joined by ``;``, e.g.
+``--channel 'sift.sizes=4,6,8,10' --channel 'sift.sizes=12,16,20;sift.step=8'`` for
+SIFT scales as separate channels.
 
     python benchmarks/fusion.py [--data ../shared/datasets/scene15] [--channels gray,opponent]
-        [--holdout 0.2] [--train-per-class N] [--jobs 2] [--cache-dir DIR] [--record TITLE]
+        [--channel SETTINGS ...] [--holdout 0.2] [--train-per-class N] [--jobs 2]
+        [--cache-dir DIR] [--record TITLE]
 """
 
 from __future__ import annotations
@@ -40,6 +46,16 @@ def held_out_split(dataset, fraction: float, seed: int = 0):
     return dataclasses.replace(dataset, train=fit, test=held)
 
 
+def channel_overrides(spec: str) -> dict:
+    """The settings of a channel: ``name=value;name=value``, or a bare colour space."""
+    from bovw.tune import parse_value
+
+    if "=" not in spec:
+        return {"sift.color": spec}
+    pairs = [part.partition("=") for part in spec.split(";") if part.strip()]
+    return {name.strip(): parse_value(name.strip(), value) for name, _, value in pairs}
+
+
 def mean_class_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
@@ -52,7 +68,8 @@ def main() -> None:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default=str(HERE.parents[1] / "shared/datasets/scene15"))
-    p.add_argument("--channels", default="gray,opponent")
+    p.add_argument("--channels", default=None, help="colour spaces (default gray,opponent)")
+    p.add_argument("--channel", action="append", default=[], help="name=value;... (repeatable)")
     p.add_argument("--holdout", type=float, default=0.2)
     p.add_argument("--train-per-class", type=int, default=None)
     p.add_argument("--jobs", type=int, default=2)
@@ -64,8 +81,12 @@ def main() -> None:
     dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout)
     y = np.array([s.label for s in dataset.test])
     scores, rows = {}, []
-    for channel in args.channels.split(","):
-        config = Config().with_overrides({"data.path": args.data, "sift.color": channel})
+    channels = args.channel + (args.channels or ("" if args.channel else "gray,opponent")).split(
+        ","
+    )
+    for channel in [c for c in channels if c]:
+        overrides = {"data.path": args.data, **channel_overrides(channel)}
+        config = Config().with_overrides(overrides)
         t = time.perf_counter()
         result = bovw.run(
             config, dataset=dataset, cache_dir=args.cache_dir, jobs=args.jobs, progress=False
@@ -91,7 +112,7 @@ def main() -> None:
     body = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training split; "
-        "the test split is not used), defaults but `sift.color`, `--jobs "
+        "the test split is not used), defaults but the channel's settings, `--jobs "
         f"{args.jobs}`.\n\n"
         + "\n".join(table)
         + "\n\n    python benchmarks/fusion.py "
