@@ -82,16 +82,25 @@ DEFAULT_SPACES: dict[str, dict[str, tuple]] = {
         "codebook.words": (64, 128, 256),
     },
 }
-for _encoding in ("hist", "soft"):
-    DEFAULT_SPACES[_encoding] = {
+
+
+def _histogram_space(encoder_settings: dict[str, tuple]) -> dict[str, tuple]:
+    """The space of hist and soft, with the encoder's own settings after the pyramid."""
+    return {
         "encoding.mirror": (True, False),
         "sift.root": (True, False),
         "encoding.pyramid": ("1,2,4", "1,2", "1"),
+        **encoder_settings,
         "sift.sizes": ((4, 6, 8, 10), (6, 8, 10, 12)),
         "sift.step": (4, 3),
         "sift.color": ("gray", "opponent"),
         "codebook.words": (500, 1000, 2000),
     }
+
+
+DEFAULT_SPACES["hist"] = _histogram_space({})
+# Soft assignment's kernel width re-encodes from the same descriptors and words.
+DEFAULT_SPACES["soft"] = _histogram_space({"encoding.sigma_scale": (0.25, 0.125, 0.5)})
 
 #: Settings the tuner refuses to search: they say where the data is, or how the
 #: classifier is selected, not what the model is.
