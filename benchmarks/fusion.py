@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -116,7 +117,7 @@ def main() -> None:
         f"{args.jobs}`.\n\n"
         + "\n".join(table)
         + "\n\n    python benchmarks/fusion.py "
-        + " ".join(sys.argv[1:])
+        + shlex.join(sys.argv[1:])
         + "\n\n"
         + machine_line()
     )
