@@ -48,6 +48,15 @@ CLASSIFIER_TRIES = [
     "--try",
     "classifier.average=off",
 ]
+# One more and one finer SIFT scale, and four times the descriptors for the GMM.
+SCALES_TRIES = [
+    "--budget",
+    "40",
+    "--try",
+    "sift.sizes=4,6,8,10|4,6,8,10,12|3,4,6,8,10",
+    "--try",
+    "codebook.gmm_samples=1000000",
+]
 HIST_TRIES = ["--encoding", "hist", "--budget", "20", "--try", "encoding.level_weights=lazebnik"]
 
 #: name: (dataset folder, output folder, extra arguments of bovw tune)
@@ -136,6 +145,12 @@ RUNS = {
         "scene15-k256",
         ["--memory-limit", "12GB", "--budget", "30", "--try", "codebook.gmm_components=256"],
     ),
+    "15-Scene: SIFT scales and GMM samples": ("scene15", "scene15-explore", SCALES_TRIES),
+    "CIFAR-10 (300 train/class): SIFT scales and GMM samples": (
+        "cifar10",
+        "cifar10-explore",
+        ["--train-per-class", "300", *SCALES_TRIES],
+    ),
     "15-Scene: the classifier": ("scene15", "scene15-svm", CLASSIFIER_TRIES),
     "CIFAR-10 (300 train/class): the classifier": (
         "cifar10",
@@ -161,6 +176,13 @@ SECTIONS = {
     ),
     "15-Scene: 256 Gaussians, mirror-symmetric": (
         "Validation: 256 Gaussians with the mirror-symmetric vocabulary"
+    ),
+    **dict.fromkeys(
+        (
+            "15-Scene: SIFT scales and GMM samples",
+            "CIFAR-10 (300 train/class): SIFT scales and GMM samples",
+        ),
+        "Validation: SIFT scales and GMM samples",
     ),
     **dict.fromkeys(
         ("15-Scene: the classifier", "CIFAR-10 (300 train/class): the classifier"),
