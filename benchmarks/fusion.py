@@ -82,10 +82,9 @@ def main() -> None:
     dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout)
     y = np.array([s.label for s in dataset.test])
     scores, rows = {}, []
-    channels = args.channel + (args.channels or ("" if args.channel else "gray,opponent")).split(
-        ","
-    )
-    for channel in [c for c in channels if c]:
+    colours = args.channels or ("" if args.channel else "gray,opponent")
+    channels = args.channel + [c for c in colours.split(",") if c]
+    for channel in channels:
         overrides = {"data.path": args.data, **channel_overrides(channel)}
         config = Config().with_overrides(overrides)
         t = time.perf_counter()

@@ -122,11 +122,7 @@ RUNS = {
     ),
     # The soft-assignment kernel width and the pyramid level weights of hist and soft,
     # chosen on 15-Scene's test split before this protocol existed.
-    "15-Scene: soft assignment": (
-        "scene15",
-        "scene15-soft",
-        SOFT_TRIES,
-    ),
+    "15-Scene: soft assignment": ("scene15", "scene15-soft", SOFT_TRIES),
     "15-Scene: histogram level weights": ("scene15", "scene15-hist", HIST_TRIES),
     "CIFAR-10 (300 train/class): soft assignment": (
         "cifar10",
