@@ -43,6 +43,7 @@ PRESETS: dict[str, dict] = {
 def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) -> dict:
     """Run the pipeline for one encoding in this process and return its figures."""
     import bovw
+    from bovw.assembly import feature_dimension
     from bovw.config import Config
 
     config = Config().with_overrides({"data.path": data, **PRESETS[encoding], **extra})
@@ -55,7 +56,8 @@ def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) ->
         "sift": f"sizes {','.join(map(str, config.sift.sizes))} step {config.sift.step}"
         + (", RootSIFT" if config.sift.root else "")
         + (", mirror" if config.encoding.mirror else ""),
-        "dim": int(result.features["train"].shape[1]),
+        # From the settings: a run whose training streams holds no feature matrix.
+        "dim": feature_dimension(result.config),
         "gmm_components": result.config.codebook.gmm_components,
         "mean_class_accuracy": result.metrics["mean_class_accuracy"],
         "accuracy": result.metrics["accuracy"],
