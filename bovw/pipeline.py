@@ -473,8 +473,9 @@ class _Context:
         # The split's key names the seed, so the order is part of it too.
         order = np.random.default_rng([self.config.seed, 17]).permutation(n)
         sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys, order, dtype)
-        if mirror and encoder.mirror_permutation() is not None:
-            sharded.mirror_index, sharded.mirror_signs = encoder.mirror_permutation()
+        permutation = encoder.mirror_permutation() if mirror else None
+        if permutation is not None:
+            sharded.mirror_index, sharded.mirror_signs = permutation
         todo = [
             (key, calls)
             for key, calls in zip(keys, self._shard_calls(split, sharded), strict=True)

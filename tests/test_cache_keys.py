@@ -133,7 +133,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "be993d6127b3f9b9"),
     "codebook": (5, "c1966dfb3adec0f2"),
-    "encode": (6, "e6f9759561ef6ef4"),
+    "encode": (6, "15e085ec5a9d02ae"),
     "train": (5, "028d681bc5c43bfd"),
     "evaluate": (5, "e866916e2c4f95a0"),
 }
