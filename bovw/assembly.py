@@ -31,6 +31,7 @@ from .features import ImageFeatures, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
 from .images import read_image
 from .svm import make_classifier
+from .svm.shard_gram import fit_from_shards
 from .svm.streaming import StreamSettings, fit_streamed
 from .vocabulary import GMMVocabulary, KMeansCodebook
 from .vocabulary.mirror import apply_signed_permutation
@@ -63,7 +64,8 @@ def resolve_gmm_components(
     """``config`` with ``codebook.gmm_components`` set when it was left to the data.
 
     Unset, the number of Gaussians depends on the training split's size: 128 when
-    the classifier then still trains in memory under ``memory_limit`` (default
+    the classifier then still trains in memory, or from the Gram matrix of the
+    shards, under ``memory_limit`` (default
     :func:`bovw.budget.default_memory_limit`), else 64
     (:func:`bovw.budget.auto_gmm_components`). Every place that meets a dataset
     (:func:`bovw.run`, :func:`bovw.tune.tune`, :class:`bovw.BoVWClassifier`)
@@ -78,7 +80,8 @@ def resolve_gmm_components(
     rows = train_images * (2 if config.encoding.mirror else 1)
     limit = default_memory_limit() if memory_limit is None else memory_limit
     per_gaussian = feature_dimension(config.with_overrides({"codebook.gmm_components": 1}))
-    k = min(auto_gmm_components(rows, per_gaussian, limit), c.gmm_samples)
+    dual = config.classifier.solver == "sgd"
+    k = min(auto_gmm_components(rows, per_gaussian, limit, dual=dual), c.gmm_samples)
     return config.with_overrides({"codebook.gmm_components": k}).validate()
 
 
@@ -324,6 +327,20 @@ def train_classifier(
     with the chosen ``alpha`` on every row).
     """
     return build_classifier(config, n_jobs=n_jobs).fit(X, y, groups=groups)
+
+
+def train_from_shards(config: Config, source, y: np.ndarray, **run):
+    """The linear SVM of :func:`train_classifier`, trained from the Gram matrix of feature shards.
+
+    For training rows that do not fit in memory while their Gram matrix does:
+    the same folds, alpha and weights as on the assembled matrix (to float
+    rounding). ``source`` gives the shards (:class:`bovw.svm.streaming.ShardSource`),
+    ``y`` the label of each image; ``run`` are
+    :func:`bovw.svm.shard_gram.fit_from_shards`'s keywords of how it runs
+    (``block_bytes``, progress).
+    """
+    model = build_classifier(config)
+    return fit_from_shards(source, y, model, mirror=config.encoding.mirror, **run)
 
 
 def train_streamed(config: Config, source, y: np.ndarray, **run):

@@ -1,10 +1,13 @@
-"""The memory budget that decides how the classifier is trained: in memory, or streamed.
+"""The memory budget that decides how the classifier is trained: in memory, from shards, or streamed.
 
 Small data trains best in memory: the whole feature matrix, cross-validation over
 its folds, and from the Gram matrix when there are fewer images than
-dimensions. Past the budget, the SVM is trained by streaming SGD over the
-feature shards on disk (:func:`bovw.svm.streaming.fit_streamed`), whose memory
-does not grow with the number of images. One number, ``--memory-limit``,
+dimensions. When the matrix does not fit but its Gram matrix does (a few thousand
+images of long Fisher vectors), the Gram matrix is computed from the feature
+shards on disk and the same model is trained from it
+(:func:`bovw.svm.shard_gram.fit_from_shards`). Past both, the SVM is trained by
+streaming SGD over the shards (:func:`bovw.svm.streaming.fit_streamed`), whose
+memory does not grow with the number of images. One number, ``--memory-limit``,
 chooses, so the same command works at 1,500 images and at 1.28 million.
 """
 
@@ -17,16 +20,23 @@ from .svm.spaces import DUAL_MAX_SAMPLES
 
 __all__ = [
     "AUTO_GMM_COMPONENTS",
+    "FROM_SHARDS",
     "IN_MEMORY",
     "STREAMED",
     "auto_gmm_components",
     "default_memory_limit",
+    "from_shards_bytes",
     "in_memory_bytes",
     "machine_memory",
+    "shard_block_bytes",
     "training_path",
 ]
 
-IN_MEMORY, STREAMED = "in-memory", "streamed"
+IN_MEMORY, FROM_SHARDS, STREAMED = "in-memory", "gram-from-shards", "streamed"
+
+#: The memory, beyond the Gram matrices, that training from shards is given at
+#: least: a block of shards (a few of the pipeline's 64 MB shards) and the weights.
+MIN_SHARD_BLOCK = 256 * 2**20
 
 #: The default budget, as a fraction of the machine's memory: room is left for the
 #: page cache (the shards are read through it) and for other work on the machine.
@@ -59,23 +69,26 @@ def default_memory_limit() -> int:
 
 
 #: The Gaussians that ``codebook.gmm_components`` left unset stands for: the first
-#: whose training features still train in memory. More Gaussians validate better on
-#: both benchmarks' training splits (benchmarks/RESULTS.md, "Defaults: the evidence"),
-#: 256 too, but 256 would hold 15-Scene's training features in memory only past the
-#: 4 GB peak its protocol must keep (6.3 GB counted); past the memory budget, features
-#: are encoded at 64 so that a large dataset's shards stay affordable on disk
-#: (CIFAR-10: 31 GB at 64).
+#: whose training is not streamed (it trains in memory, or from the Gram matrix of
+#: the shards). More Gaussians validate better on both benchmarks' training splits
+#: (benchmarks/RESULTS.md, "Defaults: the evidence"), but 256 no better than 128 with
+#: the mirror-symmetric vocabulary (15-Scene, -0.09); past the memory budget,
+#: features are encoded at 64 so that a large dataset's shards stay affordable on
+#: disk (CIFAR-10: 31 GB at 64).
 AUTO_GMM_COMPONENTS = (128, 64)
 
 
-def auto_gmm_components(train_rows: int, features_per_gaussian: int, limit: int) -> int:
-    """The first of :data:`AUTO_GMM_COMPONENTS` whose training trains in memory under ``limit``.
+def auto_gmm_components(
+    train_rows: int, features_per_gaussian: int, limit: int, *, dual: bool = True
+) -> int:
+    """The first of :data:`AUTO_GMM_COMPONENTS` whose training is not streamed under ``limit``.
 
     ``features_per_gaussian`` is the encoded length per Gaussian (``cells x 2 D``
-    for Fisher vectors); the last choice when none fits (the run then streams).
+    for Fisher vectors), ``dual`` as :func:`training_path` takes it; the last
+    choice when none fits (the run then streams).
     """
     for k in AUTO_GMM_COMPONENTS:
-        if training_path(train_rows, k * features_per_gaussian, limit) == IN_MEMORY:
+        if training_path(train_rows, k * features_per_gaussian, limit, dual=dual) != STREAMED:
             return k
     return AUTO_GMM_COMPONENTS[-1]
 
@@ -95,6 +108,36 @@ def in_memory_bytes(train_rows: int, n_features: int) -> int:
     return total
 
 
-def training_path(train_rows: int, n_features: int, limit: int) -> str:
-    """:data:`IN_MEMORY` when :func:`in_memory_bytes` fits ``limit``, else :data:`STREAMED`."""
-    return IN_MEMORY if in_memory_bytes(train_rows, n_features) <= limit else STREAMED
+def from_shards_bytes(train_rows: int, n_features: int) -> int:
+    """Peak bytes of training from the Gram matrix of the shards.
+
+    The Gram matrix and the copies of a cross-validation fold (as
+    :func:`in_memory_bytes` counts them), and a block of shards:
+    :data:`MIN_SHARD_BLOCK`, or the whole matrix when it is smaller.
+    """
+    return 2 * 4 * train_rows**2 + min(MIN_SHARD_BLOCK, 4 * train_rows * n_features)
+
+
+def shard_block_bytes(train_rows: int, limit: int) -> int:
+    """Bytes of shards that training from shards may hold at once under ``limit``.
+
+    Half of what the Gram matrices leave: the rest is for the shard being read, the
+    products and the run's other state. (At least one shard is held, whatever this says.)
+    """
+    return max(0, (limit - 2 * 4 * train_rows**2) // 2)
+
+
+def training_path(train_rows: int, n_features: int, limit: int, *, dual: bool = True) -> str:
+    """How the classifier trains under ``limit`` bytes.
+
+    :data:`IN_MEMORY` when :func:`in_memory_bytes` fits; else :data:`FROM_SHARDS`
+    when the in-memory path would train from the Gram matrix (no more rows than
+    dimensions nor :data:`~bovw.svm.DUAL_MAX_SAMPLES`; ``dual``: the solver can)
+    and :func:`from_shards_bytes` fits; else :data:`STREAMED`.
+    """
+    if in_memory_bytes(train_rows, n_features) <= limit:
+        return IN_MEMORY
+    gram = dual and train_rows <= min(n_features, DUAL_MAX_SAMPLES)
+    if gram and from_shards_bytes(train_rows, n_features) <= limit:
+        return FROM_SHARDS
+    return STREAMED

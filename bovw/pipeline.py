@@ -47,10 +47,19 @@ from .assembly import (
     resolve_gmm_components,
     split_mirrored,
     train_classifier,
+    train_from_shards,
     train_streamed,
     training_targets,
 )
-from .budget import IN_MEMORY, STREAMED, default_memory_limit, in_memory_bytes, training_path
+from .budget import (
+    FROM_SHARDS,
+    IN_MEMORY,
+    STREAMED,
+    default_memory_limit,
+    in_memory_bytes,
+    shard_block_bytes,
+    training_path,
+)
 from .cache import HIT, MISS, RECOMPUTED, Memo, codec, estimator_params, open_store, prune
 from .cache.maintenance import default_max_size
 from .cache.memo import report_problems
@@ -319,10 +328,10 @@ class RunResult:
     L2 normalization, the linear SVM with the alpha that cross-validation chose),
     ``metrics`` the test-split metrics. ``cache_note`` says what the end-of-run
     size cap evicted, if anything. ``training`` says how the classifier is trained
-    (:mod:`bovw.budget`): ``path`` ``"in-memory"`` or ``"streamed"``, the
-    ``memory_limit`` and the ``in_memory_bytes`` estimate that chose it. Streamed,
-    the matrices are never assembled: ``features`` stays empty (read the shards
-    with :class:`ShardReader`).
+    (:mod:`bovw.budget`): ``path`` ``"in-memory"``, ``"gram-from-shards"`` or
+    ``"streamed"``, the ``memory_limit`` and the ``in_memory_bytes`` estimate that
+    chose it. On the last two the matrices are never assembled: ``features`` stays
+    empty (read the shards with :class:`ShardReader`).
     """
 
     config: Config
@@ -388,7 +397,8 @@ class _Context:
         rows = (2 if config.encoding.mirror else 1) * len(dataset.train)
         dim = feature_dimension(config)
         self.in_memory_bytes = in_memory_bytes(rows, dim)
-        self.train_path = training_path(rows, dim, self.memory_limit)
+        dual = config.classifier.solver == "sgd"
+        self.train_path = training_path(rows, dim, self.memory_limit, dual=dual)
         self.inputs = stage_inputs(config, dataset, self.train_path)
         self.keys: dict[str, str] = {}
         for stage, inputs in self.inputs.items():  # in order: upstream keys come first
@@ -545,16 +555,32 @@ class _Context:
     def _train(self):
         """The linear SVM on the encoded training split (the best of the model selection).
 
-        In memory (cross-validation on the assembled matrix) when the budget allows,
-        else by streaming SGD over the shards, in tasks over the local processes or
-        the cluster's workers.
+        In memory (cross-validation on the assembled matrix) when the budget allows;
+        else the same model from the Gram matrix of the shards when that fits; else
+        by streaming SGD over the shards, in tasks over the local processes or the
+        cluster's workers.
         """
         c = self.config
         if self.train_path == IN_MEMORY:
             X = self.features("train")
             y, groups = training_targets(self.dataset.labels("train"), c.encoding.mirror)
             return train_classifier(self.config, X, y, groups, n_jobs=self.jobs)
+
+        def say(sentence):
+            if self.progress:
+                print(f"  train: {sentence}", file=sys.stderr, flush=True)
+
         reader = self.shard_reader("train")
+        if self.train_path == FROM_SHARDS:
+            rows = len(self.dataset.train) * (2 if c.encoding.mirror else 1)
+            return train_from_shards(
+                c,
+                reader,
+                self.dataset.labels("train"),
+                block_bytes=shard_block_bytes(rows, self.memory_limit),
+                on_phase=say,
+                progress=self.progress,
+            )
         # As many tasks as run at once: each reads every shard, so more would only read more.
         tasks = cluster_threads(self.scheduler) if self.scheduler else self.jobs
         # One BLAS thread per task on a cluster (a worker thread is a core) and with local
@@ -565,10 +591,6 @@ class _Context:
             arg_tuples = list(arg_tuples)
             sizes = [1] * len(arg_tuples)
             return self.imap(func, arg_tuples, sizes=sizes, desc="train: SGD tasks", unit="task")
-
-        def say(sentence):
-            if self.progress:
-                print(f"  train: {sentence}", file=sys.stderr, flush=True)
 
         return train_streamed(
             c,
@@ -695,9 +717,10 @@ def stage_inputs(
 ) -> dict[str, dict[str, Any]]:
     """The key inputs of every stage call but the per-image extractions.
 
-    ``train_path`` is how the classifier is trained (:mod:`bovw.budget`): the two
-    paths give different models, so it is part of the train key (the memory
-    limit that chose it is not: any limit that chooses the same path hits).
+    ``train_path`` is how the classifier is trained (:mod:`bovw.budget`): streaming
+    gives another model, so it is part of the train key (the memory limit that
+    chose it is not: any limit that chooses the same path hits); training from the
+    Gram matrix of the shards gives the in-memory model, and shares its key.
 
     Built from the estimators the stages construct (their ``get_params()``,
     defaults included), so a setting, or an estimator default, that changes a
@@ -953,8 +976,8 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
 
     stage, ctx._model = _timed_stage(ctx, "train", ctx._train)
     result.model = ctx._model
-    if ctx.train_path == STREAMED:
-        stage.detail = _streamed_detail(ctx)
+    if ctx.train_path != IN_MEMORY:
+        stage.detail = _out_of_memory_detail(ctx)
         empty["train"] = len(getattr(ctx._model, "empty_images_", ()))
     elif getattr(ctx._model, "n_splits_", 0):
         stage.detail = (
@@ -973,15 +996,17 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
     return result
 
 
-def _streamed_detail(ctx: _Context) -> str:
-    """The train stage's line when it streamed: why, and what model selection chose."""
+def _out_of_memory_detail(ctx: _Context) -> str:
+    """The train stage's line when its matrix was not held: how, why, what model selection chose."""
     model = ctx._model
+    how = "streamed" if ctx.train_path == STREAMED else "from the Gram matrix of the shards"
     detail = (
-        f"streamed: {ctx.in_memory_bytes / 1e9:.1f} GB in memory would pass the "
+        f"{how}: {ctx.in_memory_bytes / 1e9:.1f} GB in memory would pass the "
         f"{ctx.memory_limit / 1e9:.1f} GB --memory-limit; alpha {model.alpha_:g}"
     )
     if getattr(model, "n_splits_", 0):
-        detail += f", balanced accuracy {model.best_score_:.3f} on held-out training images"
+        on = "held-out training images" if ctx.train_path == STREAMED else "cross-validation"
+        detail += f", balanced accuracy {model.best_score_:.3f} on {on}"
     return detail
 
 

@@ -108,10 +108,12 @@ STAGE_SOURCES = {
         bovw.svm.kernel_maps,
         bovw.svm.selection,
         bovw.svm.streaming,
+        bovw.svm.shard_gram,
         assembly.build_classifier,
         assembly.training_targets,
         assembly.train_classifier,
         assembly.train_streamed,
+        assembly.train_from_shards,
         pipeline._Context._train,
         pipeline._Context.shard_reader,
         pipeline.ShardReader,
@@ -134,7 +136,7 @@ RECORDED = {
     "extract": (2, "be993d6127b3f9b9"),
     "codebook": (5, "c1966dfb3adec0f2"),
     "encode": (6, "15e085ec5a9d02ae"),
-    "train": (5, "028d681bc5c43bfd"),
+    "train": (5, "781c4782622f632f"),
     "evaluate": (5, "e866916e2c4f95a0"),
 }
 

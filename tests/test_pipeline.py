@@ -201,20 +201,24 @@ def test_mirror_pairs_stay_in_one_cross_validation_fold(monkeypatch):
 
 
 def test_the_gaussians_follow_the_training_size(tiny_dataset):
-    """Unset, 128 Gaussians while training stays in memory, else 64; a set number is kept."""
+    """Unset, 128 Gaussians while training is not streamed, else 64; a set number is kept."""
     from bovw import pipeline
     from bovw.assembly import feature_dimension, resolve_gmm_components
-    from bovw.budget import in_memory_bytes
+    from bovw.budget import from_shards_bytes
 
     config = Config().with_overrides({"data.path": str(tiny_dataset)}).validate()
     assert config.codebook.gmm_components is None
     dim_128 = feature_dimension(config.with_overrides({"codebook.gmm_components": 128}))
-    at_128 = in_memory_bytes(2 * 24, dim_128)
+    # 48 rows of 131,072: the least the run needs at 128 is the Gram matrix of the shards.
+    at_128 = from_shards_bytes(2 * 24, dim_128)
     assert resolve_gmm_components(config, 24, at_128).codebook.gmm_components == 128
     assert resolve_gmm_components(config, 24, at_128 - 1).codebook.gmm_components == 64
     # Without mirrors the rows are half as many: 128 fits half the budget.
     unmirrored = config.with_overrides({"encoding.mirror": False}).validate()
     assert resolve_gmm_components(unmirrored, 24, at_128 // 2).codebook.gmm_components == 128
+    # The sklearn solver trains in memory or streams (no Gram matrix from shards).
+    sklearn = config.with_overrides({"classifier.solver": "sklearn"}).validate()
+    assert resolve_gmm_components(sklearn, 24, at_128).codebook.gmm_components == 64
     pinned = config.with_overrides({"codebook.gmm_components": 32}).validate()
     assert resolve_gmm_components(pinned, 24, 1).codebook.gmm_components == 32
     hist = config.with_overrides({"encoding.encoding": "hist"}).validate()

@@ -11,7 +11,15 @@ from click.testing import CliRunner
 from conftest import FAST, tiny_run_config
 
 import bovw
-from bovw.budget import IN_MEMORY, STREAMED, in_memory_bytes, machine_memory, training_path
+from bovw.budget import (
+    FROM_SHARDS,
+    IN_MEMORY,
+    STREAMED,
+    from_shards_bytes,
+    in_memory_bytes,
+    machine_memory,
+    training_path,
+)
 from bovw.cli import main
 from bovw.persistence import load_model
 
@@ -31,7 +39,13 @@ def test_the_budget_picks_the_path():
     # the matrix and the Gram matrices, in memory under 4 GB (the test split is never held).
     assert 3.1e9 < in_memory_bytes(3000, 131072) < 3.3e9
     assert training_path(3000, 131072, 4 * 10**9) == IN_MEMORY
-    assert training_path(3000, 131072, 3 * 10**9) == STREAMED
+    # Under 3 GB, its Gram matrices (72 MB each) and a block of shards still fit.
+    assert from_shards_bytes(3000, 131072) < 0.4e9
+    assert training_path(3000, 131072, 3 * 10**9) == FROM_SHARDS
+    assert training_path(3000, 131072, 3 * 10**9, dual=False) == STREAMED  # solver sklearn
+    assert training_path(3000, 131072, 0.3e9) == STREAMED
+    # More rows than DUAL_MAX_SAMPLES: no Gram matrix, whatever the limit allows.
+    assert training_path(20_000, 10**6, 20 * 2**30) == STREAMED
     # CIFAR-10 (100,000 training rows of 65,536, 26 GB): streamed even with all of 24 GB.
     assert training_path(100_000, 65536, 24 * 2**30) == STREAMED
     assert 0 < machine_memory() < 2**50
@@ -64,6 +78,34 @@ def test_a_streamed_run_trains_evaluates_and_saves_a_model(tiny_dataset, tmp_pat
     )
     assert [s.cache for s in again.stages if s.name in ("train", "evaluate")] == ["hit", "hit"]
     np.testing.assert_array_equal(again.model.coef_, streamed.model.coef_)
+
+
+def test_past_its_memory_a_run_trains_the_in_memory_model_from_the_gram_matrix_of_the_shards(
+    tiny_dataset, tmp_path
+):
+    config = small_config(tiny_dataset)
+    memory = bovw.run(config, cache_dir=tmp_path / "memory", progress=False)
+    rows, dim = memory.features["train"].shape
+    assert rows <= dim  # the in-memory path trains from the Gram matrix too
+    limit = memory.training["in_memory_bytes"] - 1
+    assert from_shards_bytes(rows, dim) <= limit
+    # A fresh cache, so that the train stage computes (both paths share its key).
+    shards = bovw.run(config, cache_dir=tmp_path / "shards", progress=False, memory_limit=limit)
+    assert shards.training["path"] == FROM_SHARDS and shards.features == {}
+    train = [s for s in shards.stages if s.name == "train"][0]
+    assert "Gram matrix of the shards" in train.detail and "cross-validation" in train.detail
+    a, b = memory.model, shards.model
+    assert a.representation_ == b.representation_ == "dual"
+    assert b.alpha_ == a.alpha_ and b.n_splits_ == a.n_splits_
+    np.testing.assert_allclose(
+        b.cv_results_["mean_test_score"], a.cv_results_["mean_test_score"], atol=1e-12
+    )
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(b.intercept_, a.intercept_, rtol=1e-4, atol=1e-5)
+    assert shards.metrics["predictions"] == memory.metrics["predictions"]
+    # The in-memory model is the same model: a run under the limit hits it.
+    again = bovw.run(config, cache_dir=tmp_path / "memory", progress=False, memory_limit=limit)
+    assert [s.cache for s in again.stages if s.name == "train"] == ["hit"]
 
 
 def test_the_cli_reports_the_path_and_the_saved_model_predicts_as_the_run(tiny_dataset, tmp_path):

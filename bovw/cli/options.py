@@ -155,8 +155,9 @@ def run_options(func):
             click.option(
                 "--memory-limit",
                 metavar="SIZE",
-                help="Memory the training may hold, e.g. 8GB; past it the SVM is trained by "
-                "streaming SGD over the features on disk.",
+                help="Memory the training may hold, e.g. 8GB; past it the SVM is trained from "
+                "the Gram matrix of the features on disk when that fits, else by streaming "
+                "SGD over them.",
                 cls=Option,
                 default_text="a quarter of the machine's memory",
             ),

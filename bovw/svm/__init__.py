@@ -7,6 +7,8 @@ One family per module::
     gram         GramLinearSVM: the same SGD from a precomputed Gram matrix
     kernel_maps  Hellinger and chi2 explicit feature maps
     selection    LinearSVMCV: alpha by stratified cross-validation; make_classifier
+    shard_gram   LinearSVMCV's model from the Gram matrix of feature shards on disk
+    streaming    the linear SVM by streaming SGD over feature shards on disk
 """
 
 from .gram import GramLinearSVM

@@ -280,6 +280,18 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float32, np.float64], reset=True
         )
+        groups = self._check_targets(y, groups)
+        Z = self._prepare(X)
+        dual = self.solver == "sgd" and use_dual(Z)
+        # One Gram matrix for every fold, alpha and the refit.
+        svm = self._select_and_refit(alphas, gram_matrix(Z) if dual else Z, y, groups, dual)
+        if dual:
+            svm = svm.to_linear_svm(Z)
+        self.coef_, self.intercept_ = svm.coef_, svm.intercept_
+        return self
+
+    def _check_targets(self, y, groups):
+        """Set ``classes_`` (at least two); ``groups`` as an array of ``y``'s shape, or None."""
         check_classification_targets(y)
         self.classes_ = np.unique(y)
         if self.classes_.size < 2:
@@ -291,34 +303,36 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
             groups = np.asarray(groups)
             if groups.shape != y.shape:
                 raise ValueError(f"groups has shape {groups.shape}, y {y.shape}.")
-        Z = self._prepare(X)
+        return groups
+
+    def _select_and_refit(self, alphas, data, y, groups, dual: bool):
+        """Choose ``alpha_`` by cross-validation on ``data`` and return the SVM refitted on it.
+
+        ``data``: the mapped, normalized features, or (``dual``) their Gram matrix,
+        which :func:`bovw.svm.shard_gram.fit_from_shards` computes from shards too.
+        """
         splitter, folds = self._splitter(y, groups)
         base = self._svm()
-        dual = self.solver == "sgd" and use_dual(Z)
         self.representation_ = "dual" if dual else "primal"
         with warnings.catch_warnings():
             # Averaged SGD converges in few epochs; capped epochs are expected here.
             warnings.simplefilter("ignore", ConvergenceWarning)
-            # One Gram matrix for every fold, alpha and the refit.
-            data = gram_matrix(Z) if dual else Z
             if folds == 0:
                 self.n_splits_ = 0
-                scores = np.full((len(alphas), 0), np.nan)
-                fit_times = np.zeros((len(alphas), 0))
+                scores, fit_times = np.full((len(alphas), 0), np.nan), np.zeros((len(alphas), 0))
                 self.alpha_ = sorted(alphas)[len(alphas) // 2]
             else:
-                splits = list(splitter.split(Z, y, groups))
+                # The splitters read only the number of rows of their first argument.
+                splits = list(splitter.split(data, y, groups))
                 self.n_splits_ = len(splits)
                 scores, fit_times = self._search(base, alphas, data, y, splits, dual)
             self._set_results(alphas, scores, fit_times)
             svm = clone(base).set_params(alpha=self.alpha_)
             if dual:
-                svm = GramLinearSVM(**svm.get_params()).fit(data, y).to_linear_svm(Z)
-            else:
-                svm.fit(Z, y)
-        self.coef_, self.intercept_ = svm.coef_, svm.intercept_
+                svm = GramLinearSVM(**svm.get_params())
+            svm.fit(data, y)
         self.n_iter_ = int(np.max(svm.n_iter_))
-        return self
+        return svm
 
     def _prepare(self, X):
         """Fit the kernel map; the mapped, normalized training features in float32.

@@ -1,0 +1,214 @@
+"""The in-memory SVM's model trained from feature shards, through their Gram matrix.
+
+With fewer training rows than dimensions (Fisher vectors of a few thousand
+images), :class:`~bovw.svm.LinearSVMCV` trains from the Gram matrix ``Z Z^T``
+alone: cross-validation, every ``alpha`` and the refit read only it, and the
+features are needed once more, to turn the dual coefficients into weights. The
+Gram matrix of 6,000 rows takes 144 MB whatever their dimension, while the
+rows of 256 Gaussians take 6.3 GB. :func:`fit_from_shards` therefore computes
+the Gram matrix from the shards on disk, a block of shards at a time, runs the
+very selection and refit of the in-memory path on it, and reads the shards once
+more for the weights: the model of the in-memory path (the same folds, the same
+SGD, equal to float rounding), in the memory of the Gram matrix and one block.
+
+Rows are placed where the in-memory path puts them (:func:`bovw.assembly.training_targets`):
+the images in the split's order, then (with mirrors) their mirrors in the same
+order; the folds keep an image and its mirror together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+from .selection import LinearSVMCV
+from .streaming import ShardSource, _mapped
+
+__all__ = ["fit_from_shards", "gram_reads", "shard_positions", "shards_per_block"]
+
+
+def shard_positions(images: np.ndarray, n_images: int, mirror: bool) -> np.ndarray:
+    """The training-matrix rows of a shard's rows: an image's index, its mirror's ``n + index``.
+
+    A shard holds its images' rows, then (with ``mirror``) their mirrors' rows: an
+    image's first row in the shard is its own, the second its mirror's.
+    """
+    images = np.asarray(images, np.int64)
+    if not mirror:
+        return images
+    first = np.zeros(images.size, bool)
+    first[np.unique(images, return_index=True)[1]] = True
+    return np.where(first, images, images + n_images)
+
+
+def _load(source: ShardSource, j: int, kernel_map, n_images: int, mirror: bool):
+    """Shard ``j``'s mapped, normalized rows (float32), their positions and their images."""
+    rows, images = source.load(j)
+    return _mapped(kernel_map, rows), shard_positions(images, n_images, mirror), images
+
+
+def shards_per_block(shard_bytes: int, block_bytes: int) -> int:
+    """Shards held at once while computing the Gram matrix: ``block_bytes`` of them, at least one."""
+    return max(1, block_bytes // max(1, shard_bytes))
+
+
+def gram_reads(n_shards: int, per_block: int) -> int:
+    """Shards read for the Gram matrix: each block once, then every shard after it."""
+    starts = range(0, n_shards, per_block)
+    return sum(min(per_block, n_shards - a) + max(0, n_shards - a - per_block) for a in starts)
+
+
+def _gram(source, kernel_map, n_images, mirror, per_block, block_rows, bar):
+    """The Gram matrix of every row, its rows' sum and the images whose rows are zero.
+
+    Holds ``per_block`` shards at once (in one buffer of ``block_rows`` rows, filled
+    in place) and multiplies them with themselves and with every later shard: each
+    shard is read once per block before it.
+    """
+    n_rows = n_images * (2 if mirror else 1)
+    K = np.empty((n_rows, n_rows), np.float32)
+    seen = np.zeros(n_rows, bool)
+    total = np.zeros(source.n_features, np.float64)
+    empty: set[int] = set()
+    buffer = np.empty((block_rows, source.n_features), np.float32)
+    for start in range(0, source.n_shards, per_block):
+        stop = min(start + per_block, source.n_shards)
+        filled, positions = 0, []
+        for j in range(start, stop):
+            Z, pos, images = _load(source, j, kernel_map, n_images, mirror)
+            if pos.size and (pos.max() >= n_rows or seen[pos].any()):
+                raise ValueError(
+                    f"Shard {j} holds rows of images outside the split's {n_images:,}, or "
+                    "twice: its rows are not laid out as the training split's."
+                )
+            if filled + Z.shape[0] > buffer.shape[0]:  # a shard larger than the first
+                buffer = np.concatenate([buffer[:filled], np.empty_like(Z)])
+            buffer[filled : filled + Z.shape[0]] = Z
+            filled += Z.shape[0]
+            seen[pos] = True
+            total += Z.sum(0, dtype=np.float64)
+            empty.update(images[~Z.any(axis=1)].tolist())
+            positions.append(pos)
+            bar.update(1)
+        Zb, Pb = buffer[:filled], np.concatenate(positions)
+        K[np.ix_(Pb, Pb)] = Zb @ Zb.T
+        for later in range(stop, source.n_shards):
+            Z, pos, _ = _load(source, later, kernel_map, n_images, mirror)
+            C = Zb @ Z.T
+            K[np.ix_(Pb, pos)] = C
+            K[np.ix_(pos, Pb)] = C.T
+            bar.update(1)
+    if not seen.all():
+        raise ValueError(
+            f"The shards hold {int(seen.sum()):,} of the split's {n_rows:,} training rows."
+        )
+    return K, total, sorted(empty)
+
+
+def _weights(source, kernel_map, n_images, mirror, svm, mu, bar) -> tuple[np.ndarray, np.ndarray]:
+    """Weights and intercept on raw features of the dual model, a shard at a time.
+
+    :func:`bovw.svm.spaces.dual_to_primal` summed over the shards:
+    ``W = A (X - mu)``, intercept ``b - W mu`` (``mu`` the mean row) when centered.
+    """
+    A = svm.dual_coef_
+    W = np.zeros((A.shape[0], source.n_features), np.float32)
+    for j in range(source.n_shards):
+        Z, pos, _ = _load(source, j, kernel_map, n_images, mirror)
+        W += A[:, pos] @ Z
+        bar.update(1)
+    b = svm.centered_intercept_
+    if svm._train_means is None:
+        return W, b
+    W -= A.sum(1, keepdims=True) * mu
+    return W, (b - W @ mu).astype(np.float32)
+
+
+def fit_from_shards(
+    source: ShardSource,
+    y: np.ndarray,
+    model: LinearSVMCV,
+    *,
+    mirror: bool,
+    block_bytes: int,
+    on_phase: Callable[[str], None] | None = None,
+    progress: bool = False,
+) -> LinearSVMCV:
+    """Fit ``model`` (unfitted, ``solver="sgd"``) as on the assembled training matrix.
+
+    Parameters
+    ----------
+    source : ShardSource
+        The training features as shards (a shard's rows: its images', then their
+        mirrors' with ``mirror``).
+    y : array-like of shape (n_images,)
+        The label of each image.
+    model : LinearSVMCV
+        The classifier the run's settings describe (:func:`bovw.svm.make_classifier`).
+    mirror : bool
+        Whether every image has a mirrored row.
+    block_bytes : int
+        About how many bytes of shards to hold at once while computing the Gram matrix.
+    on_phase : callable, optional
+        Called with a sentence as each phase starts.
+    progress : bool
+        Show the shards read as a progress bar.
+
+    Returns
+    -------
+    LinearSVMCV
+        ``model``, fitted: the ``alpha`` cross-validation chose, the weights of the
+        refit, ``representation_ = "dual"``, and ``empty_images_`` (the images
+        whose rows were all zero).
+    """
+    from sklearn.utils.multiclass import check_classification_targets
+
+    from ..progress import progress_bar
+    from .kernel_maps import make_kernel_map
+
+    say = on_phase or (lambda _: None)
+    if model.solver != "sgd":
+        raise ValueError(f"Training from shards needs solver='sgd', not {model.solver!r}.")
+    alphas = model._check_params()
+    y = np.asarray(y)
+    check_classification_targets(y)
+    n = y.size
+    y_rows, groups = (np.tile(y, 2), np.tile(np.arange(n), 2)) if mirror else (y, None)
+    groups = model._check_targets(y_rows, groups)
+    kernel_map = make_kernel_map(model.kernel_map)
+    if kernel_map != "passthrough":
+        # The maps learn nothing from the data; fitted on one shard, as streaming does.
+        kernel_map = kernel_map.fit(source.load(0)[0])
+    model.kernel_map_ = kernel_map
+    n_rows = y_rows.size
+    say(
+        f"the Gram matrix of {n_rows:,} training rows ({4 * n_rows**2 / 1e9:.2f} GB) "
+        f"from {source.n_shards:,} shards"
+    )
+    first, _, _ = _load(source, 0, kernel_map, n, mirror)
+    per_block = min(shards_per_block(first.nbytes, block_bytes), source.n_shards)
+    block_rows = per_block * first.shape[0]
+    del first
+    t = time.perf_counter()
+    with progress_bar(
+        total=gram_reads(source.n_shards, per_block),
+        desc="train: Gram matrix",
+        unit="shard",
+        disable=not progress,
+    ) as bar:
+        K, total, empty = _gram(source, kernel_map, n, mirror, per_block, block_rows, bar)
+    gram_seconds = time.perf_counter() - t
+    say(f"Gram matrix in {gram_seconds:.0f} s; choosing alpha by cross-validation")
+    svm = model._select_and_refit(alphas, K, y_rows, groups, dual=True)
+    del K
+    say("the weights from the shards")
+    mu = (total / n_rows).astype(np.float32)
+    with progress_bar(
+        total=source.n_shards, desc="train: weights", unit="shard", disable=not progress
+    ) as bar:
+        model.coef_, model.intercept_ = _weights(source, kernel_map, n, mirror, svm, mu, bar)
+    model.n_features_in_ = source.n_features
+    model.empty_images_ = np.asarray(empty, np.int64)
+    return model

@@ -1,0 +1,97 @@
+"""Training from the Gram matrix of shards (bovw.svm.shard_gram) against the in-memory SVM."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from test_svm_streaming import ArraySource, blobs
+
+from bovw.svm import LinearSVMCV
+from bovw.svm.shard_gram import fit_from_shards, gram_reads, shard_positions, shards_per_block
+
+ALPHAS = (1e-4, 1e-3, 1e-2)
+
+
+def in_memory(source: ArraySource, y, mirror: bool, **params) -> LinearSVMCV:
+    """The in-memory path on the rows the pipeline assembles: images, then their mirrors."""
+    n = y.size
+    X = np.concatenate([source.X, source.X_mirror]) if mirror else source.X
+    rows_y, groups = (np.tile(y, 2), np.tile(np.arange(n), 2)) if mirror else (y, None)
+    return LinearSVMCV(alphas=ALPHAS, **params).fit(X, rows_y, groups=groups)
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize("block_bytes", [0, 10**9])
+def test_the_model_is_the_in_memory_model(mirror, block_bytes):
+    X, y = blobs(n=150, d=500, k=3)
+    source = ArraySource(X, per_shard=40, mirror=mirror)
+    model = fit_from_shards(
+        source, y, LinearSVMCV(alphas=ALPHAS), mirror=mirror, block_bytes=block_bytes
+    )
+    reference = in_memory(source, y, mirror)
+    assert reference.representation_ == model.representation_ == "dual"
+    # The same folds and SGD on the same Gram matrix (summed by blocks: float rounding).
+    np.testing.assert_allclose(
+        model.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"]
+    )
+    assert model.alpha_ == reference.alpha_
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.intercept_, reference.intercept_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(model.predict(X), reference.predict(X))
+    assert model.n_features_in_ == X.shape[1] and model.empty_images_.size == 0
+
+
+@pytest.mark.parametrize("block_bytes", [0, 50_000, 10**9])
+def test_the_shards_are_read_as_the_blocks_say(block_bytes):
+    X, y = blobs(n=150, d=500, k=3)
+    source = ArraySource(X, per_shard=20)
+    fit_from_shards(source, y, LinearSVMCV(alphas=ALPHAS), mirror=False, block_bytes=block_bytes)
+    per_block = shards_per_block(20 * 500 * 4, block_bytes)
+    # One shard to size the blocks, the Gram matrix's reads, one pass for the weights.
+    assert source.loads == 1 + gram_reads(source.n_shards, per_block) + source.n_shards
+
+
+def test_gram_reads_counts_each_block_and_every_shard_after_it():
+    for n_shards in range(1, 9):
+        for per_block in range(1, 10):
+            blocks = [range(a, min(a + per_block, n_shards)) for a in range(0, n_shards, per_block)]
+            expected = sum(len(b) + (n_shards - b[-1] - 1) for b in blocks)
+            assert gram_reads(n_shards, per_block) == expected
+    assert gram_reads(4, 1) == 4 + 3 + 2 + 1 and gram_reads(4, 4) == 4
+    assert shards_per_block(100, 0) == 1 and shards_per_block(100, 350) == 3
+
+
+def test_shard_positions_put_mirrors_after_every_image():
+    images = np.array([5, 2, 7, 5, 2, 7])
+    np.testing.assert_array_equal(shard_positions(images, 10, True), [5, 2, 7, 15, 12, 17])
+    np.testing.assert_array_equal(shard_positions(images[:3], 10, False), [5, 2, 7])
+
+
+def test_a_kernel_map_and_an_empty_image():
+    X, y = blobs(n=120, d=400, k=3)
+    X = np.abs(X)
+    X[7] = 0  # an image without descriptors
+    source = ArraySource(X, per_shard=32)
+    model = fit_from_shards(
+        source, y, LinearSVMCV(alphas=ALPHAS, kernel_map="hellinger"), mirror=False, block_bytes=0
+    )
+    reference = in_memory(source, y, False, kernel_map="hellinger")
+    np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(model.empty_images_, [7])
+
+
+def test_shards_that_miss_rows_or_repeat_them_are_refused():
+    X, y = blobs(n=100, d=300, k=2)
+    source = ArraySource(X, per_shard=30)
+    with pytest.raises(ValueError, match="mirror|rows"):
+        # Laid out without mirrors, read as if every image had one: half the rows missing.
+        fit_from_shards(source, y, LinearSVMCV(alphas=ALPHAS), mirror=True, block_bytes=0)
+
+    class Twice(ArraySource):
+        def load(self, j):
+            return super().load(0)
+
+    with pytest.raises(ValueError, match="twice"):
+        fit_from_shards(Twice(X, per_shard=30), y, LinearSVMCV(), mirror=False, block_bytes=0)
+    with pytest.raises(ValueError, match="solver"):
+        fit_from_shards(source, y, LinearSVMCV(solver="sklearn"), mirror=False, block_bytes=0)
