@@ -8,6 +8,7 @@ memory (the process and its workers together) can be measured.
     python benchmarks/scene15.py                       # all encodings, shared cache
     python benchmarks/scene15.py --encodings fisher --cold   # fisher from images, cold cache
     python benchmarks/scene15.py --record              # and write benchmarks/RESULTS.md
+    python benchmarks/scene15.py --encodings fisher --memory-limit 1GB  # training not in memory
 
 References: Lazebnik, Schmid & Ponce, CVPR 2006 (spatial pyramid: 81.4 % at 200 words, L=2).
 """
@@ -40,7 +41,9 @@ PRESETS: dict[str, dict] = {
 }
 
 
-def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) -> dict:
+def run_one(
+    encoding: str, data: str, cache_dir: str, jobs: int, extra: dict, memory_limit: int | None
+) -> dict:
     """Run the pipeline for one encoding in this process and return its figures."""
     import bovw
     from bovw.assembly import feature_dimension
@@ -48,7 +51,9 @@ def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) ->
 
     config = Config().with_overrides({"data.path": data, **PRESETS[encoding], **extra})
     t = time.perf_counter()
-    result = bovw.run(config, cache_dir=cache_dir, jobs=jobs, progress=False)
+    result = bovw.run(
+        config, cache_dir=cache_dir, jobs=jobs, progress=False, memory_limit=memory_limit
+    )
     total = time.perf_counter() - t
     return {
         "encoding": encoding,
@@ -59,6 +64,7 @@ def run_one(encoding: str, data: str, cache_dir: str, jobs: int, extra: dict) ->
         # From the settings: a run whose training streams holds no feature matrix.
         "dim": feature_dimension(result.config),
         "gmm_components": result.config.codebook.gmm_components,
+        "training": result.training["path"],
         "mean_class_accuracy": result.metrics["mean_class_accuracy"],
         "accuracy": result.metrics["accuracy"],
         "stages": {s.name: [round(s.seconds, 1), s.cache] for s in result.stages},
@@ -84,6 +90,8 @@ def measure(encoding: str, args, extra: dict) -> dict:
         "--set",
         json.dumps(extra),
     ]
+    if args.memory_limit:
+        cmd += ["--memory-limit", args.memory_limit]
     t = time.perf_counter()
     out, peak = run_watched(cmd)
     figures = json.loads(out.strip().splitlines()[-1])
@@ -110,9 +118,9 @@ def measure_with_retrain(encoding: str, args, extra: dict) -> dict:
 
 def table(rows: list[dict]) -> str:
     head = (
-        "| encoding | settings | dim | mean class acc. | accuracy | extract s | codebook s "
-        "| encode s | train s | total s | peak GB | classifier-only rerun s |"
-        "\n|---|---|---|---|---|---|---|---|---|---|---|---|"
+        "| encoding | settings | dim | training | mean class acc. | accuracy | extract s "
+        "| codebook s | encode s | train s | total s | peak GB | classifier-only rerun s |"
+        "\n|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for r in rows:
@@ -121,7 +129,8 @@ def table(rows: list[dict]) -> str:
             f"{k.split('.')[-1]}={v}" for k, v in r["settings"].items() if k != "encoding.encoding"
         )
         lines.append(
-            f"| {r['encoding']} | {r['sift']}; {settings} | {r['dim']:,} | {r['mean_class_accuracy']:.4f} "
+            f"| {r['encoding']} | {r['sift']}; {settings} | {r['dim']:,} "
+            f"| {r.get('training', 'in-memory')} | {r['mean_class_accuracy']:.4f} "
             f"| {r['accuracy']:.4f} | {s['extract'][0]} ({s['extract'][1]}) | {s['codebook'][0]} "
             f"| {s['encode'][0]} | {s['train'][0]} | {r['total_seconds']:.0f} | {r['peak_memory_gb']:.2f} "
             f"| {r.get('retrain_seconds', float('nan')):.1f} |"
@@ -139,6 +148,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default=str(Path.home() / ".cache" / "bovw-bench"))
     p.add_argument("--cold", action="store_true", help="a fresh, empty cache for each encoding")
     p.add_argument("--set", default="{}", help="extra settings as JSON, e.g. '{\"sift.step\": 3}'")
+    p.add_argument("--memory-limit", default=None, help="the runs' --memory-limit, e.g. 4GB")
     p.add_argument("--record", action="store_true", help="write the table to benchmarks/RESULTS.md")
     p.add_argument(
         "--fresh-models",
@@ -149,7 +159,10 @@ def main() -> None:
     args = p.parse_args()
     extra = json.loads(args.set)
     if args.child:
-        print(json.dumps(run_one(args.child, args.data, args.cache_dir, args.jobs, extra)))
+        from bovw.cli.options import parse_size_option
+
+        limit = parse_size_option("--memory-limit", args.memory_limit)
+        print(json.dumps(run_one(args.child, args.data, args.cache_dir, args.jobs, extra, limit)))
         return
     if not Path(args.data).is_dir():
         raise SystemExit(f"15-Scene not found at {args.data}; pass --data.")
