@@ -153,6 +153,17 @@ RUNS = {
         "cifar10-svm",
         ["--train-per-class", "300", *CLASSIFIER_TRIES],
     ),
+    # Where in its pyramid cell each Gaussian's descriptors lie (encoding.spatial_moments).
+    "15-Scene: spatial moments": (
+        "scene15",
+        "scene15-spatial",
+        ["--budget", "30", "--try", "encoding.spatial_moments=on"],
+    ),
+    "CIFAR-10 (300 train/class): spatial moments": (
+        "cifar10",
+        "cifar10-spatial",
+        ["--train-per-class", "300", "--budget", "20", "--try", "encoding.spatial_moments=on"],
+    ),
 }
 
 #: Where each run's table goes in RESULTS.md (the others: "Validation of the defaults").
@@ -183,6 +194,10 @@ SECTIONS = {
     **dict.fromkeys(
         ("15-Scene: the classifier", "CIFAR-10 (300 train/class): the classifier"),
         "Validation: the classifier's settings",
+    ),
+    **dict.fromkeys(
+        ("15-Scene: spatial moments", "CIFAR-10 (300 train/class): spatial moments"),
+        "Validation: spatial moments of the Fisher vector",
     ),
 }
 DEFAULT_SECTION = "Validation of the defaults (training split only)"

@@ -131,6 +131,7 @@ def encoder_params(config: Config) -> dict[str, Any]:
             n_samples=c.gmm_samples,
             posterior_threshold=e.posterior_threshold,
             mirror_symmetric=c.mirror_symmetric,
+            spatial_moments=e.spatial_moments,
         )
     else:
         params.update(n_words=c.words, n_samples=c.samples)
@@ -163,7 +164,7 @@ def feature_dimension(config: Config) -> int:
     """Length of an encoded image vector under ``config``, known before any fitting.
 
     ``cells x 2 K D`` for Fisher vectors (``D`` the PCA dimensions, else the
-    descriptor's), ``cells x words x D`` for VLAD, ``cells x words`` for the
+    descriptor's; ``+ cells x 4 K`` with ``encoding.spatial_moments``), ``cells x words x D`` for VLAD, ``cells x words`` for the
     histograms: what ``build_encoder(config, vocabulary).n_features_out_`` gives.
     """
     from .encoding.pyramid import parse_pyramid
@@ -174,7 +175,8 @@ def feature_dimension(config: Config) -> int:
     cells = sum(rows * cols for rows, cols in parse_pyramid(pyramid))
     dims = descriptor_size(config.sift.color)
     if e.encoding == "fisher":
-        return cells * 2 * _gmm_components(config) * (c.pca_dims or dims)
+        k = _gmm_components(config)
+        return cells * (2 * k * (c.pca_dims or dims) + (4 * k if e.spatial_moments else 0))
     words = c.words if c.words is not None else AUTO_WORDS[e.encoding]
     if e.encoding == "vlad":
         return cells * words * dims

@@ -320,6 +320,13 @@ class EncodingSettings:
         flag="--level-weights",
         choices=LEVEL_WEIGHTS,
     )
+    spatial_moments: bool = setting(
+        False,
+        "Add to each pyramid cell's Fisher vector, per Gaussian, the gradients of a uniform "
+        "model of where the descriptors lie in the cell (4 numbers per Gaussian and cell; "
+        "fisher only).",
+        flag="--spatial-moments",
+    )
     # Sparse statistics: Fisher vectors at cosine 0.9999 to the exact ones, but since
     # posteriors are kept out of the subnormal range, not faster (0.8-0.9x of the exact
     # path, benchmarks/fisher_speed.py); and 0.1-0.2 points lower on the 15-Scene

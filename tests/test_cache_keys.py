@@ -135,7 +135,7 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "be993d6127b3f9b9"),
     "codebook": (5, "c1966dfb3adec0f2"),
-    "encode": (6, "15e085ec5a9d02ae"),
+    "encode": (6, "f8ba687bfed06170"),
     "train": (5, "781c4782622f632f"),
     "evaluate": (5, "e866916e2c4f95a0"),
 }
@@ -207,6 +207,7 @@ FLIPS = {
     "encoding.mirror": (False, FROM_ENCODE),
     "encoding.feature_storage": ("float16", FROM_ENCODE),
     "encoding.posterior_threshold": (1e-3, FROM_ENCODE),
+    "encoding.spatial_moments": (True, FROM_ENCODE),
     "classifier.loss": ("log_loss", MODEL),
     "classifier.alphas": ((1e-4, 1e-3), MODEL),
     "classifier.cv_folds": (4, MODEL),
@@ -305,6 +306,7 @@ ESTIMATORS = [
             "random_state",
             "posterior_threshold",
             "mirror_symmetric",
+            "spatial_moments",
         },
     ),
     (

@@ -96,6 +96,7 @@ TABLES = [
             "n_samples": "codebook.gmm_samples",
             "random_state": "seed",
             "posterior_threshold": "encoding.posterior_threshold",
+            "spatial_moments": "encoding.spatial_moments",
             **_ENCODER_FREE,
         },
     ),

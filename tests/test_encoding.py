@@ -23,6 +23,7 @@ from bovw.encoding import (
     parse_pyramid,
     pyramid_level_weights,
 )
+from bovw.encoding.pyramid import cell_positions
 from bovw.features import ImageFeatures
 from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
@@ -152,13 +153,15 @@ def _ref_vlad(img, C, grids, power=0.5, intra=True):
     return v / nrm if nrm else v
 
 
-def _ref_fisher(img, gmm, grids, improved=True, threshold=0.0):
+def _ref_fisher(img, gmm, grids, improved=True, threshold=0.0, spatial=False):
     pca = gmm.pca_
     mu, var, pi = gmm.means_.astype(float), gmm.variances_.astype(float), gmm.weights_
     K, Dp = mu.shape
     n_cells = sum(a * b for a, b in grids)
     u = np.zeros((n_cells, K, Dp))
     v = np.zeros((n_cells, K, Dp))
+    a = np.zeros((n_cells, K, 2))  # location gradients (spatial moments)
+    b = np.zeros((n_cells, K, 2))
     T = np.zeros(n_cells)
     for t in range(len(img)):
         z = pca.transform(img.descriptors[t : t + 1].astype(np.float64))[0]
@@ -175,19 +178,35 @@ def _ref_fisher(img, gmm, grids, improved=True, threshold=0.0):
         p = [math.exp(a - m) for a in logp]
         gamma = [a / sum(p) for a in p]
         gamma = [g if g >= threshold else 0.0 for g in gamma]  # sparse posteriors
-        for cell in _ref_cells(img.frames[t, 0], img.frames[t, 1], img.width, img.height, grids):
+        x, y = img.frames[t, 0], img.frames[t, 1]
+        cells = _ref_cells(x, y, img.width, img.height, grids)
+        first_cells = _ref_cells(0, 0, img.width, img.height, grids)  # each grid's offset
+        for cell, first, (rows, cols) in zip(cells, first_cells, grids, strict=True):
             T[cell] += 1
+            # The pixel centre in cell widths from the cell's centre, over the standard
+            # deviation of a uniform position (sqrt(1/12)).
+            r, c = divmod(cell - first, cols)
+            loc = [
+                ((x + 0.5) * cols / img.width - c - 0.5) * math.sqrt(12),
+                ((y + 0.5) * rows / img.height - r - 0.5) * math.sqrt(12),
+            ]
             for k in range(K):
                 for i in range(Dp):
                     s = (z[i] - mu[k, i]) / math.sqrt(var[k, i])
                     u[cell, k, i] += gamma[k] * s
                     v[cell, k, i] += gamma[k] * (s * s - 1)
+                for j in range(2):
+                    a[cell, k, j] += gamma[k] * loc[j]
+                    b[cell, k, j] += gamma[k] * (loc[j] ** 2 - 1)
     for c in range(n_cells):
         if T[c]:
             for k in range(K):
                 u[c, k] /= T[c] * math.sqrt(pi[k])
                 v[c, k] /= T[c] * math.sqrt(2 * pi[k])
-    fv = np.concatenate([u.reshape(n_cells, -1), v.reshape(n_cells, -1)], axis=1).ravel()
+                a[c, k] /= T[c] * math.sqrt(pi[k])
+                b[c, k] /= T[c] * math.sqrt(2 * pi[k])
+    parts = [u, v] + ([a, b] if spatial else [])
+    fv = np.concatenate([p.reshape(n_cells, -1) for p in parts], axis=1).ravel()
     if improved:
         fv = np.sign(fv) * np.sqrt(np.abs(fv))
         nrm = np.linalg.norm(fv)
@@ -223,6 +242,26 @@ def test_cell_indices_boundaries():
     # Exact boundaries of a 3-stripe grid on height 60: rows 0..19 | 20..39 | 40..59.
     stripes = cell_indices(np.zeros(4), np.array([19.99, 20.0, 39.99, 40.0]), 10, 60, ((3, 1),))
     assert stripes[:, 0].tolist() == [0, 1, 1, 2]
+
+
+def test_cell_positions_are_centred_in_the_cell_and_negated_by_the_mirror():
+    grids = parse_pyramid("1,2x2,3x1")
+    width, height = 90, 60  # every grid's cuts fall between pixels
+    x, y = np.meshgrid(np.arange(width), np.arange(height))
+    x, y = x.ravel().astype(float), y.ravel().astype(float)
+    pos = cell_positions(x, y, width, height, grids)
+    assert pos.shape == (x.size, 3, 2) and pos.dtype == np.float32
+    assert pos.min() > -0.5 and pos.max() < 0.5
+    # Within each cell of each grid the positions are centred (a whole number of pixels).
+    cells = cell_indices(x, y, width, height, grids)
+    for g in range(3):
+        for cell in np.unique(cells[:, g]):
+            np.testing.assert_allclose(pos[cells[:, g] == cell, g].mean(0), 0, atol=1e-6)
+    mirrored = cell_positions(width - 1 - x, y, width, height, grids)
+    np.testing.assert_allclose(mirrored[..., 0], -pos[..., 0], atol=1e-6)
+    np.testing.assert_array_equal(mirrored[..., 1], pos[..., 1])
+    # The whole image: x + 0.5 over the width, from the centre.
+    np.testing.assert_allclose(pos[:, 0, 0], (x + 0.5) / width - 0.5, atol=1e-6)
 
 
 def test_level_weights():
@@ -473,6 +512,25 @@ def test_sparse_fisher_matches_the_reference_with_dropped_posteriors(
         np.testing.assert_allclose(z, ref, rtol=1e-4, atol=2e-5)
         dropped += not np.allclose(ref, _ref_fisher(img, gmm, grids), atol=1e-3)
     assert dropped >= 3, "the threshold dropped no posterior: the test tests nothing"
+
+
+@pytest.mark.parametrize("pyramid", [1, (1, 2), "1,2x2,3x1"])
+@pytest.mark.parametrize("improved", [False, True])
+def test_spatial_moments_match_the_reference(images, gmm, pyramid, improved):
+    enc = FisherEncoder(gmm, pyramid=pyramid, improved=improved, spatial_moments=True, chunk_size=7)
+    Z = enc.fit(images).transform(images)
+    grids = parse_pyramid(pyramid)
+    K, Dp = gmm.means_.shape
+    assert Z.shape[1] == enc.n_cells_ * (2 * K * Dp + 4 * K)
+    for img, z in zip(images, Z, strict=True):
+        ref = _ref_fisher(img, gmm, grids, improved=improved, spatial=True)
+        np.testing.assert_allclose(z, ref, rtol=1e-4, atol=2e-5)
+    # The descriptor part is the plain Fisher vector's (before the final normalization).
+    plain = FisherEncoder(gmm, pyramid=pyramid, improved=False).fit(images).transform(images)
+    raw = FisherEncoder(gmm, pyramid=pyramid, improved=False, spatial_moments=True)
+    cells = raw.fit(images).transform(images).reshape(len(images), enc.n_cells_, -1)
+    np.testing.assert_allclose(cells[:, :, : 2 * K * Dp].reshape(len(images), -1), plain, atol=1e-6)
+    assert np.abs(cells[:, :, 2 * K * Dp :]).max() > 0.1, "no location moment: nothing tested"
 
 
 def test_sparse_fisher_with_a_tiny_threshold_is_the_dense_vector(images, gmm):

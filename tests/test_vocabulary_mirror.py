@@ -135,18 +135,21 @@ def test_vocabulary_refuses_odd_components_and_non_sift_descriptors():
 
 
 @pytest.mark.parametrize(
-    "d, n_pca, pyramid",
+    "d, n_pca, pyramid, spatial",
     [
-        (128, 16, "1,2x2,3x1"),
-        (128, 16, "1,2,4"),
-        (384, 24, "1x2,2x1"),
-        (128, None, "1,2x2"),
+        (128, 16, "1,2x2,3x1", False),
+        (128, 16, "1,2x2,3x1", True),
+        (128, 16, "1,2,4", False),
+        (384, 24, "1x2,2x1", True),
+        (128, None, "1,2x2", False),
     ],
 )
-def test_fisher_vector_of_the_mirror_is_a_signed_permutation(d, n_pca, pyramid):
+def test_fisher_vector_of_the_mirror_is_a_signed_permutation(d, n_pca, pyramid, spatial):
     """Against encoding the mirrored features, on pixels where the two agree exactly."""
     images = _features(12, d)
-    encoder = FisherEncoder(n_words=6, n_pca=n_pca, pyramid=pyramid, mirror_symmetric=True)
+    encoder = FisherEncoder(
+        n_words=6, n_pca=n_pca, pyramid=pyramid, mirror_symmetric=True, spatial_moments=spatial
+    )
     encoder.fit(images)
     X = encoder.transform(images)
     encoded = encoder.transform([mirror_features(f) for f in images])

@@ -30,7 +30,7 @@ from sklearn.utils.validation import check_is_fitted
 from ..features import ImageFeatures
 from ..vocabulary import KMeansCodebook, as_descriptors, chunk_rows
 from .normalization import NORMALIZATIONS
-from .pyramid import cell_indices, parse_pyramid, pyramid_level_weights
+from .pyramid import cell_indices, cell_positions, parse_pyramid, pyramid_level_weights
 
 __all__ = ["PyramidEncoder"]
 
@@ -47,7 +47,8 @@ class PyramidEncoder(TransformerMixin, BaseEstimator):
 
     Subclasses set ``vocabulary_class`` and implement ``_cell_dim`` (the length
     of one cell's code) and ``_encode`` (one image's descriptors and cells into
-    its vector); ``_fit_params`` adds fitted state that needs the vocabulary.
+    its vector); ``_fit_params`` adds fitted state that needs the vocabulary, and
+    ``_uses_positions`` asks for the keypoints' positions inside their cells too.
     """
 
     #: The kind of vocabulary the encoder works with.
@@ -162,6 +163,10 @@ class PyramidEncoder(TransformerMixin, BaseEstimator):
     def _fit_params(self, X) -> None:
         """Encoder-specific fitted state (after the vocabulary)."""
 
+    def _uses_positions(self) -> bool:
+        """Whether ``_encode`` takes each keypoint's position in its cells (``positions=``)."""
+        return False
+
     def _check_positions(self, item) -> None:
         if not isinstance(item, ImageFeatures) and self.n_cells_ > 1:
             raise ValueError(
@@ -205,7 +210,13 @@ class PyramidEncoder(TransformerMixin, BaseEstimator):
         if desc.shape[1] != d:
             raise ValueError(f"Descriptors have {desc.shape[1]} dimensions, the vocabulary {d}.")
         cells = self._cells(frames, width, height, n)
-        return self._encode(desc, cells, out)
+        if not self._uses_positions():
+            return self._encode(desc, cells, out)
+        if frames is None:
+            positions = np.zeros((n, len(self.grids_), 2), dtype=np.float32)  # one cell: no layout
+        else:
+            positions = cell_positions(frames[:, 0], frames[:, 1], width, height, self.grids_)
+        return self._encode(desc, cells, out, positions=positions)
 
     def transform(self, X) -> np.ndarray:
         """Encode images one at a time.

@@ -31,6 +31,20 @@ class FisherEncoder(PyramidEncoder):
     signed square root and L2 normalization of the *improved* Fisher vector
     are applied to the whole vector.
 
+    With ``spatial_moments``, each cell's code also holds, per Gaussian, the
+    gradients of a location model: the keypoints' positions inside the cell
+    (:func:`~bovw.encoding.pyramid.cell_positions`, scaled to unit variance,
+    ``l_t = sqrt(12) p_t``) are modelled as uniform, the same for every
+    Gaussian, so the posteriors are unchanged and the code gains::
+
+        a_k = 1 / (T sqrt(pi_k))   sum_t gamma_t(k) l_t
+        b_k = 1 / (T sqrt(2 pi_k)) sum_t gamma_t(k) (l_t^2 - 1)
+
+    (``4 K`` numbers per cell: where in the cell each word's descriptors lie,
+    and how spread; the spatial Fisher vector of Krapac, Verbeek & Jurie 2011
+    with a location model shared by the words, or the spatial coordinate
+    augmentation of Sanchez et al. 2012 without positions in the posteriors).
+
     Parameters
     ----------
     vocabulary : GMMVocabulary or None, default=None
@@ -63,6 +77,8 @@ class FisherEncoder(PyramidEncoder):
         :meth:`mirror_permutation` gives the mirrored images' vectors without
         encoding them. A given ``vocabulary`` is symmetric or not as it was fitted.
         Off here (SIFT only); a run turns it on (``codebook.mirror_symmetric``).
+    spatial_moments : bool, default=False
+        Add each Gaussian's location gradients to each cell's code (above).
 
     Attributes
     ----------
@@ -70,6 +86,8 @@ class FisherEncoder(PyramidEncoder):
         ``vocabulary`` itself, or the one :meth:`fit` fitted.
     n_features_out_ : int
         ``n_cells_ * 2 * K * D``; layout (cell, [means, variances], Gaussian, dimension).
+        With ``spatial_moments``, ``n_cells_ * (2 K D + 4 K)``: each cell's code is
+        followed by its ``a`` then ``b``, each (Gaussian, [x, y]).
 
     References
     ----------
@@ -77,6 +95,10 @@ class FisherEncoder(PyramidEncoder):
        for large-scale image classification. ECCV 2010.
     .. [2] J. Sanchez, F. Perronnin, T. Mensink and J. Verbeek. Image
        classification with the Fisher vector: theory and practice. IJCV 2013.
+    .. [3] J. Krapac, J. Verbeek and F. Jurie. Modeling spatial layout with Fisher
+       vectors for image categorization. ICCV 2011.
+    .. [4] J. Sanchez, F. Perronnin and T. de Campos. Modeling the spatial layout of
+       images beyond spatial pyramids. Pattern Recognition Letters 2012.
     """
 
     def __init__(
@@ -92,6 +114,7 @@ class FisherEncoder(PyramidEncoder):
         chunk_size: int | None = None,
         posterior_threshold: float = 0.0,
         mirror_symmetric: bool = False,
+        spatial_moments: bool = False,
     ):
         self.vocabulary = vocabulary
         self.pyramid = pyramid
@@ -104,6 +127,7 @@ class FisherEncoder(PyramidEncoder):
         self.chunk_size = chunk_size
         self.posterior_threshold = posterior_threshold
         self.mirror_symmetric = mirror_symmetric
+        self.spatial_moments = spatial_moments
 
     vocabulary_class = GMMVocabulary
 
@@ -173,19 +197,39 @@ class FisherEncoder(PyramidEncoder):
             cells.append(offset + r * cols + (cols - 1 - c))
             offset += rows * cols
         cell = np.concatenate(cells)
-        # Source position of each output (cell, part, k, j), in the layout of _encode.
-        src = (
-            (cell[:, None, None, None] * 2 + np.arange(2)[None, :, None, None]) * K
-            + pairs[None, None, :, None]
-        ) * D + mirror.perm[None, None, None, :]
-        signs = np.ones((self.n_cells_, 2, K, D), dtype=np.float32)
-        signs[:, 0] = mirror.signs.astype(np.float32)
-        result = (src.ravel(), signs.ravel())
+        # Source position of each output (cell, part, k, j), in the layout of _encode:
+        # the descriptor block (2, K, D), then with spatial_moments the location block
+        # (2, K, 2), whose x is mirrored (its a changes sign) and y is not.
+        blocks = [(D, mirror.perm, mirror.signs)]
+        if self.spatial_moments:
+            blocks.append((2, np.arange(2), np.array([-1.0, 1.0])))
+        stride = self._cell_dim()
+        src, signs, start = [], [], 0
+        for width, perm, flip in blocks:
+            src.append(
+                cell[:, None, None, None] * stride
+                + start
+                + (np.arange(2)[None, :, None, None] * K + pairs[None, None, :, None]) * width
+                + perm[None, None, None, :]
+            )
+            sign = np.ones((self.n_cells_, 2, K, width), dtype=np.float32)
+            sign[:, 0] = flip.astype(np.float32)
+            signs.append(sign)
+            start += 2 * K * width
+        n = self.n_cells_
+        result = (
+            np.concatenate([a.reshape(n, -1) for a in src], axis=1).ravel(),
+            np.concatenate([a.reshape(n, -1) for a in signs], axis=1).ravel(),
+        )
         self._mirror_cache = (gmm.means_, self.grids_, result)
         return result
 
     def _cell_dim(self) -> int:
-        return int(2 * self.vocabulary_.means_.size)
+        K = self.vocabulary_.means_.shape[0]
+        return int(2 * self.vocabulary_.means_.size + (4 * K if self.spatial_moments else 0))
+
+    def _uses_positions(self) -> bool:
+        return bool(self.spatial_moments)
 
     def _fit_params(self, X) -> None:
         if not 0.0 <= self.posterior_threshold < 1.0:
@@ -196,7 +240,7 @@ class FisherEncoder(PyramidEncoder):
         self._grid_sizes = tuple(sizes)
         self._cell_offsets = np.cumsum([0] + sizes[:-1]).astype(np.int64)
 
-    def _encode(self, desc, cells, out):
+    def _encode(self, desc, cells, out, positions=None):
         gmm = self.vocabulary_
         K, D = gmm.means_.shape
         nc = self.n_cells_
@@ -204,10 +248,14 @@ class FisherEncoder(PyramidEncoder):
         S1 = np.zeros((nc, K, D))
         S2 = np.zeros((nc, K, D))
         T = np.zeros(nc)
+        L1 = np.zeros((nc, K, 2))
+        L2 = np.zeros((nc, K, 2))
         for start, stop in self._chunks(desc.shape[0], max(K, D, desc.shape[1])):
             z = gmm.project(desc[start:stop])
             gamma = gmm.posteriors_projected(z)
             cc = cells[start:stop]
+            if positions is not None:
+                _add_locations(gamma, positions[start:stop], cc, L1, L2)
             # Descriptors lying in the same cell of every grid share all their cells:
             # their statistics are computed once per combination of cells (one pass of
             # products over the chunk, whatever the number of grids), then added to each.
@@ -224,7 +272,10 @@ class FisherEncoder(PyramidEncoder):
         u = (S1 - S0[:, :, None] * mu) / sd / (Tn * np.sqrt(pi)[:, None])
         v = (S2 - 2 * mu * S1 + S0[:, :, None] * mu**2) / var - S0[:, :, None]
         v /= Tn * np.sqrt(2 * pi)[:, None]
-        fv = np.concatenate([u.reshape(nc, -1), v.reshape(nc, -1)], axis=1).ravel()
+        parts = [u, v]
+        if positions is not None:
+            parts += [L1 / (Tn * np.sqrt(pi)[:, None]), L2 / (Tn * np.sqrt(2 * pi)[:, None])]
+        fv = np.concatenate([p.reshape(nc, -1) for p in parts], axis=1).ravel()
         if self.improved:
             fv = signed_sqrt_l2(fv)
         out[:] = fv
@@ -274,3 +325,27 @@ class FisherEncoder(PyramidEncoder):
             S0[combo] += s0[g]
             S1[combo] += s1[g]
             S2[combo] += s2[g]
+
+
+#: The standard deviation of a position uniform in a cell, [-0.5, 0.5).
+_UNIFORM_SD = float(np.sqrt(1.0 / 12.0))
+
+
+def _add_locations(gamma, positions, cc, L1, L2) -> None:
+    """Add a chunk's location sums: per cell, Gaussian and axis, ``sum gamma l`` and ``sum gamma (l^2 - 1)``.
+
+    ``positions`` (n, n_grids, 2) are the keypoints' positions in their cell of each
+    grid, ``cc`` (n, n_grids) those cells; ``l`` is a position over its uniform
+    standard deviation.
+    """
+    from scipy.sparse import csr_matrix
+
+    n, K = gamma.shape
+    nc = L1.shape[0]
+    for g in range(cc.shape[1]):
+        loc = positions[:, g, :].astype(np.float32) / np.float32(_UNIFORM_SD)
+        into_cells = csr_matrix((np.ones(n, np.float32), (cc[:, g], np.arange(n))), shape=(nc, n))
+        first = (gamma[:, :, None] * loc[:, None, :]).reshape(n, 2 * K)
+        second = (gamma[:, :, None] * (loc * loc - 1.0)[:, None, :]).reshape(n, 2 * K)
+        L1 += (into_cells @ first).reshape(nc, K, 2)
+        L2 += (into_cells @ second).reshape(nc, K, 2)

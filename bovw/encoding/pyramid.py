@@ -21,6 +21,7 @@ import numpy as np
 __all__ = [
     "LEVEL_WEIGHTS",
     "cell_indices",
+    "cell_positions",
     "level_scale",
     "parse_pyramid",
     "pyramid_level_weights",
@@ -124,6 +125,29 @@ def cell_indices(x: np.ndarray, y: np.ndarray, width: float, height: float, grid
         row = np.clip(np.floor(y * rows / height), 0, rows - 1).astype(np.int64)
         out[:, g] = offset + row * cols + col
         offset += rows * cols
+    return out
+
+
+def cell_positions(x: np.ndarray, y: np.ndarray, width: float, height: float, grids) -> np.ndarray:
+    """Where each keypoint lies inside its cell of each grid, centred: about ``[-0.5, 0.5]``.
+
+    The pixel's centre, in cell widths from the centre of the keypoint's cell
+    (:func:`cell_indices`): ``(x + 0.5) * cols / width - col - 0.5``, and the same
+    for ``y``. Pixel centres make the mirror ``x -> width - 1 - x`` negate the
+    position exactly; a keypoint within half a pixel of a cut may lie up to
+    ``cols / (2 width)`` outside its cell's range.
+
+    Returns
+    -------
+    ndarray of shape (n, n_grids, 2), float32
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    out = np.empty((x.size, len(grids), 2), dtype=np.float32)
+    for g, (rows, cols) in enumerate(grids):
+        for axis, (v, parts, size) in enumerate(((x, cols, width), (y, rows, height))):
+            cell = np.clip(np.floor(v * parts / float(size)), 0, parts - 1)
+            out[:, g, axis] = (v + 0.5) * parts / float(size) - cell - 0.5
     return out
 
 
