@@ -222,7 +222,7 @@ def render(name: str, summary: dict) -> str:
         f"**{name}**: {summary['train_images']:,} training images, "
         f"scored by {summary['cv_folds']}-fold cross-validation (mean balanced accuracy at "
         "the best alpha, ± the standard deviation over folds) or, for candidates whose "
-        "features pass the memory limit (training streams), on the held-out 10% of the "
+        "training streams (past the memory limit), on the held-out 10% of the "
         f"training split; {summary['seconds'] / 60:.0f} min of a "
         f"{summary['budget_seconds'] / 60:.0f}-min budget.",
         "",

@@ -197,9 +197,9 @@ class Trial:
 
     ``changes`` are the settings that differ from the base, ``score`` the mean
     balanced accuracy of the cross-validation folds of the training split at the
-    best alpha (``score_std`` their standard deviation; when the features pass the
-    memory limit, training streams and the score is that of the held-out part of the
-    training split instead, ``validation`` says which), ``seconds`` the time of
+    best alpha (``score_std`` their standard deviation; when training streams, past
+    the memory limit even from the Gram matrix of the shards, the score is that of
+    the held-out part of the training split instead, ``validation`` says which), ``seconds`` the time of
     the pipeline up to ``train`` (cache hits included), ``status`` ``"done"``,
     ``"skipped: ..."`` or ``"invalid: ..."``.
     """
