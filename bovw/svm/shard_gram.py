@@ -183,10 +183,8 @@ def fit_from_shards(
         kernel_map = kernel_map.fit(source.load(0)[0])
     model.kernel_map_ = kernel_map
     n_rows = y_rows.size
-    say(
-        f"the Gram matrix of {n_rows:,} training rows ({4 * n_rows**2 / 1e9:.2f} GB) "
-        f"from {source.n_shards:,} shards"
-    )
+    shards = f"{source.n_shards:,} shard" + ("s" if source.n_shards != 1 else "")
+    say(f"the Gram matrix of {n_rows:,} training rows ({4 * n_rows**2 / 1e9:.2f} GB) from {shards}")
     first, _, _ = _load(source, 0, kernel_map, n, mirror)
     per_block = min(shards_per_block(first.nbytes, block_bytes), source.n_shards)
     block_rows = per_block * first.shape[0]
