@@ -136,7 +136,7 @@ RECORDED = {
     "extract": (2, "be993d6127b3f9b9"),
     "codebook": (5, "c1966dfb3adec0f2"),
     "encode": (6, "f8ba687bfed06170"),
-    "train": (5, "bf7f86d9c923eaf3"),
+    "train": (5, "b7c0c452072c99f2"),
     "evaluate": (5, "e866916e2c4f95a0"),
 }
 

@@ -9,7 +9,10 @@ rows of 256 Gaussians take 6.3 GB. :func:`fit_from_shards` therefore computes
 the Gram matrix from the shards on disk, a block of shards at a time, runs the
 very selection and refit of the in-memory path on it, and reads the shards once
 more for the weights: the model of the in-memory path (the same folds, the same
-SGD, equal to float rounding), in the memory of the Gram matrix and one block.
+SGD), in the memory of the Gram matrix and one block. The Gram matrix is the same
+float32 products summed in another order; SGD amplifies that rounding a little (on
+15-Scene, 0.8782 against 0.8789: benchmarks/RESULTS.md, "Training from the Gram
+matrix of the shards").
 
 Rows are placed where the in-memory path puts them (:func:`bovw.assembly.training_targets`):
 the images in the split's order, then (with mirrors) their mirrors in the same
