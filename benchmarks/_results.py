@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shlex
 import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -68,6 +70,19 @@ def update_section(title: str, body: str, path: Path = RESULTS) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(text.rstrip("\n") + "\n", encoding="utf-8")
     os.replace(tmp, path)
+
+
+def print_and_record(title: str | None, intro: str, table: list[str], script: str) -> None:
+    """Print a benchmark's table; with ``title``, also record it in RESULTS.md.
+
+    The section holds ``intro``, the table, the command that made it (``script``
+    with this process's arguments) and :func:`machine_line`.
+    """
+    print("\n" + "\n".join(table))
+    if title:
+        command = f"python benchmarks/{script} " + shlex.join(sys.argv[1:])
+        body = f"{intro}\n\n" + "\n".join(table) + f"\n\n    {command}\n\n" + machine_line()
+        update_section(title, body)
 
 
 def tree_rss(pid: int) -> int:

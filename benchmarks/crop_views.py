@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -34,8 +33,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import machine_line, update_section  # noqa: E402
-from fusion import held_out_split, mean_class_accuracy  # noqa: E402
+from _results import print_and_record  # noqa: E402
+from fusion import held_out_arguments, held_out_split, mean_class_accuracy  # noqa: E402
 
 #: Crop windows as (left, top, width, height), fractions of the image.
 VARIANTS: dict[str, list[tuple[float, float, float, float]]] = {
@@ -78,14 +77,8 @@ def main() -> None:
     from bovw.data import load_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(HERE.parents[1] / "shared/datasets/scene15"))
     p.add_argument("--splits", type=int, default=2, help="held-out cuts (seeds 0..N-1)")
-    p.add_argument("--holdout", type=float, default=0.2)
-    p.add_argument("--train-per-class", type=int, default=None)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--record", default=None, help="the RESULTS.md section title to write")
-    args = p.parse_args()
+    args = held_out_arguments(p).parse_args()
 
     full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
     config = Config().with_overrides({"data.path": args.data})
@@ -144,20 +137,13 @@ def main() -> None:
             f"| {name} | {s.mean():.4f} | {100 * (s - base).mean():+.2f} | {per_split} "
             f"| {np.mean(seconds[name]):.0f} |"
         )
-    body = (
+    intro = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
         f"split, {args.splits} cuts; the test split is not used), the default pipeline; "
-        "seconds: the crops' encoding and the classifier.\n\n"
-        + "\n".join(table)
-        + "\n\n    python benchmarks/crop_views.py "
-        + shlex.join(sys.argv[1:])
-        + "\n\n"
-        + machine_line()
+        "seconds: the crops' encoding and the classifier."
     )
-    print("\n" + "\n".join(table))
-    if args.record:
-        update_section(args.record, body)
+    print_and_record(args.record, intro, table, "crop_views.py")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import machine_line, update_section  # noqa: E402
+from _results import print_and_record  # noqa: E402
 
 
 def held_out_split(dataset, fraction: float, seed: int = 0):
@@ -45,6 +44,17 @@ def held_out_split(dataset, fraction: float, seed: int = 0):
         held += [samples[i] for i in sorted(order[:k])]
         fit += [samples[i] for i in sorted(order[k:])]
     return dataclasses.replace(dataset, train=fit, test=held)
+
+
+def held_out_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of the held-out benchmarks: data, held-out part, jobs, cache, record."""
+    p.add_argument("--data", default=str(HERE.parents[1] / "shared/datasets/scene15"))
+    p.add_argument("--holdout", type=float, default=0.2)
+    p.add_argument("--train-per-class", type=int, default=None)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--cache-dir", default=None)
+    p.add_argument("--record", default=None, help="the RESULTS.md section title to write")
+    return p
 
 
 def channel_overrides(spec: str) -> dict:
@@ -68,15 +78,9 @@ def main() -> None:
     from bovw.data import load_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(HERE.parents[1] / "shared/datasets/scene15"))
     p.add_argument("--channels", default=None, help="colour spaces (default gray,opponent)")
     p.add_argument("--channel", action="append", default=[], help="name=value;... (repeatable)")
-    p.add_argument("--holdout", type=float, default=0.2)
-    p.add_argument("--train-per-class", type=int, default=None)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--record", default=None, help="the RESULTS.md section title to write")
-    args = p.parse_args()
+    args = held_out_arguments(p).parse_args()
 
     full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
     dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout)
@@ -109,20 +113,13 @@ def main() -> None:
     table = ["| channel | Gaussians | held-out mean class accuracy | time s |", "|---|---|---|---|"]
     table += [f"| {c} | {k} | {a:.4f} | {s:.0f} |" for c, k, a, s in rows]
     table.append(f"| late fusion (sum of scores) | | **{fused_acc:.4f}** | |")
-    body = (
+    intro = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training split; "
         "the test split is not used), defaults but the channel's settings, `--jobs "
-        f"{args.jobs}`.\n\n"
-        + "\n".join(table)
-        + "\n\n    python benchmarks/fusion.py "
-        + shlex.join(sys.argv[1:])
-        + "\n\n"
-        + machine_line()
+        f"{args.jobs}`."
     )
-    print("\n" + "\n".join(table))
-    if args.record:
-        update_section(args.record, body)
+    print_and_record(args.record, intro, table, "fusion.py")
 
 
 if __name__ == "__main__":

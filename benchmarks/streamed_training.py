@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -31,8 +30,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from _results import machine_line, update_section  # noqa: E402
-from fusion import channel_overrides, held_out_split  # noqa: E402
+from _results import print_and_record  # noqa: E402
+from fusion import channel_overrides, held_out_arguments, held_out_split  # noqa: E402
 
 IN_MEMORY = "in memory"
 STREAMED = "streamed"
@@ -50,15 +49,9 @@ def main() -> None:
     from bovw.data import load_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", default=str(HERE.parents[1] / "shared/datasets/scene15"))
     p.add_argument("--variant", action="append", default=None, help="name=value;... (repeatable)")
     p.add_argument("--splits", type=int, default=3, help="held-out cuts (seeds 0..N-1)")
-    p.add_argument("--holdout", type=float, default=0.2)
-    p.add_argument("--train-per-class", type=int, default=None)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--cache-dir", default=None)
-    p.add_argument("--record", default=None, help="the RESULTS.md section title to write")
-    args = p.parse_args()
+    args = held_out_arguments(p).parse_args()
 
     variants = [IN_MEMORY] + (args.variant or DEFAULT_VARIANTS)
     full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
@@ -114,21 +107,14 @@ def main() -> None:
             f"| {v} | {s.mean():.4f} | {delta} | {per_split if v != IN_MEMORY else ''} "
             f"| {', '.join(f'{a:g}' for a in alphas[v])} | {np.mean(seconds[v]):.1f} |"
         )
-    body = (
+    intro = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
         f"split, {args.splits} cuts; the test split is not used), {gaussians} Gaussians, "
         "defaults but the variant's settings; streamed variants are forced to stream "
-        "(`memory_limit=1`). Per split: points against in memory.\n\n"
-        + "\n".join(table)
-        + "\n\n    python benchmarks/streamed_training.py "
-        + shlex.join(sys.argv[1:])
-        + "\n\n"
-        + machine_line()
+        "(`memory_limit=1`). Per split: points against in memory."
     )
-    print("\n" + "\n".join(table))
-    if args.record:
-        update_section(args.record, body)
+    print_and_record(args.record, intro, table, "streamed_training.py")
 
 
 if __name__ == "__main__":
