@@ -5,8 +5,9 @@ details") trained improved Fisher vectors on crops and flips of the training ima
 well as the images, and gained several points. bovw already trains on every image and
 its mirror (``encoding.mirror``); this measures what crops would add, before building
 them into the pipeline. A crop's features are the image's keypoints inside a window,
-shifted, with the window's size (dense SIFT on a crop, up to the patches that reach
-past its border), so a crop costs an encoding and no extraction; with the
+shifted, with the window's size (:func:`bovw.features.crop_features`: dense SIFT on a
+crop, up to the patches that reach past its border), so a crop costs an encoding and no
+extraction; with the
 mirror-symmetric vocabulary its mirror costs nothing.
 
 No test image is used: the training split is cut per class into a fitting part and a
@@ -48,18 +49,14 @@ VARIANTS: dict[str, list[tuple[float, float, float, float]]] = {
 
 
 def crop(features, window):
-    """The features of the keypoints inside ``window`` (fractions), as a crop's own."""
-    from bovw.features import ImageFeatures
+    """The features of the crop ``window`` (left, top, width, height as fractions)."""
+    from bovw.features import crop_features
 
     left, top, w, h = window
     x0, y0 = round(left * features.width), round(top * features.height)
-    cw, ch = round(w * features.width), round(h * features.height)
-    x, y = features.frames[:, 0], features.frames[:, 1]
-    keep = (x >= x0) & (x < x0 + cw) & (y >= y0) & (y < y0 + ch)
-    frames = features.frames[keep].copy()
-    frames[:, 0] -= x0
-    frames[:, 1] -= y0
-    return ImageFeatures(frames, features.descriptors[keep], cw, ch)
+    cw = min(round(w * features.width), features.width - x0)
+    ch = min(round(h * features.height), features.height - y0)
+    return crop_features(features, x0, y0, cw, ch)
 
 
 def main() -> None:

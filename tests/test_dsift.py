@@ -771,3 +771,51 @@ def test_mirror_features_is_an_involution_and_refuses_non_sift():
     assert not np.array_equal(mirror_features(f).descriptors, f.descriptors)
     with pytest.raises(ValueError, match="128"):
         mirror_features(ImageFeatures(f.frames, f.descriptors[:, :100], 51, 40))
+
+
+# -- crop_features: the features of a crop, from the image's ------------------------------------
+
+
+def test_crop_features_are_those_of_an_extraction_on_the_crop_away_from_its_border():
+    from bovw.features import crop_features
+
+    rng = np.random.default_rng(3)
+    img = cv2.GaussianBlur(rng.integers(0, 256, (80, 96), dtype=np.uint8), (5, 5), 1.5)
+    params = dict(sizes=(6,), step=4)
+    whole = extract_features(img, **params)
+    left, top, width, height = 8, 12, 64, 48
+    cropped = crop_features(whole, left, top, width, height)
+    assert (cropped.width, cropped.height) == (width, height)
+    x, y = cropped.frames[:, 0], cropped.frames[:, 1]
+    assert len(cropped) > 0 and x.min() >= 0 and x.max() < width and y.min() >= 0
+    # Every keypoint kept lies in the window, every one dropped outside it.
+    inside = (
+        (whole.frames[:, 0] >= left)
+        & (whole.frames[:, 0] < left + width)
+        & (whole.frames[:, 1] >= top)
+        & (whole.frames[:, 1] < top + height)
+    )
+    assert len(cropped) == int(inside.sum()) < len(whole)
+    # Away from the crop's border the patch is the same pixels: the same descriptor as an
+    # extraction on the cropped image at the same place.
+    fresh = extract_features(
+        np.ascontiguousarray(img[top : top + height, left : left + width]), **params
+    )
+    at = {
+        (float(a), float(b)): d
+        for (a, b), d in zip(fresh.frames[:, :2], fresh.descriptors, strict=True)
+    }
+    margin = 1.5 * 6 * 2 + 1  # the descriptor's 4 bins of 6 px around the centre, and the smoothing
+    compared = 0
+    for (a, b), d in zip(cropped.frames[:, :2], cropped.descriptors, strict=True):
+        if (
+            margin <= a < width - margin
+            and margin <= b < height - margin
+            and (float(a), float(b)) in at
+        ):
+            assert np.abs(at[(float(a), float(b))].astype(int) - d.astype(int)).max() <= 1
+            compared += 1
+    assert compared > 10, "no keypoint compared: the test tests nothing"
+    for bad in ((0, 0, 0, 10), (-1, 0, 10, 10), (40, 40, 64, 48)):
+        with pytest.raises(ValueError, match="crop"):
+            crop_features(whole, *bad)

@@ -90,3 +90,36 @@ def mirror_features(features: ImageFeatures) -> ImageFeatures:
     frames = features.frames.copy()
     frames[:, 0] = features.width - 1 - frames[:, 0]
     return ImageFeatures(frames, descriptors[:, perm], features.width, features.height)
+
+
+def crop_features(
+    features: ImageFeatures, left: int, top: int, width: int, height: int
+) -> ImageFeatures:
+    """The features of a crop of the image: its keypoints inside the window, without extracting.
+
+    Keypoints whose centre lies in columns ``left .. left + width - 1`` and rows
+    ``top .. top + height - 1``, moved to the crop's coordinates, with the crop's
+    size. A keypoint's descriptor is the one of the whole image, so near the
+    crop's border it describes pixels outside the crop (an extraction on the crop
+    would have no keypoint there, or a clipped one). Cropped training views cost an
+    encoding only (measured in ``benchmarks/RESULTS.md``, "Validation: cropped
+    training views").
+
+    Raises
+    ------
+    ValueError
+        If the window is empty or not inside the image.
+    """
+    if width < 1 or height < 1 or left < 0 or top < 0:
+        raise ValueError(f"A crop needs a positive size inside the image, not {width}x{height}.")
+    if left + width > features.width or top + height > features.height:
+        raise ValueError(
+            f"The crop {width}x{height} at ({left}, {top}) passes the image's "
+            f"{features.width}x{features.height}."
+        )
+    x, y = features.frames[:, 0], features.frames[:, 1]
+    keep = (x >= left) & (x < left + width) & (y >= top) & (y < top + height)
+    frames = features.frames[keep].copy()
+    frames[:, 0] -= left
+    frames[:, 1] -= top
+    return ImageFeatures(frames, features.descriptors[keep], width, height)
