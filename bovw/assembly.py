@@ -11,10 +11,11 @@ loaded model (:func:`bovw.load_model`). The pieces:
 - the image preparation before dense SIFT (:func:`read_for_sift`, :func:`image_features`);
 - training: in memory with cross-validation (:func:`train_classifier`), or streamed
   from feature shards past the memory budget (:func:`train_streamed`);
-- mirror augmentation, in one place: the row layout of encoded mirrored images
-  (:func:`encode_with_mirrors`), the cross-validation groups that keep an image
-  and its mirror in one fold (:func:`training_targets`), and the scoring rule of a
-  test image, the mean of its own and its mirror's decision values (:func:`mirror_scores`).
+- the training views, in one place: the row layout of an image's views, its mirror
+  and (training only) its crops (:func:`encode_views`), the cross-validation groups
+  that keep an image's views in one fold (:func:`training_targets`) and the rows the
+  folds score (:func:`scored_rows`: crops are not), and the scoring rule of a test
+  image, the mean of its own and its mirror's decision values (:func:`mirror_scores`).
 """
 
 from __future__ import annotations
@@ -27,12 +28,15 @@ import numpy as np
 
 from .config import AUTO_PYRAMIDS, AUTO_WORDS, Config, SiftSettings
 from .encoding import make_encoder
-from .features import ImageFeatures, mirror_features
+from .features import ImageFeatures, crop_features, mirror_features
 from .features.dsift import DenseSIFT, dense_sift
 from .images import read_image
 from .svm import make_classifier
 from .svm.shard_gram import fit_from_shards
 from .svm.streaming import StreamSettings, fit_streamed
+
+# The labels, folds and scored rows of the training views, for every training path.
+from .svm.views import scored_rows, training_targets  # noqa: F401 (part of this API)
 from .vocabulary import GMMVocabulary, KMeansCodebook
 from .vocabulary.mirror import apply_signed_permutation
 
@@ -58,31 +62,39 @@ def build_dense_sift(config: Config) -> DenseSIFT:
     return DenseSIFT(**dense_sift_params(config.sift))
 
 
-def resolve_gmm_components(
+def resolve_by_data_size(
     config: Config, train_images: int, memory_limit: int | None = None
 ) -> Config:
-    """``config`` with ``codebook.gmm_components`` set when it was left to the data.
+    """``config`` with the settings left to the data set: the Gaussians, then the crops.
 
-    Unset, the number of Gaussians depends on the training split's size: 128 when
-    the classifier then still trains in memory, or from the Gram matrix of the
-    shards, under ``memory_limit`` (default
+    Unset, ``codebook.gmm_components`` depends on the training split's size: 128
+    when the classifier then still trains in memory, or from the Gram matrix of
+    the shards, under ``memory_limit`` (default
     :func:`bovw.budget.default_memory_limit`), else 64
-    (:func:`bovw.budget.auto_gmm_components`). Every place that meets a dataset
+    (:func:`bovw.budget.auto_gmm_components`). Then, unset, ``encoding.train_crops``
+    is ``"corners"`` when the training rows of those views still do not stream at
+    that size, else ``"none"`` (:func:`bovw.budget.auto_train_crops`): crops never
+    cost Gaussians or streaming. Every place that meets a dataset
     (:func:`bovw.run`, :func:`bovw.tune.tune`, :class:`bovw.BoVWClassifier`)
-    resolves it here, before any key or estimator is built, so that run folders,
-    cache keys and models name the actual number.
+    resolves them here, before any key or estimator is built, so that run folders,
+    cache keys and models name the actual values.
     """
-    from .budget import auto_gmm_components, default_memory_limit
+    from .budget import auto_gmm_components, auto_train_crops, default_memory_limit
 
-    c = config.codebook
-    if config.encoding.encoding != "fisher" or c.gmm_components is not None:
-        return config
-    rows = train_images * (2 if config.encoding.mirror else 1)
+    c, e = config.codebook, config.encoding
     limit = default_memory_limit() if memory_limit is None else memory_limit
-    per_gaussian = feature_dimension(config.with_overrides({"codebook.gmm_components": 1}))
     dual = config.classifier.solver == "sgd"
-    k = min(auto_gmm_components(rows, per_gaussian, limit, dual=dual), c.gmm_samples)
-    return config.with_overrides({"codebook.gmm_components": k}).validate()
+    if e.encoding == "fisher" and c.gmm_components is None:
+        rows = train_images * (2 if e.mirror else 1)
+        per_gaussian = feature_dimension(config.with_overrides({"codebook.gmm_components": 1}))
+        k = min(auto_gmm_components(rows, per_gaussian, limit, dual=dual), c.gmm_samples)
+        config = config.with_overrides({"codebook.gmm_components": k}).validate()
+    if config.encoding.train_crops is None:
+        corners = config.with_overrides({"encoding.train_crops": "corners"})
+        rows = train_images * training_views(corners)
+        crops = auto_train_crops(rows, feature_dimension(config), limit, dual=dual)
+        config = config.with_overrides({"encoding.train_crops": crops}).validate()
+    return config
 
 
 def _gmm_components(config: Config) -> int:
@@ -90,7 +102,7 @@ def _gmm_components(config: Config) -> int:
     if k is None:
         raise ValueError(
             "codebook.gmm_components is unset (chosen from the training size): resolve it "
-            "with bovw.assembly.resolve_gmm_components(config, n_train_images) first."
+            "with bovw.assembly.resolve_by_data_size(config, n_train_images) first."
         )
     return k
 
@@ -275,7 +287,66 @@ def image_features(image: np.ndarray, sift: SiftSettings) -> ImageFeatures:
     return ImageFeatures(frames=frames, descriptors=descriptors, width=w, height=h)
 
 
-# --------------------------------------------------------------------------- mirror augmentation
+# --------------------------------------------------------------------------- training views
+
+#: Crop windows of ``encoding.train_crops``, as (left, top, width, height) fractions of
+#: the image. The corners are the top-left and bottom-right: their mirrors are the other two.
+CROP_WINDOWS: dict[str, tuple[tuple[float, float, float, float], ...]] = {
+    "none": (),
+    "centre": ((0.1, 0.1, 0.8, 0.8),),
+    "corners": ((0.0, 0.0, 0.8, 0.8), (0.2, 0.2, 0.8, 0.8)),
+}
+
+
+def crop_windows(config: Config) -> tuple[tuple[float, float, float, float], ...]:
+    """The crop windows of the training images under ``config`` (resolved settings)."""
+    crops = config.encoding.train_crops
+    if crops is None:
+        raise ValueError(
+            "encoding.train_crops is unset (chosen from the training size): resolve it with "
+            "bovw.assembly.resolve_by_data_size(config, n_train_images) first."
+        )
+    return CROP_WINDOWS[crops]
+
+
+def training_views(config: Config) -> int:
+    """Rows per training image: the image and its crops, each with its mirror under ``mirror``."""
+    return (1 + len(crop_windows(config))) * (2 if config.encoding.mirror else 1)
+
+
+def views_at_test(config: Config) -> int:
+    """Rows per test image: the image, and its mirror under ``mirror`` (never crops)."""
+    return 2 if config.encoding.mirror else 1
+
+
+def crop_window(features: ImageFeatures, window: tuple[float, float, float, float]):
+    """The features of the crop ``window`` (left, top, width, height as fractions) of an image."""
+    left, top, width, height = window
+    x0, y0 = round(left * features.width), round(top * features.height)
+    w = max(1, min(round(width * features.width), features.width - x0))
+    h = max(1, min(round(height * features.height), features.height - y0))
+    return crop_features(features, x0, y0, w, h)
+
+
+def encode_views(
+    encoder, features: list[ImageFeatures], mirror: bool, windows: tuple = ()
+) -> list[np.ndarray]:
+    """The encoded rows of every view of ``features``, one array per view.
+
+    Views in order: the images, then (with ``mirror``) their mirrors, then each crop
+    ``window`` and (with ``mirror``) its mirror. The first views are the test-time
+    views, so a test split (no ``windows``) has the training split's first rows.
+    A crop costs an encoding and no extraction (:func:`crop_window`); a mirror costs
+    none with a mirror-symmetric vocabulary (:func:`encode_mirrors`).
+    """
+    views = []
+    for window in (None, *windows):
+        inputs = features if window is None else [crop_window(f, window) for f in features]
+        rows = encoder.transform(inputs).astype(np.float32, copy=False)
+        views.append(rows)
+        if mirror:
+            views.append(encode_mirrors(encoder, inputs, rows))
+    return views
 
 
 def encode_with_mirrors(encoder, features: list[ImageFeatures], mirror: bool) -> np.ndarray:
@@ -287,10 +358,7 @@ def encode_with_mirrors(encoder, features: list[ImageFeatures], mirror: bool) ->
     (:func:`encode_mirrors`). Layout: ``n`` rows, then (with ``mirror``) ``n`` more, row
     ``n + i`` the mirror of row ``i``.
     """
-    rows = encoder.transform(features).astype(np.float32, copy=False)
-    if not mirror:
-        return rows
-    return np.concatenate([rows, encode_mirrors(encoder, features, rows)])
+    return np.concatenate(encode_views(encoder, features, mirror))
 
 
 def encode_mirrors(encoder, features: list[ImageFeatures], rows: np.ndarray) -> np.ndarray:
@@ -307,28 +375,23 @@ def encode_mirrors(encoder, features: list[ImageFeatures], rows: np.ndarray) -> 
     return apply_signed_permutation(np.asarray(rows, dtype=np.float32), *permutation)
 
 
-def training_targets(y: np.ndarray, mirror: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Labels and cross-validation groups for rows laid out by :func:`encode_with_mirrors`.
-
-    With ``mirror``, each image and its mirror form one group, so that
-    cross-validation never validates on the mirror of a training image.
-    """
-    y = np.asarray(y)
-    if not mirror:
-        return y, None
-    return np.tile(y, 2), np.tile(np.arange(y.size), 2)
-
-
 def train_classifier(
-    config: Config, X: np.ndarray, y: np.ndarray, groups: np.ndarray | None, *, n_jobs: int = 1
+    config: Config,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray | None,
+    *,
+    scored: np.ndarray | None = None,
+    n_jobs: int = 1,
 ):
     """The linear SVM fitted on encoded rows, its ``alpha`` chosen by cross-validation.
 
-    ``y`` and ``groups`` come from :func:`training_targets`. Returns the fitted
+    ``y`` and ``groups`` come from :func:`training_targets`, ``scored`` (the rows
+    the validation folds score) from :func:`scored_rows`. Returns the fitted
     :class:`~bovw.svm.LinearSVMCV` (kernel map, L2 normalization, the SVM refitted
     with the chosen ``alpha`` on every row).
     """
-    return build_classifier(config, n_jobs=n_jobs).fit(X, y, groups=groups)
+    return build_classifier(config, n_jobs=n_jobs).fit(X, y, groups=groups, scored=scored)
 
 
 def train_from_shards(config: Config, source, y: np.ndarray, **run):
@@ -342,19 +405,21 @@ def train_from_shards(config: Config, source, y: np.ndarray, **run):
     (``block_bytes``, progress).
     """
     model = build_classifier(config)
-    return fit_from_shards(source, y, model, mirror=config.encoding.mirror, **run)
+    views = training_views(config)
+    return fit_from_shards(source, y, model, views=views, scored_views=views_at_test(config), **run)
 
 
 def train_streamed(config: Config, source, y: np.ndarray, **run):
     """The same linear SVM trained by streaming SGD over feature shards (past the memory budget).
 
     ``source`` gives the shards (:class:`bovw.svm.streaming.ShardSource`), ``y`` the
-    label of each image (mirrored rows share their image's); ``run`` are
+    label of each image (its views share it; on held-out images only the test-time
+    views are scored); ``run`` are
     :func:`bovw.svm.streaming.fit_streamed`'s keywords of how it runs (tasks, the map
     over processes or workers, progress), which change no weight. Alpha is chosen on
     held-out training images (``classifier.holdout``) instead of by cross-validation.
     """
-    settings = StreamSettings.from_settings(config.classifier, config.seed)
+    settings = StreamSettings.from_settings(config.classifier, config.seed, views_at_test(config))
     return fit_streamed(source, y, settings, **run)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "IN_MEMORY",
     "STREAMED",
     "auto_gmm_components",
+    "auto_train_crops",
     "default_memory_limit",
     "from_shards_bytes",
     "in_memory_bytes",
@@ -91,6 +92,23 @@ def auto_gmm_components(
         if training_path(train_rows, k * features_per_gaussian, limit, dual=dual) != STREAMED:
             return k
     return AUTO_GMM_COMPONENTS[-1]
+
+
+def auto_train_crops(
+    train_rows_with_crops: int, n_features: int, limit: int, *, dual: bool = True
+) -> str:
+    """``encoding.train_crops`` left unset: ``"corners"`` unless its training rows would stream.
+
+    ``train_rows_with_crops`` counts every training view of the corners (images,
+    two crops, and the mirrors of all three). Cropped views gain on small training
+    sets of large images (15-Scene, +1.7 points on held-out training images) and
+    nothing on CIFAR-10's 32-pixel objects (-0.25); they triple the training rows,
+    so a dataset whose classifier would then stream (where the number of images,
+    not views, is what it lacks, and each epoch reads every row) gets none.
+    """
+    if training_path(train_rows_with_crops, n_features, limit, dual=dual) == STREAMED:
+        return "none"
+    return "corners"
 
 
 def in_memory_bytes(train_rows: int, n_features: int) -> int:

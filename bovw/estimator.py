@@ -26,15 +26,19 @@ from .assembly import (
     build_dense_sift,
     build_encoder,
     build_vocabulary,
+    crop_windows,
     decision_by_blocks,
-    encode_with_mirrors,
+    encode_views,
     features_of,
     image_features,
     mirror_scores,
     read_for_sift,
-    resolve_gmm_components,
+    resolve_by_data_size,
+    scored_rows,
     train_classifier,
     training_targets,
+    training_views,
+    views_at_test,
 )
 from .config import Config
 from .features import ImageFeatures
@@ -108,21 +112,17 @@ class BoVWClassifier(ClassifierMixin, BaseEstimator):
 
         return memo.get(key, compute).value
 
-    def _encode(self, features: list[ImageFeatures]) -> np.ndarray:
-        """Rows of the images then (with mirroring) of their mirrors, encoded as the pipeline does."""
+    def _encode(self, features: list[ImageFeatures], crops: tuple = ()) -> np.ndarray:
+        """Rows of every view of the images (:func:`bovw.assembly.encode_views`), view by view,
+        encoded as the pipeline does: the images, (with mirroring) their mirrors, ``crops``."""
         mirror = self._config().encoding.mirror
-        n = len(features)
-        blocks = []
+        batches = []
         with single_threaded():
-            for i in range(0, n, BATCH):
-                blocks.append(encode_with_mirrors(self.encoder_, features[i : i + BATCH], mirror))
-        if not mirror:
-            return (
-                np.concatenate(blocks) if blocks else np.zeros((0, self.encoder_.n_features_out_))
-            )
-        own = [b[: len(b) // 2] for b in blocks]
-        mirrored = [b[len(b) // 2 :] for b in blocks]
-        return np.concatenate(own + mirrored)
+            for i in range(0, len(features), BATCH):
+                batches.append(encode_views(self.encoder_, features[i : i + BATCH], mirror, crops))
+        if not batches:
+            return np.zeros((0, self.encoder_.n_features_out_), np.float32)
+        return np.concatenate([np.concatenate(view) for view in zip(*batches, strict=True)])
 
     def fit(self, X: Sequence, y) -> BoVWClassifier:
         """Learn the vocabulary, the encoder and the linear SVM from images and labels.
@@ -138,15 +138,19 @@ class BoVWClassifier(ClassifierMixin, BaseEstimator):
         if len(X) != y.shape[0]:
             raise ValueError(f"X has {len(X)} images but y has {y.shape[0]} labels.")
         self.classes_, y_index = np.unique(y, return_inverse=True)
-        # The number of Gaussians, when unset, follows the training size (as in bovw.run).
-        config = resolve_gmm_components(config, len(X))
+        # The Gaussians and crops, when unset, follow the training size (as in bovw.run).
+        config = resolve_by_data_size(config, len(X))
         features = self._features(X)
         self.vocabulary_ = build_vocabulary(config).fit(iter(features))
         self.encoder_ = build_encoder(config, self.vocabulary_)
-        rows = self._encode(features)
+        rows = self._encode(features, crop_windows(config))
         del features
-        targets, groups = training_targets(y_index, config.encoding.mirror)
-        self.classifier_ = train_classifier(config, rows, targets, groups, n_jobs=self.n_jobs)
+        views = training_views(config)
+        targets, groups = training_targets(y_index, views)
+        scored = scored_rows(len(X), views, views_at_test(config))
+        self.classifier_ = train_classifier(
+            config, rows, targets, groups, scored=scored, n_jobs=self.n_jobs
+        )
         return self
 
     def decision_function(self, X: Sequence) -> np.ndarray:
@@ -177,9 +181,10 @@ def make_bovw_pipeline(config: Config | None = None, *, memory=None, n_jobs: int
     Pipeline caches the fitted SIFT and encoder steps with joblib, so refitting
     with another classifier setting reuses them.
 
-    Unlike :func:`bovw.run` and :class:`BoVWClassifier`, there is no mirror
-    augmentation (``encoding.mirror`` is ignored: a Pipeline's steps see each
-    sample once, they cannot add the mirrored copies), nothing is cached per
+    Unlike :func:`bovw.run` and :class:`BoVWClassifier`, there is no mirror or crop
+    augmentation (``encoding.mirror`` and ``encoding.train_crops`` are ignored: a
+    Pipeline's steps see each sample once, they cannot add the mirrored or cropped
+    copies), nothing is cached per
     image, and images given as arrays are used at their size (``sift.max_side``
     applies to paths read with :func:`bovw.read_image`). Use
     :class:`BoVWClassifier` for the model ``bovw run`` builds.

@@ -38,18 +38,22 @@ from .assembly import (
     build_dense_sift,
     build_encoder,
     build_vocabulary,
+    crop_windows,
     decision_by_blocks,
-    encode_with_mirrors,
+    encode_views,
     feature_dimension,
     image_features,
     mirror_scores,
     read_for_sift,
-    resolve_gmm_components,
+    resolve_by_data_size,
+    scored_rows,
     split_mirrored,
     train_classifier,
     train_from_shards,
     train_streamed,
     training_targets,
+    training_views,
+    views_at_test,
 )
 from .budget import (
     FROM_SHARDS,
@@ -165,9 +169,10 @@ def _extract_batch(memo: Memo, calls: list[ImageCall]) -> BatchReport:
     return report
 
 
-def shard_images(n_features: int, mirror: bool, itemsize: int = 4) -> int:
-    """Images per shard of encoded features: about :data:`SHARD_BYTES`, a multiple of BATCH."""
-    per_image = itemsize * n_features * (2 if mirror else 1)
+def shard_images(n_features: int, views: int, itemsize: int = 4) -> int:
+    """Images per shard of encoded features (``views`` rows each): about :data:`SHARD_BYTES`,
+    a multiple of BATCH."""
+    per_image = itemsize * n_features * views
     return max(BATCH, SHARD_BYTES // per_image // BATCH * BATCH)
 
 
@@ -176,7 +181,9 @@ class ShardedFeatures:
     """One split's encoded features as shards in the cache (the encode stage's value).
 
     Shard ``j`` holds the images ``order[j * shard_images:][:shard_images]`` (indices
-    into the split): their rows, then (with ``mirror``) the rows of their mirrors.
+    into the split): their rows, view by view in the order of
+    :func:`bovw.assembly.encode_views`: the images, (with ``mirror``) their
+    mirrors, then each crop of ``crops`` (training only) and its mirror.
     ``order`` is a seeded permutation, so that every shard mixes the classes, as
     streaming SGD needs (datasets are listed class by class). Rows are stored as
     ``dtype`` and used as float32.
@@ -185,8 +192,8 @@ class ShardedFeatures:
     With a mirror-symmetric vocabulary, the mirrors' rows are a signed permutation
     of their images' (``mirror_index``, ``mirror_signs``:
     :meth:`bovw.encoding.FisherEncoder.mirror_permutation`): shards then store only
-    the images' rows, half the disk and the writing, and :meth:`with_mirrors` adds
-    the mirrors' rows when a shard is read.
+    the unmirrored views, half the disk and the writing, and :meth:`with_mirrors`
+    puts each one's mirror after it when a shard is read.
     """
 
     n_images: int
@@ -198,6 +205,13 @@ class ShardedFeatures:
     dtype: str = "float32"
     mirror_index: np.ndarray | None = None
     mirror_signs: np.ndarray | None = None
+    #: Crop windows of the training views (:data:`bovw.assembly.CROP_WINDOWS`).
+    crops: tuple = ()
+
+    @property
+    def views(self) -> int:
+        """Rows per image."""
+        return (1 + len(self.crops)) * (2 if self.mirror else 1)
 
     def images_of(self, j: int) -> np.ndarray:
         """The split's indices of the images of shard ``j``, in the shard's row order."""
@@ -209,11 +223,20 @@ class ShardedFeatures:
         return self.mirror and self.mirror_index is None
 
     def with_mirrors(self, rows: np.ndarray) -> np.ndarray:
-        """A shard's rows as read from the cache, with its mirrors' rows after its images'."""
+        """A shard's rows as read from the cache, each view's mirror after it."""
         if not self.mirror or self.mirror_index is None:
             return rows
-        mirrored = apply_signed_permutation(rows, self.mirror_index, self.mirror_signs)
-        return np.concatenate([rows, mirrored])
+        views = np.split(rows, 1 + len(self.crops))
+        return np.concatenate(
+            [
+                block
+                for view in views
+                for block in (
+                    view,
+                    apply_signed_permutation(view, self.mirror_index, self.mirror_signs),
+                )
+            ]
+        )
 
 
 codec.allow(ShardedFeatures)
@@ -253,8 +276,7 @@ class ShardReader:
                 "the run encodes it again."
             ) from None
         images = self.sharded.images_of(j)
-        rows = self.sharded.with_mirrors(rows)
-        return rows, (np.concatenate([images, images]) if self.sharded.mirror else images)
+        return self.sharded.with_mirrors(rows), np.tile(images, self.sharded.views)
 
 
 def encode_rows(
@@ -264,24 +286,21 @@ def encode_rows(
     mirror: bool,
     report: BatchReport,
     dtype: str = "float32",
+    crops: tuple = (),
 ) -> np.ndarray:
-    """The rows of a shard: its images' rows, then (with ``mirror``) their mirrors' rows.
+    """The rows of a shard: view by view (:func:`bovw.assembly.encode_views`), its images'.
 
     Encoded BATCH images at a time, as every path encodes them, so that the rows are
     bitwise the same whatever the shard size; stored as ``dtype``
     (``encoding.feature_storage``).
     """
-    own, mirrored = [], []
+    batches = []
     for i in range(0, len(calls), BATCH):
         features = [cached_features(extract_memo, c, report) for c in calls[i : i + BATCH]]
         with single_threaded():
-            rows, mirror_rows = split_mirrored(
-                encode_with_mirrors(encoder, features, mirror), mirror
-            )
-        own.append(rows)
-        if mirror_rows is not None:
-            mirrored.append(mirror_rows)
-    return np.ascontiguousarray(np.concatenate(own + mirrored), dtype=dtype)
+            batches.append(encode_views(encoder, features, mirror, crops))
+    views = [np.concatenate(view) for view in zip(*batches, strict=True)]
+    return np.ascontiguousarray(np.concatenate(views), dtype=dtype)
 
 
 def _encode_shard(
@@ -292,10 +311,11 @@ def _encode_shard(
     mirror: bool,
     key: str,
     dtype: str = "float32",
+    crops: tuple = (),
 ) -> BatchReport:
     """Encode one shard and store it; return only a report, so no rows cross processes."""
     report = BatchReport(images=len(calls))
-    rows = encode_rows(extract_memo, encoder, calls, mirror, report, dtype)
+    rows = encode_rows(extract_memo, encoder, calls, mirror, report, dtype, crops)
     shard_memo.store.write(shard_memo.stage, shard_memo.revision, key, rows)
     report.full = report.full or shard_memo.store.full
     return report
@@ -320,7 +340,10 @@ class RunResult:
 
     ``features`` maps ``"train"`` and ``"test"`` to the encoded matrices, one
     row per image in the dataset's order; with ``encoding.mirror`` the rows of
-    the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``).
+    the mirrored images follow (``2 n`` rows, row ``n + i`` the mirror of row ``i``),
+    and in the training matrix then the rows of each crop and its mirror
+    (``encoding.train_crops``; row ``v n + i`` view ``v`` of image ``i``,
+    :func:`bovw.assembly.encode_views`).
     The training matrix is the one the run trained on; the test matrix is
     assembled from the cached shards when first read (the run scores the test
     split one shard at a time, so it never holds it).
@@ -330,7 +353,7 @@ class RunResult:
     size cap evicted, if anything. ``training`` says how the classifier is trained
     (:mod:`bovw.budget`): ``path`` ``"in-memory"``, ``"gram-from-shards"`` or
     ``"streamed"``, the ``memory_limit`` and the ``in_memory_bytes`` estimate that
-    chose it. On the last two the matrices are never assembled: ``features`` stays
+    chose it, and the training ``rows`` (every view of every image). On the last two the matrices are never assembled: ``features`` stays
     empty (read the shards with :class:`ShardReader`).
     """
 
@@ -378,7 +401,7 @@ class _Context:
         memory_limit: int | None = None,
     ):
         self.memory_limit = default_memory_limit() if memory_limit is None else memory_limit
-        self.config = config = resolve_gmm_components(config, len(dataset.train), self.memory_limit)
+        self.config = config = resolve_by_data_size(config, len(dataset.train), self.memory_limit)
         self.dataset = dataset
         self.store = store
         self.jobs = jobs
@@ -394,7 +417,7 @@ class _Context:
         self.shards_reused: dict[str, tuple[int, int]] = {}
         #: Per split: shards found corrupt (and encoded again) when they were read.
         self.shards_recomputed: dict[str, int] = {}
-        rows = (2 if config.encoding.mirror else 1) * len(dataset.train)
+        self.train_rows = rows = training_views(config) * len(dataset.train)
         dim = feature_dimension(config)
         self.in_memory_bytes = in_memory_bytes(rows, dim)
         dual = config.classifier.solver == "sgd"
@@ -455,7 +478,7 @@ class _Context:
         return build_vocabulary(self.config).fit(stream, progress=self.progress)
 
     def features(self, split: str) -> np.ndarray:
-        """The split's encoded matrix: ``n`` rows, then (with mirroring) ``n`` mirrored rows."""
+        """The split's encoded matrix: ``n`` rows per view (:func:`bovw.assembly.encode_views`)."""
         if split not in self._features:
             sharded = self.memoized(f"encode:{split}", lambda: self._encode(split)).value
             self._features[split] = self._assemble(split, sharded)
@@ -471,10 +494,12 @@ class _Context:
     def _encode(self, split: str) -> ShardedFeatures:
         """Encode every image of one split into shards, each stored as soon as it is done."""
         mirror = self.config.encoding.mirror
+        crops = crop_windows(self.config) if split == "train" else ()
         encoder = build_encoder(self.config, self.vocabulary())
         n = len(getattr(self.dataset, split))
         dtype = self.config.encoding.feature_storage
-        size = shard_images(encoder.n_features_out_, mirror, np.dtype(dtype).itemsize)
+        views = (1 + len(crops)) * (2 if mirror else 1)
+        size = shard_images(encoder.n_features_out_, views, np.dtype(dtype).itemsize)
         memo = self.memos["encode"]
         keys = [
             memo.key({"split": self.keys[f"encode:{split}"], "shard": j, "images": size})
@@ -482,7 +507,9 @@ class _Context:
         ]
         # The split's key names the seed, so the order is part of it too.
         order = np.random.default_rng([self.config.seed, 17]).permutation(n)
-        sharded = ShardedFeatures(n, int(encoder.n_features_out_), mirror, size, keys, order, dtype)
+        sharded = ShardedFeatures(
+            n, int(encoder.n_features_out_), mirror, size, keys, order, dtype, crops=crops
+        )
         permutation = encoder.mirror_permutation() if mirror else None
         if permutation is not None:
             sharded.mirror_index, sharded.mirror_signs = permutation
@@ -493,7 +520,9 @@ class _Context:
         ]
         self.shards_reused[split] = (len(keys) - len(todo), len(keys))
         stored = sharded.stores_mirrors
-        tasks = [(memo, self.memos["extract"], encoder, c, stored, k, dtype) for k, c in todo]
+        tasks = [
+            (memo, self.memos["extract"], encoder, c, stored, k, dtype, crops) for k, c in todo
+        ]
         sizes = [len(c) for _, c in todo]
         for report in self.imap(_encode_shard, tasks, sizes=sizes, desc=f"encode {split}"):
             self.absorb(report, "extract")
@@ -501,19 +530,18 @@ class _Context:
 
     def _assemble(self, split: str, sharded: ShardedFeatures) -> np.ndarray:
         """The split's matrix from its shards (see :meth:`_shard_rows`)."""
-        n, mirror = sharded.n_images, sharded.mirror
-        out = np.empty(((2 if mirror else 1) * n, sharded.n_features), np.float32)
+        n = sharded.n_images
+        out = np.empty((sharded.views * n, sharded.n_features), np.float32)
         for rows, images in self._shard_rows(split, sharded):
             k = len(images)
-            out[images] = rows[:k]
-            if mirror:
-                out[n + images] = rows[k:]
+            for view in range(sharded.views):
+                out[view * n + images] = rows[view * k : (view + 1) * k]
         return out
 
     def _shard_rows(self, split: str, sharded: ShardedFeatures) -> Iterator[tuple]:
         """``(rows, images)`` of each shard in turn, read memory-mapped from the cache.
 
-        ``rows`` holds the images' rows, then (with mirroring) their mirrors'
+        ``rows`` holds the images' rows view by view
         (:meth:`ShardedFeatures.with_mirrors`);
         ``images`` their indices in the split. A missing or corrupt shard is
         encoded again here (and reported); with a cache that cannot be written
@@ -536,6 +564,7 @@ class _Context:
                     sharded.stores_mirrors,
                     extract_report,
                     sharded.dtype,
+                    sharded.crops,
                 )
 
             outcome = memo.get(key, compute, mmap=True)
@@ -563,8 +592,9 @@ class _Context:
         c = self.config
         if self.train_path == IN_MEMORY:
             X = self.features("train")
-            y, groups = training_targets(self.dataset.labels("train"), c.encoding.mirror)
-            return train_classifier(self.config, X, y, groups, n_jobs=self.jobs)
+            y, groups = training_targets(self.dataset.labels("train"), training_views(c))
+            scored = scored_rows(len(self.dataset.train), training_views(c), views_at_test(c))
+            return train_classifier(c, X, y, groups, scored=scored, n_jobs=self.jobs)
 
         def say(sentence):
             if self.progress:
@@ -572,12 +602,11 @@ class _Context:
 
         reader = self.shard_reader("train")
         if self.train_path == FROM_SHARDS:
-            rows = len(self.dataset.train) * (2 if c.encoding.mirror else 1)
             return train_from_shards(
                 c,
                 reader,
                 self.dataset.labels("train"),
-                block_bytes=shard_block_bytes(rows, self.memory_limit),
+                block_bytes=shard_block_bytes(self.train_rows, self.memory_limit),
                 on_phase=say,
                 progress=self.progress,
             )
@@ -625,6 +654,7 @@ class _Context:
                     sharded.stores_mirrors,
                     key,
                     sharded.dtype,
+                    sharded.crops,
                 )
                 self.absorb(report, "extract")
                 if not memo.contains(key):
@@ -727,7 +757,7 @@ def stage_inputs(
     result changes the key of its stage and of every stage after it; the keys
     of upstream calls are added by name (see ``_UPSTREAM``).
     """
-    c = resolve_gmm_components(config, len(dataset.train))  # a no-op on a run's own config
+    c = resolve_by_data_size(config, len(dataset.train))  # a no-op on a run's own config
     vocabulary = build_vocabulary(c)
     encoder = build_encoder(c)
     classifier = build_classifier(c)
@@ -746,6 +776,8 @@ def stage_inputs(
             "mirror": c.encoding.mirror,
             "storage": c.encoding.feature_storage,
         }
+    if crop_windows(c):  # absent without crops: the keys of runs before crops existed hold
+        inputs["encode:train"]["crops"] = [list(window) for window in crop_windows(c)]
     inputs["train"] = {
         "labels": dataset.split_hash("train"),
         "classifier": estimator_params(classifier),
@@ -929,6 +961,7 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
         "path": ctx.train_path,
         "memory_limit": ctx.memory_limit,
         "in_memory_bytes": ctx.in_memory_bytes,
+        "rows": ctx.train_rows,
     }
 
     def done(stage: StageResult) -> None:

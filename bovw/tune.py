@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .assembly import feature_dimension, resolve_gmm_components
+from .assembly import crop_windows, feature_dimension, resolve_by_data_size
 from .budget import STREAMED
 from .config import Config, setting_info, settings
 from .data import Dataset
@@ -299,11 +299,12 @@ def estimate_seconds(candidate: Config, base: Trial, extracted: set) -> float:
 
 
 def _encodings_per_image(config: Config) -> int:
-    """2 when each mirror is encoded too; 1 without mirrors, or when a mirror-symmetric
-    vocabulary makes the mirror's Fisher vector a permutation of its image's."""
+    """Encodings per training image: one per crop view and the image, twice that when each
+    mirror is encoded too (not when a mirror-symmetric vocabulary makes the mirror's Fisher
+    vector a permutation of its image's)."""
     e = config.encoding
     symmetric = e.encoding == "fisher" and config.codebook.mirror_symmetric
-    return 2 if e.mirror and not symmetric else 1
+    return (1 + len(crop_windows(config))) * (2 if e.mirror and not symmetric else 1)
 
 
 def _sift_key(config: Config) -> tuple:
@@ -347,8 +348,8 @@ def tune(
     """
     from . import pipeline
 
-    # Unset, the number of Gaussians follows the training size: every candidate names it.
-    config = resolve_gmm_components(
+    # Unset, the Gaussians and crops follow the training size: every candidate names them.
+    config = resolve_by_data_size(
         config.validate(), len(dataset.train), run_options.get("memory_limit")
     )
     space = default_space(config) if space is None else space

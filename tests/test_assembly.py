@@ -80,7 +80,8 @@ def test_loaded_model_predicts_the_runs_predictions_csv(demo_run):
 
 
 def test_the_pipeline_and_the_run_agree_without_mirroring(tmp_path):
-    config = demo_config(**{"encoding.mirror": False})
+    # A Pipeline has no augmentation: the run agrees with it without mirrors or crops.
+    config = demo_config(**{"encoding.mirror": False, "encoding.train_crops": "none"})
     result = bovw.run(config, cache_dir=tmp_path / "c", progress=False)
     dataset = result.dataset
     sift = config.validate().sift
@@ -126,9 +127,13 @@ def test_one_mirror_rule():
     a, b = np.array([[1.0, 3.0]]), np.array([[3.0, 0.0]])
     np.testing.assert_array_equal(mirror_scores(a, b), [[2.0, 1.5]])
     np.testing.assert_array_equal(mirror_scores(a, None), a)
-    y, groups = training_targets(np.array([4, 5, 6]), mirror=True)
+    y, groups = training_targets(np.array([4, 5, 6]), 2)
     assert y.tolist() == [4, 5, 6, 4, 5, 6] and groups.tolist() == [0, 1, 2, 0, 1, 2]
-    assert training_targets(np.array([4, 5]), mirror=False)[1] is None
+    assert training_targets(np.array([4, 5]), 1)[1] is None
+    y, groups = training_targets(np.array([4, 5]), 3)
+    assert y.tolist() == [4, 5] * 3 and groups.tolist() == [0, 1] * 3
+    with pytest.raises(TypeError, match="views"):
+        training_targets(np.array([4, 5]), True)  # the old mirror flag is refused, not read as 1
 
 
 def test_bovw_classifier_shares_the_runs_cache(tmp_path):

@@ -91,6 +91,8 @@ STAGE_SOURCES = {
         bovw.encoding.fisher,
         assembly.encoder_params,
         assembly.build_encoder,
+        assembly.encode_views,
+        assembly.crop_window,
         assembly.encode_with_mirrors,
         assembly.encode_mirrors,
         pipeline._Context._encode,
@@ -109,8 +111,11 @@ STAGE_SOURCES = {
         bovw.svm.selection,
         bovw.svm.streaming,
         bovw.svm.shard_gram,
+        bovw.svm.folds,
+        bovw.svm.views,
         assembly.build_classifier,
-        assembly.training_targets,
+        assembly.training_views,
+        assembly.views_at_test,
         assembly.train_classifier,
         assembly.train_streamed,
         assembly.train_from_shards,
@@ -135,9 +140,9 @@ STAGE_SOURCES = {
 RECORDED = {
     "extract": (2, "bbbbbda6ee6a741e"),
     "codebook": (5, "c1966dfb3adec0f2"),
-    "encode": (6, "f8ba687bfed06170"),
-    "train": (5, "b7c0c452072c99f2"),
-    "evaluate": (5, "e866916e2c4f95a0"),
+    "encode": (6, "c9ac8fb47feecb77"),
+    "train": (5, "bbb947e85d8d5a9d"),
+    "evaluate": (5, "d7c6c38b74f62f9c"),
 }
 
 
@@ -208,6 +213,8 @@ FLIPS = {
     "encoding.feature_storage": ("float16", FROM_ENCODE),
     "encoding.posterior_threshold": (1e-3, FROM_ENCODE),
     "encoding.spatial_moments": (True, FROM_ENCODE),
+    # Unset on the demo set: corners. Crops are training views: the test split keeps its key.
+    "encoding.train_crops": ("none", {"encode:train", "train", "evaluate"}),
     "classifier.loss": ("log_loss", MODEL),
     "classifier.alphas": ((1e-4, 1e-3), MODEL),
     "classifier.cv_folds": (4, MODEL),

@@ -168,6 +168,7 @@ SETTINGS = {
     "encoding.feature_storage": ("--feature-storage", "float32"),
     "encoding.posterior_threshold": ("--posterior-threshold", 0.0),
     "encoding.spatial_moments": ("--spatial-moments", False),
+    "encoding.train_crops": ("--train-crops", None),
     "encoding.mirror": ("--mirror", True),
     "classifier.loss": ("--loss", "hinge"),
     "classifier.alphas": ("--alphas", (1e-5, 1e-4, 1e-3, 1e-2)),

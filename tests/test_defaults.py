@@ -128,7 +128,7 @@ TABLES = [
         "fisher",
         {
             # Unset in the settings: chosen from the training size, which a vocabulary
-            # fitted on descriptors does not know (bovw.assembly.resolve_gmm_components).
+            # fitted on descriptors does not know (bovw.assembly.resolve_by_data_size).
             "n_components": None,
             "n_pca": "codebook.pca_dims",
             "whiten": "codebook.whiten",

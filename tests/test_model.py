@@ -67,6 +67,7 @@ def small_config(data: Path, **overrides) -> Config:
         "codebook.samples": 20000,
         "encoding.encoding": "soft",
         "encoding.mirror": False,  # one row per image; the fisher-mirror case sets it
+        "encoding.train_crops": "none",  # no cropped views; the crop tests set them
         "codebook.gmm_components": 4,
         "codebook.pca_dims": 16,
         "encoding.pyramid": "1,2",

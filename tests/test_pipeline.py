@@ -17,6 +17,7 @@ SMALL = {
     "codebook.samples": 20000,
     "encoding.encoding": "soft",
     "encoding.mirror": False,  # one row per image; the mirror tests set it
+    "encoding.train_crops": "none",  # no cropped views; the crop tests set them
 }
 
 
@@ -203,7 +204,7 @@ def test_mirror_pairs_stay_in_one_cross_validation_fold(monkeypatch):
 def test_the_gaussians_follow_the_training_size(tiny_dataset):
     """Unset, 128 Gaussians while training is not streamed, else 64; a set number is kept."""
     from bovw import pipeline
-    from bovw.assembly import feature_dimension, resolve_gmm_components
+    from bovw.assembly import feature_dimension, resolve_by_data_size
     from bovw.budget import from_shards_bytes
 
     config = Config().with_overrides({"data.path": str(tiny_dataset)}).validate()
@@ -211,21 +212,21 @@ def test_the_gaussians_follow_the_training_size(tiny_dataset):
     dim_128 = feature_dimension(config.with_overrides({"codebook.gmm_components": 128}))
     # 48 rows of 131,072: the least the run needs at 128 is the Gram matrix of the shards.
     at_128 = from_shards_bytes(2 * 24, dim_128)
-    assert resolve_gmm_components(config, 24, at_128).codebook.gmm_components == 128
-    assert resolve_gmm_components(config, 24, at_128 - 1).codebook.gmm_components == 64
+    assert resolve_by_data_size(config, 24, at_128).codebook.gmm_components == 128
+    assert resolve_by_data_size(config, 24, at_128 - 1).codebook.gmm_components == 64
     # Without mirrors the rows are half as many: 128 fits half the budget.
     unmirrored = config.with_overrides({"encoding.mirror": False}).validate()
-    assert resolve_gmm_components(unmirrored, 24, at_128 // 2).codebook.gmm_components == 128
+    assert resolve_by_data_size(unmirrored, 24, at_128 // 2).codebook.gmm_components == 128
     # The sklearn solver trains in memory or streams (no Gram matrix from shards).
     sklearn = config.with_overrides({"classifier.solver": "sklearn"}).validate()
-    assert resolve_gmm_components(sklearn, 24, at_128).codebook.gmm_components == 64
+    assert resolve_by_data_size(sklearn, 24, at_128).codebook.gmm_components == 64
     pinned = config.with_overrides({"codebook.gmm_components": 32}).validate()
-    assert resolve_gmm_components(pinned, 24, 1).codebook.gmm_components == 32
+    assert resolve_by_data_size(pinned, 24, 1).codebook.gmm_components == 32
     hist = config.with_overrides({"encoding.encoding": "hist"}).validate()
-    assert resolve_gmm_components(hist, 24, 1).codebook.gmm_components is None
+    assert resolve_by_data_size(hist, 24, 1).codebook.gmm_components is None
     # A run's keys are those of the number it resolved to (on this machine, 128).
     dataset = bovw.load_dataset(tiny_dataset)
-    resolved = resolve_gmm_components(config, len(dataset.train))
+    resolved = resolve_by_data_size(config, len(dataset.train))
     assert pipeline.stage_keys(config, dataset) == pipeline.stage_keys(resolved, dataset)
     other = 64 if resolved.codebook.gmm_components == 128 else 128
     explicit = config.with_overrides({"codebook.gmm_components": other}).validate()
@@ -233,6 +234,26 @@ def test_the_gaussians_follow_the_training_size(tiny_dataset):
         pipeline.stage_keys(config, dataset)["codebook"]
         != (pipeline.stage_keys(explicit, dataset)["codebook"])
     )
+
+
+def test_the_crops_follow_the_training_size(tiny_dataset):
+    """Unset, corners while their training rows do not stream, else none; a set value is kept."""
+    from bovw import pipeline
+    from bovw.assembly import feature_dimension, resolve_by_data_size
+    from bovw.budget import STREAMED, training_path
+
+    config = small_config(tiny_dataset, **{"encoding.train_crops": None, "encoding.mirror": True})
+    dim = feature_dimension(config.validate())
+    # 24 images: 144 rows with the corners' views, 48 without.
+    limit = next(b for b in range(0, 10**9, 1000) if training_path(144, dim, b) != STREAMED)
+    assert resolve_by_data_size(config, 24, limit).encoding.train_crops == "corners"
+    assert resolve_by_data_size(config, 24, limit - 1000).encoding.train_crops == "none"
+    pinned = config.with_overrides({"encoding.train_crops": "centre"})
+    assert resolve_by_data_size(pinned, 24, 1).encoding.train_crops == "centre"
+    dataset = bovw.load_dataset(tiny_dataset)
+    resolved = resolve_by_data_size(config, len(dataset.train))
+    assert resolved.encoding.train_crops == "corners"
+    assert pipeline.stage_keys(config, dataset) == pipeline.stage_keys(resolved, dataset)
 
 
 def test_an_in_memory_run_never_assembles_the_test_split(tiny_dataset, tmp_path, monkeypatch):

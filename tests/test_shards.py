@@ -40,9 +40,10 @@ def test_many_shards_give_the_matrix_of_one(tiny_dataset, tmp_path, monkeypatch)
     assert many.metrics["predictions"] == one.metrics["predictions"]
 
 
+@pytest.mark.parametrize("crops", ["none", "corners"])
 @pytest.mark.parametrize("symmetric", [True, False])
 def test_shards_store_mirror_rows_only_when_they_are_not_a_permutation(
-    symmetric, tiny_dataset, tmp_path, monkeypatch
+    symmetric, crops, tiny_dataset, tmp_path, monkeypatch
 ):
     real, stored = pipeline.encode_rows, []
 
@@ -52,20 +53,52 @@ def test_shards_store_mirror_rows_only_when_they_are_not_a_permutation(
         return rows
 
     monkeypatch.setattr(pipeline, "encode_rows", recorded)
-    config = small_config(tiny_dataset).with_overrides({"codebook.mirror_symmetric": symmetric})
+    config = small_config(tiny_dataset).with_overrides(
+        {"codebook.mirror_symmetric": symmetric, "encoding.train_crops": crops}
+    )
     result = bovw.run(config, cache_dir=tmp_path / "cache", progress=False)
-    stored = sum(stored)
-    n = len(result.dataset.train) + len(result.dataset.test)
-    assert stored == (n if symmetric else 2 * n)
+    k, n_test = len(result.dataset.train), len(result.dataset.test)
+    own_views = 3 if crops == "corners" else 1  # the image and its crops, in training only
+    unmirrored = own_views * k + n_test
+    assert sum(stored) == (unmirrored if symmetric else 2 * unmirrored)
     X = result.features["train"]
-    k = len(result.dataset.train)
-    assert X.shape[0] == 2 * k
+    assert X.shape[0] == 2 * own_views * k and result.features["test"].shape[0] == 2 * n_test
     index_signs = pipeline.build_encoder(result.config, result.vocabulary).mirror_permutation()
     if symmetric:
         index, signs = index_signs
-        np.testing.assert_array_equal(X[k:], X[:k][:, index] * signs)
+        for view in range(own_views):  # each view's mirror right after it
+            own, mirrored = X[2 * view * k :][:k], X[(2 * view + 1) * k :][:k]
+            np.testing.assert_array_equal(mirrored, own[:, index] * signs)
     else:
         assert index_signs is None
+
+
+def test_crop_rows_are_the_encodings_of_the_crops(tiny_dataset, tmp_path):
+    """Training row ``v n + i`` is view ``v`` of image ``i``, encoded from its cropped features."""
+    from bovw.assembly import CROP_WINDOWS, build_encoder, crop_window
+    from bovw.features import mirror_features
+
+    config = small_config(tiny_dataset).with_overrides(
+        {"codebook.mirror_symmetric": False, "encoding.train_crops": "corners"}
+    )
+    result = bovw.run(config, cache_dir=tmp_path / "cache", progress=False, until="encode")
+    X, k = result.features["train"], len(result.dataset.train)
+    encoder = build_encoder(result.config, result.vocabulary)
+    for i in (0, 7, k - 1):
+        sample = result.dataset.train[i]
+        features = pipeline.image_features(
+            pipeline.read_for_sift(sample.path, result.config.sift), result.config.sift
+        )
+        views = [features, mirror_features(features)]
+        for window in CROP_WINDOWS["corners"]:
+            crop = crop_window(features, window)
+            assert (
+                crop.width < features.width
+                and crop.descriptors.shape[0] < features.descriptors.shape[0]
+            )
+            views += [crop, mirror_features(crop)]
+        for v, view in enumerate(views):
+            np.testing.assert_allclose(X[v * k + i], encoder.transform([view])[0], atol=1e-6)
 
 
 def test_an_interrupted_encode_resumes_at_its_finished_shards(tiny_dataset, tmp_path, monkeypatch):

@@ -165,8 +165,10 @@ def test_float16_storage_halves_the_shards_and_trains_on_either_path(tiny_datase
             if f.stat().st_size > 10_000  # the shards, not the split's image order
         )
 
-    half = small_config(tiny_dataset).with_overrides({"encoding.feature_storage": "float16"})
-    full = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "32", progress=False)
+    # Crops pinned: left unset, the streamed run (past its limit) would have none.
+    config = small_config(tiny_dataset).with_overrides({"encoding.train_crops": "none"})
+    half = config.with_overrides({"encoding.feature_storage": "float16"})
+    full = bovw.run(config, cache_dir=tmp_path / "32", progress=False)
     memory = bovw.run(half, cache_dir=tmp_path / "16", progress=False)
     streamed = bovw.run(half, cache_dir=tmp_path / "16", progress=False, memory_limit=TINY_BUDGET)
     ratio = shard_bytes(tmp_path / "16") / shard_bytes(tmp_path / "32")
@@ -178,3 +180,24 @@ def test_float16_storage_halves_the_shards_and_trains_on_either_path(tiny_datase
     assert memory.metrics["accuracy"] >= full.metrics["accuracy"] - 0.1
     assert streamed.model.representation_ == "streamed"
     assert streamed.metrics["accuracy"] >= full.metrics["accuracy"] - 0.15
+
+
+def test_crops_are_chosen_by_the_path_and_streamed_when_asked(tiny_dataset, tmp_path):
+    """Unset, crops are dropped where training would stream; set, they stream (scored out)."""
+    memory = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
+    assert memory.config.encoding.train_crops == "corners"
+    assert memory.features["train"].shape[0] == 6 * len(memory.dataset.train)
+    unset = bovw.run(
+        small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False, memory_limit=1000
+    )
+    assert unset.config.encoding.train_crops == "none" and unset.training["path"] == STREAMED
+    asked = small_config(tiny_dataset).with_overrides({"encoding.train_crops": "corners"})
+    streamed = bovw.run(asked, cache_dir=tmp_path / "c", progress=False, memory_limit=1000)
+    assert streamed.training["path"] == STREAMED
+    assert streamed.model.representation_ == "streamed"
+    assert np.all(np.isfinite(streamed.model.cv_results_["split0_test_score"]))
+    # Crops are training views only: the test split's shards are shared by all three runs,
+    # and the asked run's training shards are the first run's.
+    assert [s.cache for s in unset.stages if s.name == "encode"] == ["partial"]
+    assert [s.cache for s in streamed.stages if s.name == "encode"] == ["hit"]
+    assert streamed.metrics["accuracy"] >= memory.metrics["accuracy"] - 0.15

@@ -33,7 +33,9 @@ from bovw.svm import (
 from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
 
-def reference_search(X, y, alphas, *, folds=3, kernel_map="none", groups=None, svm=None, seed=0):
+def reference_search(
+    X, y, alphas, *, folds=3, kernel_map="none", groups=None, svm=None, seed=0, scored=None
+):
     """The model selection written plainly: a Pipeline per (alpha, fold), fitted on raw rows.
 
     Returns the chosen alpha, the (alphas, folds) balanced accuracies and the refitted Pipeline.
@@ -48,6 +50,8 @@ def reference_search(X, y, alphas, *, folds=3, kernel_map="none", groups=None, s
 
     scores = np.zeros((len(alphas), len(splits)))
     for k, (train, valid) in enumerate(splits):
+        if scored is not None:
+            valid = valid[scored[valid]]
         for a, alpha in enumerate(alphas):
             model = pipeline(alpha).fit(X[train], y[train])
             scores[a, k] = balanced_accuracy_score(y[valid], model.predict(X[valid]))
@@ -92,6 +96,25 @@ def test_search_gives_the_plain_loop_over_alphas_and_folds(kernel_map, grouped, 
         model.decision_function(X), reference.decision_function(X), rtol=1e-5, atol=1e-6
     )
     assert model.coef_.dtype == ref_svm.coef_.dtype
+
+
+def test_validation_scores_only_the_scored_rows():
+    """Crops are trained on and never scored: a fold's score is that of its images' first views."""
+    X, y = histograms(n_per_class=40, dim=40)
+    n = y.size
+    rng = np.random.default_rng(1)
+    crops = np.abs(X[rng.permutation(n)] + rng.normal(scale=0.3, size=X.shape)).astype(X.dtype)
+    X3, y3, groups = np.concatenate([X, X, crops]), np.tile(y, 3), np.tile(np.arange(n), 3)
+    scored = np.arange(3 * n) < 2 * n
+    alphas = (1e-5, 1e-3, 1e-1)
+    model = LinearSVMCV(alphas=alphas, random_state=0).fit(X3, y3, groups=groups, scored=scored)
+    _, scores, _ = reference_search(X3, y3, alphas, groups=groups, scored=scored)
+    _, every_row, _ = reference_search(X3, y3, alphas, groups=groups)
+    for k in range(3):
+        np.testing.assert_array_equal(model.cv_results_[f"split{k}_test_score"], scores[:, k])
+    assert not np.array_equal(scores, every_row), "the crops' rows changed no score"
+    with pytest.raises(ValueError, match="scored"):
+        LinearSVMCV(alphas=alphas).fit(X3, y3, groups=groups, scored=scored[:-1])
 
 
 def test_search_runs_on_one_gram_matrix(monkeypatch):

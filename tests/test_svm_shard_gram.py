@@ -8,27 +8,35 @@ from test_svm_streaming import ArraySource, blobs
 
 from bovw.svm import LinearSVMCV
 from bovw.svm.shard_gram import fit_from_shards, gram_reads, shard_positions, shards_per_block
+from bovw.svm.views import scored_rows, training_targets
 
 ALPHAS = (1e-4, 1e-3, 1e-2)
 
 
-def in_memory(source: ArraySource, y, mirror: bool, **params) -> LinearSVMCV:
-    """The in-memory path on the rows the pipeline assembles: images, then their mirrors."""
-    n = y.size
-    X = np.concatenate([source.X, source.X_mirror]) if mirror else source.X
-    rows_y, groups = (np.tile(y, 2), np.tile(np.arange(n), 2)) if mirror else (y, None)
-    return LinearSVMCV(alphas=ALPHAS, **params).fit(X, rows_y, groups=groups)
+def in_memory(source: ArraySource, y, views: int, scored_views=None, **params) -> LinearSVMCV:
+    """The in-memory path on the rows the pipeline assembles: view by view."""
+    X = np.concatenate(source.X_views[:views])
+    rows_y, groups = training_targets(y, views)
+    scored = scored_rows(y.size, views, scored_views or views)
+    return LinearSVMCV(alphas=ALPHAS, **params).fit(X, rows_y, groups=groups, scored=scored)
 
 
-@pytest.mark.parametrize("mirror", [False, True])
+@pytest.mark.parametrize(
+    ("views", "scored_views"), [(1, None), (2, None), (6, 2)], ids=["plain", "mirror", "crops"]
+)
 @pytest.mark.parametrize("block_bytes", [0, 10**9])
-def test_the_model_is_the_in_memory_model(mirror, block_bytes):
-    X, y = blobs(n=150, d=500, k=3)
-    source = ArraySource(X, per_shard=40, mirror=mirror)
+def test_the_model_is_the_in_memory_model(views, scored_views, block_bytes):
+    X, y = blobs(n=150, d=1000, k=3)
+    source = ArraySource(X, per_shard=40, views=views)
     model = fit_from_shards(
-        source, y, LinearSVMCV(alphas=ALPHAS), mirror=mirror, block_bytes=block_bytes
+        source,
+        y,
+        LinearSVMCV(alphas=ALPHAS),
+        views=views,
+        scored_views=scored_views,
+        block_bytes=block_bytes,
     )
-    reference = in_memory(source, y, mirror)
+    reference = in_memory(source, y, views, scored_views)
     assert reference.representation_ == model.representation_ == "dual"
     # The same folds and SGD on the same Gram matrix (summed by blocks: float rounding).
     np.testing.assert_allclose(
@@ -45,7 +53,7 @@ def test_the_model_is_the_in_memory_model(mirror, block_bytes):
 def test_the_shards_are_read_as_the_blocks_say(block_bytes):
     X, y = blobs(n=150, d=500, k=3)
     source = ArraySource(X, per_shard=20)
-    fit_from_shards(source, y, LinearSVMCV(alphas=ALPHAS), mirror=False, block_bytes=block_bytes)
+    fit_from_shards(source, y, LinearSVMCV(alphas=ALPHAS), views=1, block_bytes=block_bytes)
     per_block = shards_per_block(20 * 500 * 4, block_bytes)
     # One shard to size the blocks, the Gram matrix's reads, one pass for the weights.
     assert source.loads == 1 + gram_reads(source.n_shards, per_block) + source.n_shards
@@ -61,10 +69,22 @@ def test_gram_reads_counts_each_block_and_every_shard_after_it():
     assert shards_per_block(100, 0) == 1 and shards_per_block(100, 350) == 3
 
 
-def test_shard_positions_put_mirrors_after_every_image():
+def test_shard_positions_put_each_view_after_the_last():
     images = np.array([5, 2, 7, 5, 2, 7])
-    np.testing.assert_array_equal(shard_positions(images, 10, True), [5, 2, 7, 15, 12, 17])
-    np.testing.assert_array_equal(shard_positions(images[:3], 10, False), [5, 2, 7])
+    np.testing.assert_array_equal(shard_positions(images, 10), [5, 2, 7, 15, 12, 17])
+    np.testing.assert_array_equal(shard_positions(images[:3], 10), [5, 2, 7])
+    three = np.tile([4, 0, 9, 1], 3)
+    np.testing.assert_array_equal(shard_positions(three, 10), three + 10 * np.repeat([0, 1, 2], 4))
+
+
+def test_view_index_counts_an_images_rows_before_it():
+    from bovw.svm.views import view_index
+
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        images = rng.integers(0, 6, rng.integers(0, 30))
+        slow = [int(np.sum(images[:i] == images[i])) for i in range(images.size)]
+        assert view_index(images).tolist() == slow
 
 
 def test_a_kernel_map_and_an_empty_image():
@@ -73,9 +93,9 @@ def test_a_kernel_map_and_an_empty_image():
     X[7] = 0  # an image without descriptors
     source = ArraySource(X, per_shard=32)
     model = fit_from_shards(
-        source, y, LinearSVMCV(alphas=ALPHAS, kernel_map="hellinger"), mirror=False, block_bytes=0
+        source, y, LinearSVMCV(alphas=ALPHAS, kernel_map="hellinger"), views=1, block_bytes=0
     )
-    reference = in_memory(source, y, False, kernel_map="hellinger")
+    reference = in_memory(source, y, 1, kernel_map="hellinger")
     np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(model.empty_images_, [7])
 
@@ -85,13 +105,13 @@ def test_shards_that_miss_rows_or_repeat_them_are_refused():
     source = ArraySource(X, per_shard=30)
     with pytest.raises(ValueError, match="mirror|rows"):
         # Laid out without mirrors, read as if every image had one: half the rows missing.
-        fit_from_shards(source, y, LinearSVMCV(alphas=ALPHAS), mirror=True, block_bytes=0)
+        fit_from_shards(source, y, LinearSVMCV(alphas=ALPHAS), views=2, block_bytes=0)
 
     class Twice(ArraySource):
         def load(self, j):
             return super().load(0)
 
     with pytest.raises(ValueError, match="twice"):
-        fit_from_shards(Twice(X, per_shard=30), y, LinearSVMCV(), mirror=False, block_bytes=0)
+        fit_from_shards(Twice(X, per_shard=30), y, LinearSVMCV(), views=1, block_bytes=0)
     with pytest.raises(ValueError, match="solver"):
-        fit_from_shards(source, y, LinearSVMCV(solver="sklearn"), mirror=False, block_bytes=0)
+        fit_from_shards(source, y, LinearSVMCV(solver="sklearn"), views=1, block_bytes=0)

@@ -19,31 +19,32 @@ from bovw.svm.streaming import (
 class ArraySource:
     """Shards of an in-memory matrix, laid out as the pipeline lays them out.
 
-    Images in a seeded random order, ``per_shard`` a shard; with ``mirror`` each
-    shard holds its images' rows, then their mirrors' rows (here: the row plus a
-    little noise). Counts every load, to check what streaming reads.
+    Images in a seeded random order, ``per_shard`` a shard; with ``views`` > 1 (or
+    ``mirror``: 2 views) each shard holds its images' rows, then their second
+    views' rows, and so on (here: the row plus a little noise, ``X_views[v]``).
+    Counts every load, to check what streaming reads.
     """
 
-    def __init__(self, X, per_shard, mirror=False, seed=0):
+    def __init__(self, X, per_shard, mirror=False, seed=0, views=None):
         self.X = X
         self.n_features = X.shape[1]
         rng = np.random.default_rng(seed)
         self.order = rng.permutation(X.shape[0])
         self.per_shard = per_shard
         self.n_shards = -(-X.shape[0] // per_shard)
-        self.mirror = mirror
-        if mirror:
-            noise = rng.normal(scale=0.05, size=X.shape).astype(np.float32)
-            self.X_mirror = X + noise
+        self.views = views or (2 if mirror else 1)
+        self.X_views = [X] + [
+            X + rng.normal(scale=0.05, size=X.shape).astype(np.float32)
+            for _ in range(self.views - 1)
+        ]
+        self.X_mirror = self.X_views[1] if self.views > 1 else None
         self.loads = 0
 
     def load(self, j):
         self.loads += 1
         images = self.order[j * self.per_shard : (j + 1) * self.per_shard]
-        rows = self.X[images]
-        if self.mirror:
-            return np.concatenate([rows, self.X_mirror[images]]), np.concatenate([images, images])
-        return rows, images
+        rows = np.concatenate([view[images] for view in self.X_views])
+        return rows, np.tile(images, self.views)
 
 
 def blobs(n=600, d=40, k=4, seed=0):
@@ -112,6 +113,31 @@ def test_heldout_scores_are_those_of_a_model_trained_without_the_heldout_images(
         assert model.cv_results_["split0_test_score"][a] == pytest.approx(expected, abs=1e-9)
     best = int(np.argmax(model.cv_results_["mean_test_score"]))
     assert model.alpha_ == settings.alphas[best]
+
+
+def test_heldout_images_are_scored_on_their_test_views_only():
+    """With crops (views past the scored ones), a held-out image's score is its first views'."""
+    X, y = blobs(n=300, k=3, seed=2)
+    source = ArraySource(X, per_shard=40, views=4)
+    # Crops unlike their image (another image's row, negated), so that scoring them shows.
+    source.X_views[2] = X[np.roll(np.arange(X.shape[0]), 1)]
+    source.X_views[3] = -X
+    settings = StreamSettings(alphas=(1e-4, 1e-2), epochs=2, holdout=0.3, seed=3, scored_views=2)
+    model = fit_streamed(source, y, settings)
+    held = heldout_images(np.unique(y, return_inverse=True)[1], 0.3, 3)
+    differs = False
+    for a, alpha in enumerate(settings.alphas):
+        alone = fit_streamed(_Subset(source, ~held), y, StreamSettings((alpha,), 2, 0.0, seed=3))
+        scores = [alone.decision_function(view[held]) for view in source.X_views]
+        expected = balanced_accuracy_score(
+            y[held], alone.classes_[np.argmax(scores[0] + scores[1], axis=1)]
+        )
+        assert model.cv_results_["split0_test_score"][a] == pytest.approx(expected, abs=1e-9)
+        every_view = balanced_accuracy_score(
+            y[held], alone.classes_[np.argmax(sum(scores), axis=1)]
+        )
+        differs |= abs(every_view - expected) > 1e-9
+    assert differs, "scoring the crops too would give the same scores: the test shows nothing"
 
 
 class _Subset:

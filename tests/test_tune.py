@@ -144,7 +144,7 @@ def test_a_spent_budget_runs_only_the_base(demo, cache):
 
 
 def test_estimate_scales_with_the_dimension_and_skips_done_extraction():
-    base_config = tiny_run_config(DEMO_DATA).validate()
+    base_config = tiny_run_config(DEMO_DATA, **{"encoding.train_crops": "none"}).validate()
     base = Trial(
         {}, base_config, stages={"extract": 10.0, "codebook": 1.0, "encode": 4.0, "train": 1.0}
     )
@@ -158,7 +158,11 @@ def test_estimate_scales_with_the_dimension_and_skips_done_extraction():
 
 
 def test_estimate_knows_that_a_mirror_symmetric_vocabulary_encodes_no_mirror():
-    fisher = Config().with_overrides({"codebook.gmm_components": 64}).validate()
+    fisher = (
+        Config()
+        .with_overrides({"codebook.gmm_components": 64, "encoding.train_crops": "none"})
+        .validate()
+    )
     base = Trial({}, fisher, stages={"extract": 10.0, "codebook": 1.0, "encode": 4.0})
     extracted = {tuple(sorted(dataclasses.asdict(fisher.sift).items()))}
     # The base encodes each image once: dropping the mirrors costs as much, and an
@@ -167,6 +171,9 @@ def test_estimate_knows_that_a_mirror_symmetric_vocabulary_encodes_no_mirror():
     assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(5.0)
     ordinary = fisher.with_overrides({"codebook.mirror_symmetric": False}).validate()
     assert estimate_seconds(ordinary, base, extracted) == pytest.approx(10.0)
+    # Two crops: three encodings of each training image (their mirrors permuted).
+    corners = fisher.with_overrides({"encoding.train_crops": "corners"}).validate()
+    assert estimate_seconds(corners, base, extracted) == pytest.approx(15.0)
 
 
 def test_cli_winner_runs_from_its_config_with_the_reported_score(tmp_path):

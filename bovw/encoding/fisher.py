@@ -135,7 +135,7 @@ class FisherEncoder(PyramidEncoder):
         """The unfitted PCA + GMM that :meth:`fit` fits (on ``X``) when ``vocabulary`` is None.
 
         ``n_words=None`` takes the number of Gaussians from the number of images
-        in ``X``, as :func:`bovw.assembly.resolve_gmm_components` does for a run
+        in ``X``, as :func:`bovw.assembly.resolve_by_data_size` does for a run
         (:func:`bovw.budget.auto_gmm_components`, at the default memory limit).
         """
         n_words = self.n_words

@@ -32,7 +32,6 @@ distribution", ICPR 2010.
 from __future__ import annotations
 
 import numbers
-import time
 import warnings
 
 import numpy as np
@@ -42,13 +41,13 @@ from scipy.stats import rankdata
 from sklearn.base import BaseEstimator, clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import SGDClassifier
-from sklearn.metrics import balanced_accuracy_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import normalize
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ..config import ClassifierSettings
+from .folds import Fold, fit_and_score_fold
 from .gram import GramLinearSVM
 from .kernel_maps import KERNEL_MAPS, make_kernel_map
 from .linear import LOSSES, LinearSVM, OneVsRestClassifierMixin
@@ -259,7 +258,7 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
 
     # -- fitting -----------------------------------------------------------------------
 
-    def fit(self, X, y, groups=None):
+    def fit(self, X, y, groups=None, scored=None):
         """Choose ``alpha`` by cross-validation, then fit the SVM on all of ``X``.
 
         Parameters
@@ -271,6 +270,9 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
         groups : array-like of shape (n_samples,), optional
             Rows with the same group are kept in the same fold (an image and its
             mirror); the folds are then ``StratifiedGroupKFold``.
+        scored : array-like of bool, shape (n_samples,), optional
+            The rows a validation fold scores (default: all); the others are only
+            trained on (an image's crops: :func:`bovw.assembly.scored_rows`).
 
         Returns
         -------
@@ -280,17 +282,18 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, accept_sparse="csr", dtype=[np.float32, np.float64], reset=True
         )
-        groups = self._check_targets(y, groups)
+        groups = self._check_targets(y, groups, scored)
         Z = self._prepare(X)
         dual = self.solver == "sgd" and use_dual(Z)
         # One Gram matrix for every fold, alpha and the refit.
-        svm = self._select_and_refit(alphas, gram_matrix(Z) if dual else Z, y, groups, dual)
+        data = gram_matrix(Z) if dual else Z
+        svm = self._select_and_refit(alphas, data, y, groups, dual, scored)
         if dual:
             svm = svm.to_linear_svm(Z)
         self.coef_, self.intercept_ = svm.coef_, svm.intercept_
         return self
 
-    def _check_targets(self, y, groups):
+    def _check_targets(self, y, groups, scored=None):
         """Set ``classes_`` (at least two); ``groups`` as an array of ``y``'s shape, or None."""
         check_classification_targets(y)
         self.classes_ = np.unique(y)
@@ -303,9 +306,11 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
             groups = np.asarray(groups)
             if groups.shape != y.shape:
                 raise ValueError(f"groups has shape {groups.shape}, y {y.shape}.")
+        if scored is not None and np.shape(scored) != y.shape:
+            raise ValueError(f"scored has shape {np.shape(scored)}, y {y.shape}.")
         return groups
 
-    def _select_and_refit(self, alphas, data, y, groups, dual: bool):
+    def _select_and_refit(self, alphas, data, y, groups, dual: bool, scored=None):
         """Choose ``alpha_`` by cross-validation on ``data`` and return the SVM refitted on it.
 
         ``data``: the mapped, normalized features, or (``dual``) their Gram matrix,
@@ -324,6 +329,8 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
             else:
                 # The splitters read only the number of rows of their first argument.
                 splits = list(splitter.split(data, y, groups))
+                if scored is not None:  # validate on the scored rows of each fold only
+                    splits = [(train, valid[scored[valid]]) for train, valid in splits]
                 self.n_splits_ = len(splits)
                 scores, fit_times = self._search(base, alphas, data, y, splits, dual)
             self._set_results(alphas, scores, fit_times)
@@ -353,7 +360,7 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
             # SGDClassifier fits hold no shared matrix: one process per (fold, alpha).
             tasks = [(a, k) for k in range(len(splits)) for a in range(len(alphas))]
             out = Parallel(n_jobs=self.n_jobs)(
-                delayed(_fit_and_score)(base, alphas[a], data, y, *splits[k], dual)
+                delayed(fit_and_score_fold)(base, alphas[a], data, y, *splits[k], dual)
                 for a, k in tasks
             )
             scores = np.empty((len(alphas), len(splits)))
@@ -365,7 +372,7 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
         times = np.empty_like(scores)
         for k, (train, valid) in enumerate(splits):
             # The fold's rows (or Gram block) are taken once for all candidates.
-            fold = _Fold(data, y, train, valid, dual)
+            fold = Fold(data, y, train, valid, dual)
             for a, alpha in enumerate(alphas):
                 scores[a, k], times[a, k] = fold.fit_and_score(base, alpha)
         return scores, times
@@ -424,37 +431,6 @@ class LinearSVMCV(OneVsRestClassifierMixin, BaseEstimator):
         # The Hellinger and chi2 maps of bovw take dense features only.
         tags.input_tags.sparse = self.kernel_map == "none"
         return tags
-
-
-class _Fold:
-    """One fold's training rows (or Gram block), taken once for every candidate ``alpha``."""
-
-    def __init__(self, data, y, train, valid, dual: bool):
-        self.dual = dual
-        self.y_train, self.y_valid = y[train], y[valid]
-        if dual:
-            # A pairwise estimator's fold: rows and columns of the training samples,
-            # and the products of the validation samples with them.
-            self.X_train = data[np.ix_(train, train)]
-            self.X_valid = data[np.ix_(valid, train)]
-        else:
-            self.X_train, self.X_valid = data[train], data[valid]
-
-    def fit_and_score(self, base, alpha: float) -> tuple[float, float]:
-        svm = clone(base).set_params(alpha=alpha)
-        if self.dual:
-            svm = GramLinearSVM(**svm.get_params())
-        start = time.perf_counter()
-        svm.fit(self.X_train, self.y_train)
-        seconds = time.perf_counter() - start
-        return balanced_accuracy_score(self.y_valid, svm.predict(self.X_valid)), seconds
-
-
-def _fit_and_score(base, alpha, data, y, train, valid, dual) -> tuple[float, float]:
-    """:meth:`_Fold.fit_and_score` of one (fold, alpha), for a worker process."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return _Fold(data, y, train, valid, dual).fit_and_score(base, alpha)
 
 
 def _has_unit_rows(X, tol: float = 1e-5, chunk: int = 1024) -> bool:

@@ -15,8 +15,9 @@ float32 products summed in another order; SGD amplifies that rounding a little (
 matrix of the shards").
 
 Rows are placed where the in-memory path puts them (:func:`bovw.assembly.training_targets`):
-the images in the split's order, then (with mirrors) their mirrors in the same
-order; the folds keep an image and its mirror together.
+view by view (the images, their mirrors, their crops), each view's rows in the
+split's order of the images; the folds keep an image's views together, and score
+only its test-time views (:func:`bovw.assembly.scored_rows`).
 """
 
 from __future__ import annotations
@@ -28,28 +29,25 @@ import numpy as np
 
 from .selection import LinearSVMCV
 from .streaming import ShardSource, _mapped
+from .views import scored_rows, training_targets, view_index
 
 __all__ = ["fit_from_shards", "gram_reads", "shard_positions", "shards_per_block"]
 
 
-def shard_positions(images: np.ndarray, n_images: int, mirror: bool) -> np.ndarray:
-    """The training-matrix rows of a shard's rows: an image's index, its mirror's ``n + index``.
+def shard_positions(images: np.ndarray, n_images: int) -> np.ndarray:
+    """The training-matrix rows of a shard's rows: view ``v`` of image ``i`` is row ``v n + i``.
 
-    A shard holds its images' rows, then (with ``mirror``) their mirrors' rows: an
-    image's first row in the shard is its own, the second its mirror's.
+    A shard holds its images' rows view by view, so the ``v``-th row of an image in
+    the shard is its view ``v`` (:func:`bovw.svm.views.view_index`).
     """
     images = np.asarray(images, np.int64)
-    if not mirror:
-        return images
-    first = np.zeros(images.size, bool)
-    first[np.unique(images, return_index=True)[1]] = True
-    return np.where(first, images, images + n_images)
+    return images + n_images * view_index(images)
 
 
-def _load(source: ShardSource, j: int, kernel_map, n_images: int, mirror: bool):
+def _load(source: ShardSource, j: int, kernel_map, n_images: int):
     """Shard ``j``'s mapped, normalized rows (float32), their positions and their images."""
     rows, images = source.load(j)
-    return _mapped(kernel_map, rows), shard_positions(images, n_images, mirror), images
+    return _mapped(kernel_map, rows), shard_positions(images, n_images), images
 
 
 def shards_per_block(shard_bytes: int, block_bytes: int) -> int:
@@ -63,14 +61,14 @@ def gram_reads(n_shards: int, per_block: int) -> int:
     return sum(min(per_block, n_shards - a) + max(0, n_shards - a - per_block) for a in starts)
 
 
-def _gram(source, kernel_map, n_images, mirror, per_block, block_rows, bar):
+def _gram(source, kernel_map, n_images, views, per_block, block_rows, bar):
     """The Gram matrix of every row, its rows' sum and the images whose rows are zero.
 
     Holds ``per_block`` shards at once (in one buffer of ``block_rows`` rows, filled
     in place) and multiplies them with themselves and with every later shard: each
     shard is read once per block before it.
     """
-    n_rows = n_images * (2 if mirror else 1)
+    n_rows = n_images * views
     K = np.empty((n_rows, n_rows), np.float32)
     seen = np.zeros(n_rows, bool)
     total = np.zeros(source.n_features, np.float64)
@@ -80,7 +78,7 @@ def _gram(source, kernel_map, n_images, mirror, per_block, block_rows, bar):
         stop = min(start + per_block, source.n_shards)
         filled, positions = 0, []
         for j in range(start, stop):
-            Z, pos, images = _load(source, j, kernel_map, n_images, mirror)
+            Z, pos, images = _load(source, j, kernel_map, n_images)
             if pos.size and (pos.max() >= n_rows or seen[pos].any()):
                 raise ValueError(
                     f"Shard {j} holds rows of images outside the split's {n_images:,}, or "
@@ -98,7 +96,7 @@ def _gram(source, kernel_map, n_images, mirror, per_block, block_rows, bar):
         Zb, Pb = buffer[:filled], np.concatenate(positions)
         K[np.ix_(Pb, Pb)] = Zb @ Zb.T
         for later in range(stop, source.n_shards):
-            Z, pos, _ = _load(source, later, kernel_map, n_images, mirror)
+            Z, pos, _ = _load(source, later, kernel_map, n_images)
             C = Zb @ Z.T
             K[np.ix_(Pb, pos)] = C
             K[np.ix_(pos, Pb)] = C.T
@@ -110,7 +108,7 @@ def _gram(source, kernel_map, n_images, mirror, per_block, block_rows, bar):
     return K, total, sorted(empty)
 
 
-def _weights(source, kernel_map, n_images, mirror, svm, mu, bar) -> tuple[np.ndarray, np.ndarray]:
+def _weights(source, kernel_map, n_images, svm, mu, bar) -> tuple[np.ndarray, np.ndarray]:
     """Weights and intercept on raw features of the dual model, a shard at a time.
 
     :func:`bovw.svm.spaces.dual_to_primal` summed over the shards:
@@ -119,7 +117,7 @@ def _weights(source, kernel_map, n_images, mirror, svm, mu, bar) -> tuple[np.nda
     A = svm.dual_coef_
     W = np.zeros((A.shape[0], source.n_features), np.float32)
     for j in range(source.n_shards):
-        Z, pos, _ = _load(source, j, kernel_map, n_images, mirror)
+        Z, pos, _ = _load(source, j, kernel_map, n_images)
         W += A[:, pos] @ Z
         bar.update(1)
     b = svm.centered_intercept_
@@ -134,7 +132,8 @@ def fit_from_shards(
     y: np.ndarray,
     model: LinearSVMCV,
     *,
-    mirror: bool,
+    views: int,
+    scored_views: int | None = None,
     block_bytes: int,
     on_phase: Callable[[str], None] | None = None,
     progress: bool = False,
@@ -144,14 +143,16 @@ def fit_from_shards(
     Parameters
     ----------
     source : ShardSource
-        The training features as shards (a shard's rows: its images', then their
-        mirrors' with ``mirror``).
+        The training features as shards (a shard's rows: its images', view by view).
     y : array-like of shape (n_images,)
         The label of each image.
     model : LinearSVMCV
         The classifier the run's settings describe (:func:`bovw.svm.make_classifier`).
-    mirror : bool
-        Whether every image has a mirrored row.
+    views : int
+        Rows per image (the image, its mirror, its crops: :func:`bovw.assembly.training_views`).
+    scored_views : int, optional
+        The views of an image that cross-validation scores, its first ones
+        (:func:`bovw.assembly.views_at_test`); default all.
     block_bytes : int
         About how many bytes of shards to hold at once while computing the Gram matrix.
     on_phase : callable, optional
@@ -178,8 +179,9 @@ def fit_from_shards(
     y = np.asarray(y)
     check_classification_targets(y)
     n = y.size
-    y_rows, groups = (np.tile(y, 2), np.tile(np.arange(n), 2)) if mirror else (y, None)
-    groups = model._check_targets(y_rows, groups)
+    y_rows, groups = training_targets(y, views)
+    scored = scored_rows(n, views, views if scored_views is None else scored_views)
+    groups = model._check_targets(y_rows, groups, scored)
     kernel_map = make_kernel_map(model.kernel_map)
     if kernel_map != "passthrough":
         # The maps learn nothing from the data; fitted on one shard, as streaming does.
@@ -188,7 +190,7 @@ def fit_from_shards(
     n_rows = y_rows.size
     shards = f"{source.n_shards:,} shard" + ("s" if source.n_shards != 1 else "")
     say(f"the Gram matrix of {n_rows:,} training rows ({4 * n_rows**2 / 1e9:.2f} GB) from {shards}")
-    first, _, _ = _load(source, 0, kernel_map, n, mirror)
+    first, _, _ = _load(source, 0, kernel_map, n)
     per_block = min(shards_per_block(first.nbytes, block_bytes), source.n_shards)
     block_rows = per_block * first.shape[0]
     del first
@@ -199,17 +201,17 @@ def fit_from_shards(
         unit="shard",
         disable=not progress,
     ) as bar:
-        K, total, empty = _gram(source, kernel_map, n, mirror, per_block, block_rows, bar)
+        K, total, empty = _gram(source, kernel_map, n, views, per_block, block_rows, bar)
     gram_seconds = time.perf_counter() - t
     say(f"Gram matrix in {gram_seconds:.0f} s; choosing alpha by cross-validation")
-    svm = model._select_and_refit(alphas, K, y_rows, groups, dual=True)
+    svm = model._select_and_refit(alphas, K, y_rows, groups, dual=True, scored=scored)
     del K
     say("the weights from the shards")
     mu = (total / n_rows).astype(np.float32)
     with progress_bar(
         total=source.n_shards, desc="train: weights", unit="shard", disable=not progress
     ) as bar:
-        model.coef_, model.intercept_ = _weights(source, kernel_map, n, mirror, svm, mu, bar)
+        model.coef_, model.intercept_ = _weights(source, kernel_map, n, svm, mu, bar)
     model.n_features_in_ = source.n_features
     model.empty_images_ = np.asarray(empty, np.int64)
     return model

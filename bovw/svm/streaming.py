@@ -46,6 +46,7 @@ from .kernel_maps import make_kernel_map
 from .linear import _CURVATURE, SGDRun, _batch_coherence
 from .selection import LinearSVMCV
 from .spaces import PrimalSpace
+from .views import view_index
 
 __all__ = ["ShardSource", "StreamSettings", "fit_streamed", "heldout_images", "split_columns"]
 
@@ -80,11 +81,15 @@ class StreamSettings:
     average: bool = True
     kernel_map: str = "none"
     seed: int = 0
+    #: The views of a held-out image that are scored, its first ones (the test-time
+    #: views: :func:`bovw.assembly.views_at_test`); None: every row. Crops are not.
+    scored_views: int | None = None
 
     @classmethod
-    def from_settings(cls, settings, seed: int) -> StreamSettings:
+    def from_settings(cls, settings, seed: int, scored_views: int | None = None) -> StreamSettings:
         """From the run's :class:`~bovw.config.ClassifierSettings` and seed."""
         return cls(
+            scored_views=scored_views,
             alphas=tuple(settings.alphas),
             epochs=settings.stream_epochs,
             holdout=settings.holdout,
@@ -266,7 +271,7 @@ def _train_part_here(source, Y, columns, alphas, train, heldout, prepared, s, pr
     scores = None
     if heldout is not None:
         # Model selection needs only the scores: the weights stay in the task.
-        scores = _heldout_scores(source, weights, prepared, heldout)
+        scores = _heldout_scores(source, weights, prepared, heldout, s.scored_views)
         weights = None
     return {
         "weights": weights,
@@ -276,17 +281,22 @@ def _train_part_here(source, Y, columns, alphas, train, heldout, prepared, s, pr
     }
 
 
-def _heldout_scores(source, weights, prepared: _Prepared, heldout: np.ndarray) -> list[np.ndarray]:
-    """Per alpha, each held-out image's scores summed over its rows, and its row count.
+def _heldout_scores(
+    source, weights, prepared: _Prepared, heldout: np.ndarray, scored_views: int | None
+) -> list[np.ndarray]:
+    """Per alpha, each held-out image's scores summed over its scored rows, and their count.
 
     ``(n_heldout, columns + 1)`` arrays, images in the order of ``heldout``'s True
-    entries, the last column the rows (2 for a mirrored image).
+    entries, the last column the rows (2 for a mirrored image). An image's rows past
+    its first ``scored_views`` (its crops) are not scored.
     """
     position = np.cumsum(heldout) - 1
     sums = [np.zeros((int(heldout.sum()), W.shape[0] + 1), np.float64) for W, _ in weights]
     for j in range(source.n_shards):
         rows, images = source.load(j)
         keep = heldout[images]
+        if scored_views is not None:
+            keep &= view_index(images) < scored_views
         if not keep.any():
             continue
         Z = _mapped(prepared.kernel_map, rows[keep])
