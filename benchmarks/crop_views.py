@@ -37,26 +37,16 @@ sys.path.insert(0, str(HERE))
 from _results import print_and_record  # noqa: E402
 from fusion import held_out_arguments, held_out_split, mean_class_accuracy  # noqa: E402
 
-#: Crop windows as (left, top, width, height), fractions of the image.
-VARIANTS: dict[str, list[tuple[float, float, float, float]]] = {
-    "images and mirrors (the default)": [],
-    "+ centre crop 80 %": [(0.1, 0.1, 0.8, 0.8)],
-    "+ two corner crops 80 % (with mirrors: all four corners)": [
-        (0.0, 0.0, 0.8, 0.8),
-        (0.2, 0.2, 0.8, 0.8),
-    ],
-}
 
+def variants() -> dict[str, tuple]:
+    """The crop windows of each variant (:data:`bovw.assembly.CROP_WINDOWS`)."""
+    from bovw.assembly import CROP_WINDOWS
 
-def crop(features, window):
-    """The features of the crop ``window`` (left, top, width, height as fractions)."""
-    from bovw.features import crop_features
-
-    left, top, w, h = window
-    x0, y0 = round(left * features.width), round(top * features.height)
-    cw = min(round(w * features.width), features.width - x0)
-    ch = min(round(h * features.height), features.height - y0)
-    return crop_features(features, x0, y0, cw, ch)
+    return {
+        "images and mirrors (no crops)": CROP_WINDOWS["none"],
+        "+ centre crop 80 %": CROP_WINDOWS["centre"],
+        "+ two corner crops 80 % (with mirrors: all four corners)": CROP_WINDOWS["corners"],
+    }
 
 
 def main() -> None:
@@ -64,10 +54,12 @@ def main() -> None:
     from bovw.assembly import (
         build_classifier,
         build_encoder,
+        crop_window,
         decision_by_blocks,
         encode_with_mirrors,
         features_of,
         mirror_scores,
+        scored_rows,
         split_mirrored,
     )
     from bovw.config import Config
@@ -78,9 +70,11 @@ def main() -> None:
     args = held_out_arguments(p).parse_args()
 
     full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
-    config = Config().with_overrides({"data.path": args.data})
-    scores = {name: [] for name in VARIANTS}
-    seconds = {name: [] for name in VARIANTS}
+    # The run's own crops off: each variant adds its crops to the images and mirrors here.
+    config = Config().with_overrides({"data.path": args.data, "encoding.train_crops": "none"})
+    windows_of = variants()
+    scores = {name: [] for name in windows_of}
+    seconds = {name: [] for name in windows_of}
     for seed in range(args.splits):
         dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout, seed=seed)
         result = bovw.run(
@@ -98,17 +92,21 @@ def main() -> None:
         y_held = np.array(dataset.labels("test"))
         y = np.array(dataset.labels("train"))
         features = features_of([s.path for s in dataset.train], config_run.sift)
-        for name, windows in VARIANTS.items():
+        for name, windows in windows_of.items():
             t = time.perf_counter()
             blocks = [images_rows]
             for window in windows:
                 blocks.append(
-                    encode_with_mirrors(encoder, [crop(f, window) for f in features], True)
+                    encode_with_mirrors(encoder, [crop_window(f, window) for f in features], True)
                 )
             X = np.concatenate(blocks)
             views = X.shape[0] // y.size
+            # Alpha by cross-validation on the images' and mirrors' rows, as a run chooses it.
             model = build_classifier(config_run).fit(
-                X, np.tile(y, views), groups=np.tile(np.arange(y.size), views)
+                X,
+                np.tile(y, views),
+                groups=np.tile(np.arange(y.size), views),
+                scored=scored_rows(y.size, views, 2),
             )
             del X
             s = mirror_scores(
@@ -122,12 +120,12 @@ def main() -> None:
                 f"{model.alpha_:g}, {views} rows per image, {seconds[name][-1]:.0f} s",
                 flush=True,
             )
-    base = np.array(scores[next(iter(VARIANTS))])
+    base = np.array(scores[next(iter(windows_of))])
     table = [
         "| training rows | held-out mean class accuracy | against the default | per split | s |",
         "|---|---|---|---|---|",
     ]
-    for name in VARIANTS:
+    for name in windows_of:
         s = np.array(scores[name])
         per_split = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(s, base, strict=True))
         table.append(
