@@ -262,8 +262,25 @@ class ShardReader:
     def n_features(self) -> int:
         return self.sharded.n_features
 
+    @property
+    def mirror_permutation(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """The signed permutation that makes a mirror's row, when shards do not store them."""
+        if not self.sharded.mirror or self.sharded.mirror_index is None:
+            return None
+        return self.sharded.mirror_index, self.sharded.mirror_signs
+
     def load(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         """Shard ``j``'s rows (memory-mapped) and the image index of each row."""
+        rows, images = self._stored(j)
+        return self.sharded.with_mirrors(rows), np.tile(images, self.sharded.views)
+
+    def load_unmirrored(self, j: int) -> tuple[np.ndarray, np.ndarray]:
+        """Shard ``j``'s rows as stored, its views without their mirrors (see
+        :attr:`mirror_permutation`), and the image index of each row."""
+        rows, images = self._stored(j)
+        return rows, np.tile(images, 1 + len(self.sharded.crops))
+
+    def _stored(self, j: int) -> tuple[np.ndarray, np.ndarray]:
         from .cache import CorruptEntry
 
         key = self.sharded.shard_keys[j]
@@ -275,8 +292,7 @@ class ShardReader:
                 f"The cached shard {self.memo.entry_path(key)} is {problem}; run again: "
                 "the run encodes it again."
             ) from None
-        images = self.sharded.images_of(j)
-        return self.sharded.with_mirrors(rows), np.tile(images, self.sharded.views)
+        return rows, self.sharded.images_of(j)
 
 
 def encode_rows(

@@ -141,8 +141,8 @@ RECORDED = {
     "extract": (2, "bbbbbda6ee6a741e"),
     "codebook": (5, "c1966dfb3adec0f2"),
     "encode": (6, "c9ac8fb47feecb77"),
-    "train": (5, "bbb947e85d8d5a9d"),
-    "evaluate": (5, "d7c6c38b74f62f9c"),
+    "train": (5, "7a94f83e9850a7dd"),
+    "evaluate": (5, "db7664051919977f"),
 }
 
 

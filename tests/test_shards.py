@@ -141,3 +141,26 @@ def test_memory_mapped_reads_are_verified(tmp_path):
     npy.write_bytes(bytes(data))
     with pytest.raises(CorruptEntry, match="checksum"):
         store.read("encode", 2, "k" * 40, mmap=True)
+
+
+def test_the_gram_matrix_of_mirror_symmetric_shards_trains_the_in_memory_model(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    """Fisher vectors with crops, past the memory limit: the mirrors' rows are never read."""
+    from bovw.budget import FROM_SHARDS
+
+    config = small_config(tiny_dataset).with_overrides({"encoding.train_crops": "corners"})
+    memory = bovw.run(config, cache_dir=tmp_path / "memory", progress=False)
+    limit = memory.training["in_memory_bytes"] - 1
+    loads = []
+    real = pipeline.ShardReader.load_unmirrored
+    monkeypatch.setattr(
+        pipeline.ShardReader, "load_unmirrored", lambda self, j: loads.append(j) or real(self, j)
+    )
+    shards = bovw.run(config, cache_dir=tmp_path / "shards", progress=False, memory_limit=limit)
+    assert shards.training["path"] == FROM_SHARDS and loads
+    a, b = memory.model, shards.model
+    assert b.alpha_ == a.alpha_
+    np.testing.assert_allclose(b.cv_results_["mean_test_score"], a.cv_results_["mean_test_score"])
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-4, atol=1e-5)
+    assert shards.metrics["predictions"] == memory.metrics["predictions"]

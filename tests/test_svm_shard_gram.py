@@ -115,3 +115,79 @@ def test_shards_that_miss_rows_or_repeat_them_are_refused():
         fit_from_shards(Twice(X, per_shard=30), y, LinearSVMCV(), views=1, block_bytes=0)
     with pytest.raises(ValueError, match="solver"):
         fit_from_shards(source, y, LinearSVMCV(solver="sklearn"), views=1, block_bytes=0)
+
+
+class MirroredSource(ArraySource):
+    """Shards whose mirrors' rows are a signed permutation ``P`` (``P = P^-1``) of their views',
+    as with a mirror-symmetric vocabulary: views ``[v0, P v0, v1, P v1, ...]``."""
+
+    def __init__(self, X, per_shard, own_views, symmetric=True):
+        super().__init__(X, per_shard, views=own_views)
+        rng = np.random.default_rng(3)
+        d = X.shape[1]
+        # Pairs of columns swapped, half of them with a sign flip, and fixed columns: P P = I.
+        perm = rng.permutation(d)
+        self.index, self.signs = np.arange(d), np.ones(d, np.float32)
+        for a, b in perm[: d // 2 * 2 - 10].reshape(-1, 2):
+            self.index[a], self.index[b] = b, a
+            self.signs[a] = self.signs[b] = rng.choice([-1.0, 1.0])
+        self.signs[perm[-3:]] = -1.0
+        self.own = self.X_views
+        self.X_views = [v for view in self.own for v in (view, view[:, self.index] * self.signs)]
+        self.views = 2 * own_views
+        self.mirror_permutation = (self.index, self.signs) if symmetric else None
+
+    def load_unmirrored(self, j):
+        self.loads += 1
+        images = self.order[j * self.per_shard : (j + 1) * self.per_shard]
+        return np.concatenate([view[images] for view in self.own]), np.tile(images, len(self.own))
+
+
+@pytest.mark.parametrize("own_views", [1, 3])
+@pytest.mark.parametrize("block_bytes", [0, 60_000, 10**9])
+def test_mirror_symmetric_shards_give_the_gram_matrix_of_every_row(own_views, block_bytes):
+    X, y = blobs(n=130, d=600, k=3)
+    symmetric = MirroredSource(X, per_shard=30, own_views=own_views)
+    x = symmetric.X_views[1]
+    np.testing.assert_array_equal(x[:, symmetric.index] * symmetric.signs, X)  # P P = I
+    every_row = MirroredSource(X, per_shard=30, own_views=own_views, symmetric=False)
+    views = 2 * own_views
+    fits = [
+        fit_from_shards(
+            source,
+            y,
+            LinearSVMCV(alphas=ALPHAS),
+            views=views,
+            scored_views=2,
+            block_bytes=block_bytes,
+        )
+        for source in (symmetric, every_row)
+    ]
+    reference = in_memory(every_row, y, views, 2)
+    for model in fits:
+        np.testing.assert_allclose(
+            model.cv_results_["mean_test_score"], reference.cv_results_["mean_test_score"]
+        )
+        assert model.alpha_ == reference.alpha_
+        np.testing.assert_allclose(model.coef_, reference.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(fits[0].coef_, fits[1].coef_, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("per_block", [1, 2, 5])
+def test_the_mirror_symmetric_gram_matrix_is_every_rows_products(per_block):
+    from bovw.progress import progress_bar
+    from bovw.svm.shard_gram import _gram
+
+    X, _ = blobs(n=70, d=300, k=2)
+    source = MirroredSource(X, per_shard=16, own_views=3)
+    read = []
+    source.load = lambda j: pytest.fail("the symmetric path read the mirrors' rows")
+    real = source.load_unmirrored
+    source.load_unmirrored = lambda j: read.append(j) or real(j)
+    with progress_bar(total=0, disable=True) as bar:
+        K, total, empty = _gram(source, "passthrough", 70, 6, per_block, per_block * 48, bar)
+    Z = np.concatenate(source.X_views)  # row v n + i: view v of image i
+    Z /= np.linalg.norm(Z, axis=1, keepdims=True)  # as the SVM sees them
+    np.testing.assert_allclose(K, Z @ Z.T, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(total, Z.sum(0), rtol=1e-5, atol=1e-4)  # the centering's mean
+    assert empty == [] and len(read) == gram_reads(source.n_shards, per_block)

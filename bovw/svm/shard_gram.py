@@ -14,6 +14,10 @@ float32 products summed in another order; SGD amplifies that rounding a little (
 15-Scene, 0.8782 against 0.8789: benchmarks/RESULTS.md, "Training from the Gram
 matrix of the shards").
 
+With a mirror-symmetric vocabulary the shards hold no mirrors' rows (a signed
+permutation of their views'): the Gram matrix is then computed from the unmirrored
+rows alone, two products per pair of shards instead of four (:class:`_Rows`).
+
 Rows are placed where the in-memory path puts them (:func:`bovw.assembly.training_targets`):
 view by view (the images, their mirrors, their crops), each view's rows in the
 split's order of the images; the folds keep an image's views together, and score
@@ -27,6 +31,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from ..vocabulary.mirror import apply_signed_permutation
 from .selection import LinearSVMCV
 from .streaming import ShardSource, _mapped
 from .views import scored_rows, training_targets, view_index
@@ -61,25 +66,68 @@ def gram_reads(n_shards: int, per_block: int) -> int:
     return sum(min(per_block, n_shards - a) + max(0, n_shards - a - per_block) for a in starts)
 
 
+class _Rows:
+    """How :func:`_gram` reads a shard: every row, or (mirror-symmetric) the unmirrored rows.
+
+    With a mirror-symmetric vocabulary a mirror's row is ``P`` of its view's, ``P`` a
+    signed permutation with ``P = P^T = P^-1`` (mirroring twice is the identity), and
+    with no kernel map the L2 normalization keeps it so. Then ``<P a, P b> = <a, b>``
+    and ``<P a, b> = <a, P b>``: two products per pair of shards give the four
+    quadrants of their Gram block, half the work of multiplying every row.
+    """
+
+    def __init__(self, source, kernel_map, n_images):
+        self.source, self.kernel_map, self.n = source, kernel_map, n_images
+        permutation = getattr(source, "mirror_permutation", None)
+        self.permutation = permutation if kernel_map == "passthrough" else None
+
+    def load(self, j):
+        """``(rows, own positions, mirrors' positions or None, images)`` of shard ``j``."""
+        if self.permutation is None:
+            Z, pos, images = _load(self.source, j, self.kernel_map, self.n)
+            return Z, pos, None, images
+        rows, images = self.source.load_unmirrored(j)
+        # The unmirrored view u is view 2u of the training matrix, its mirror 2u + 1.
+        pos = images + self.n * 2 * view_index(images)
+        return _mapped(self.kernel_map, rows), pos, pos + self.n, images
+
+    def mirrored(self, Z):
+        return apply_signed_permutation(Z, *self.permutation)
+
+
 def _gram(source, kernel_map, n_images, views, per_block, block_rows, bar):
     """The Gram matrix of every row, its rows' sum and the images whose rows are zero.
 
     Holds ``per_block`` shards at once (in one buffer of ``block_rows`` rows, filled
     in place) and multiplies them with themselves and with every later shard: each
-    shard is read once per block before it.
+    shard is read once per block before it. With mirror-symmetric shards, only the
+    unmirrored rows are read and multiplied (:class:`_Rows`).
     """
+    reader = _Rows(source, kernel_map, n_images)
     n_rows = n_images * views
     K = np.empty((n_rows, n_rows), np.float32)
     seen = np.zeros(n_rows, bool)
     total = np.zeros(source.n_features, np.float64)
     empty: set[int] = set()
     buffer = np.empty((block_rows, source.n_features), np.float32)
+
+    def put(rows, cols, own, cross=None):
+        """The Gram block of ``rows`` by ``cols`` (positions: own, mirrors) and its transpose."""
+        (p_own, p_mir), (q_own, q_mir) = rows, cols
+        blocks = [(p_own, q_own, own)]
+        if p_mir is not None:  # <Pa, Pb> = <a, b>;  <a, Pb> = <Pa, b>
+            blocks += [(p_mir, q_mir, own), (p_own, q_mir, cross), (p_mir, q_own, cross)]
+        for p, q, block in blocks:
+            K[np.ix_(p, q)] = block
+            K[np.ix_(q, p)] = block.T
+
     for start in range(0, source.n_shards, per_block):
         stop = min(start + per_block, source.n_shards)
-        filled, positions = 0, []
+        filled, own, mirrors = 0, [], []
         for j in range(start, stop):
-            Z, pos, images = _load(source, j, kernel_map, n_images)
-            if pos.size and (pos.max() >= n_rows or seen[pos].any()):
+            Z, pos, mir, images = reader.load(j)
+            every = pos if mir is None else np.concatenate([pos, mir])
+            if every.size and (every.max() >= n_rows or seen[every].any()):
                 raise ValueError(
                     f"Shard {j} holds rows of images outside the split's {n_images:,}, or "
                     "twice: its rows are not laid out as the training split's."
@@ -88,18 +136,26 @@ def _gram(source, kernel_map, n_images, views, per_block, block_rows, bar):
                 buffer = np.concatenate([buffer[:filled], np.empty_like(Z)])
             buffer[filled : filled + Z.shape[0]] = Z
             filled += Z.shape[0]
-            seen[pos] = True
-            total += Z.sum(0, dtype=np.float64)
+            seen[every] = True
+            row_sum = Z.sum(0, dtype=np.float64)
+            total += row_sum if mir is None else row_sum + reader.mirrored(row_sum[None])[0]
             empty.update(images[~Z.any(axis=1)].tolist())
-            positions.append(pos)
+            own.append(pos)
+            mirrors.append(mir)
             bar.update(1)
-        Zb, Pb = buffer[:filled], np.concatenate(positions)
-        K[np.ix_(Pb, Pb)] = Zb @ Zb.T
+        Zb = buffer[:filled]
+        Pb = (np.concatenate(own), None if mirrors[0] is None else np.concatenate(mirrors))
+        cross = None
+        if Pb[1] is not None:  # the block's mirrors made a shard's rows at a time, not all at once
+            step = max(1, filled // len(own))
+            cross = np.concatenate(
+                [Zb @ reader.mirrored(Zb[i : i + step]).T for i in range(0, filled, step)], axis=1
+            )
+        put(Pb, Pb, Zb @ Zb.T, cross)
         for later in range(stop, source.n_shards):
-            Z, pos, _ = _load(source, later, kernel_map, n_images)
-            C = Zb @ Z.T
-            K[np.ix_(Pb, pos)] = C
-            K[np.ix_(pos, Pb)] = C.T
+            Z, pos, mir, _ = reader.load(later)
+            cross = None if mir is None else Zb @ reader.mirrored(Z).T
+            put(Pb, (pos, mir), Zb @ Z.T, cross)
             bar.update(1)
     if not seen.all():
         raise ValueError(
