@@ -217,7 +217,7 @@ SECTIONS = {
             "15-Scene: cropped training views",
             "CIFAR-10 (200 train/class): cropped training views",
         ),
-        "Validation: cropped training views",
+        "Validation: cropped training views, built in (bovw tune)",
     ),
 }
 DEFAULT_SECTION = "Validation of the defaults (training split only)"
