@@ -72,9 +72,9 @@ def resolve_by_data_size(
     the shards, under ``memory_limit`` (default
     :func:`bovw.budget.default_memory_limit`), else 64
     (:func:`bovw.budget.auto_gmm_components`). Then, unset, ``encoding.train_crops``
-    is ``"corners"`` when the training rows of those views still do not stream at
-    that size, else ``"none"`` (:func:`bovw.budget.auto_train_crops`): crops never
-    cost Gaussians or streaming. Every place that meets a dataset
+    is, for Fisher vectors, ``"corners"`` when the training rows of those views still
+    do not stream at that size, else ``"none"`` (:func:`bovw.budget.auto_train_crops`):
+    crops never cost Gaussians or streaming; the other encodings get ``"none"``. Every place that meets a dataset
     (:func:`bovw.run`, :func:`bovw.tune.tune`, :class:`bovw.BoVWClassifier`)
     resolves them here, before any key or estimator is built, so that run folders,
     cache keys and models name the actual values.
@@ -90,9 +90,11 @@ def resolve_by_data_size(
         k = min(auto_gmm_components(rows, per_gaussian, limit, dual=dual), c.gmm_samples)
         config = config.with_overrides({"codebook.gmm_components": k}).validate()
     if config.encoding.train_crops is None:
-        corners = config.with_overrides({"encoding.train_crops": "corners"})
-        rows = train_images * training_views(corners)
-        crops = auto_train_crops(rows, feature_dimension(config), limit, dual=dual)
+        crops = "none"  # validated with Fisher vectors only: the other encodings keep none
+        if e.encoding == "fisher":
+            corners = config.with_overrides({"encoding.train_crops": "corners"})
+            rows = train_images * training_views(corners)
+            crops = auto_train_crops(rows, feature_dimension(config), limit, dual=dual)
         config = config.with_overrides({"encoding.train_crops": crops}).validate()
     return config
 

@@ -361,8 +361,8 @@ class EncodingSettings:
         None,
         "Cropped views added to the training images (not to test images): none, centre (the "
         "central 80 %) or corners (the top-left and bottom-right 80 %; with --mirror, all four "
-        "corners). Unset: corners when the classifier then still trains without streaming "
-        "under --memory-limit, else none.",
+        "corners). Unset: corners for fisher when the classifier then still trains without "
+        "streaming under --memory-limit, else none.",
         flag="--train-crops",
         choices=TRAIN_CROPS,
     )

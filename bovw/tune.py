@@ -63,6 +63,7 @@ __all__ = [
 DEFAULT_SPACES: dict[str, dict[str, tuple]] = {
     "fisher": {
         "encoding.mirror": (True, False),
+        "encoding.train_crops": ("corners", "none"),
         "sift.root": (True, False),
         "encoding.pyramid": ("1,2x2,3x1", "1,2,4", "1,2"),
         "codebook.pca_dims": (64, 80),

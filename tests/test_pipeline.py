@@ -237,12 +237,18 @@ def test_the_gaussians_follow_the_training_size(tiny_dataset):
 
 
 def test_the_crops_follow_the_training_size(tiny_dataset):
-    """Unset, corners while their training rows do not stream, else none; a set value is kept."""
+    """Unset, Fisher vectors get corners while their training rows do not stream, else none;
+    a set value is kept."""
     from bovw import pipeline
     from bovw.assembly import feature_dimension, resolve_by_data_size
     from bovw.budget import STREAMED, training_path
 
-    config = small_config(tiny_dataset, **{"encoding.train_crops": None, "encoding.mirror": True})
+    soft = small_config(tiny_dataset, **{"encoding.train_crops": None})
+    assert resolve_by_data_size(soft, 24).encoding.train_crops == "none"  # Fisher vectors only
+    fisher = {"encoding.encoding": "fisher", "codebook.gmm_components": 4, "codebook.pca_dims": 16}
+    config = small_config(
+        tiny_dataset, **{"encoding.train_crops": None, "encoding.mirror": True, **fisher}
+    )
     dim = feature_dimension(config.validate())
     # 24 images: 144 rows with the corners' views, 48 without.
     limit = next(b for b in range(0, 10**9, 1000) if training_path(144, dim, b) != STREAMED)

@@ -184,14 +184,14 @@ def test_float16_storage_halves_the_shards_and_trains_on_either_path(tiny_datase
 
 def test_crops_are_chosen_by_the_path_and_streamed_when_asked(tiny_dataset, tmp_path):
     """Unset, crops are dropped where training would stream; set, they stream (scored out)."""
-    memory = bovw.run(small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False)
+    fisher = {"encoding.encoding": "fisher", "codebook.gmm_components": 4, "codebook.pca_dims": 16}
+    config = small_config(tiny_dataset).with_overrides(fisher)
+    memory = bovw.run(config, cache_dir=tmp_path / "c", progress=False)
     assert memory.config.encoding.train_crops == "corners"
     assert memory.features["train"].shape[0] == 6 * len(memory.dataset.train)
-    unset = bovw.run(
-        small_config(tiny_dataset), cache_dir=tmp_path / "c", progress=False, memory_limit=1000
-    )
+    unset = bovw.run(config, cache_dir=tmp_path / "c", progress=False, memory_limit=1000)
     assert unset.config.encoding.train_crops == "none" and unset.training["path"] == STREAMED
-    asked = small_config(tiny_dataset).with_overrides({"encoding.train_crops": "corners"})
+    asked = config.with_overrides({"encoding.train_crops": "corners"})
     streamed = bovw.run(asked, cache_dir=tmp_path / "c", progress=False, memory_limit=1000)
     assert streamed.training["path"] == STREAMED
     assert streamed.model.representation_ == "streamed"
