@@ -63,7 +63,11 @@ def build_dense_sift(config: Config) -> DenseSIFT:
 
 
 def resolve_by_data_size(
-    config: Config, train_images: int, memory_limit: int | None = None
+    config: Config,
+    train_images: int,
+    memory_limit: int | None = None,
+    *,
+    from_shards: bool = True,
 ) -> Config:
     """``config`` with the settings left to the data set: the Gaussians, then the crops.
 
@@ -74,16 +78,20 @@ def resolve_by_data_size(
     (:func:`bovw.budget.auto_gmm_components`). Then, unset, ``encoding.train_crops``
     is, for Fisher vectors, ``"corners"`` when the training rows of those views still
     do not stream at that size, else ``"none"`` (:func:`bovw.budget.auto_train_crops`):
-    crops never cost Gaussians or streaming; the other encodings get ``"none"``. Every place that meets a dataset
-    (:func:`bovw.run`, :func:`bovw.tune.tune`, :class:`bovw.BoVWClassifier`)
-    resolves them here, before any key or estimator is built, so that run folders,
-    cache keys and models name the actual values.
+    crops never cost Gaussians or streaming; the other encodings get ``"none"``.
+    ``from_shards=False`` is for a caller that trains in memory only
+    (:class:`bovw.BoVWClassifier`): training from the Gram matrix of the shards then
+    counts as not fitting. Every place that meets a dataset (:func:`bovw.run`,
+    :func:`bovw.tune.tune`, :class:`bovw.BoVWClassifier`) resolves them here, before
+    any key or estimator is built, so that run folders, cache keys and models name
+    the actual values.
     """
     from .budget import auto_gmm_components, auto_train_crops, default_memory_limit
 
     c, e = config.codebook, config.encoding
     limit = default_memory_limit() if memory_limit is None else memory_limit
-    dual = config.classifier.solver == "sgd"
+    # Without the dual solver, or shards to read, no Gram matrix is made from shards.
+    dual = config.classifier.solver == "sgd" and from_shards
     if e.encoding == "fisher" and c.gmm_components is None:
         rows = train_images * (2 if e.mirror else 1)
         per_gaussian = feature_dimension(config.with_overrides({"codebook.gmm_components": 1}))

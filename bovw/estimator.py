@@ -4,7 +4,11 @@
 the same dense SIFT, vocabulary, encoder, mirror augmentation and linear SVM
 with its model selection, all built by :mod:`bovw.assembly`; given the same
 training images in the same order it learns the same model and reaches the
-same accuracy. :func:`make_bovw_pipeline` is the composable variant: a plain
+same accuracy, as long as ``bovw run`` trains in memory too: the settings left to
+the data size (the Gaussians, the crops) are chosen for training in memory here, so
+where a run would train from the Gram matrix of its shards, the estimator may pick
+fewer (:func:`bovw.assembly.resolve_by_data_size`). :func:`make_bovw_pipeline` is the
+composable variant: a plain
 scikit-learn ``Pipeline`` whose steps can be swapped or searched over, at the
 price of no mirror augmentation (a Pipeline's steps see each sample once).
 """
@@ -138,8 +142,9 @@ class BoVWClassifier(ClassifierMixin, BaseEstimator):
         if len(X) != y.shape[0]:
             raise ValueError(f"X has {len(X)} images but y has {y.shape[0]} labels.")
         self.classes_, y_index = np.unique(y, return_inverse=True)
-        # The Gaussians and crops, when unset, follow the training size (as in bovw.run).
-        config = resolve_by_data_size(config, len(X))
+        # The Gaussians and crops, when unset, follow the training size as in bovw.run, but
+        # for training in memory: the estimator holds every row, it has no shards to read.
+        config = resolve_by_data_size(config, len(X), from_shards=False)
         features = self._features(X)
         self.vocabulary_ = build_vocabulary(config).fit(iter(features))
         self.encoder_ = build_encoder(config, self.vocabulary_)

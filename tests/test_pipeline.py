@@ -241,7 +241,7 @@ def test_the_crops_follow_the_training_size(tiny_dataset):
     a set value is kept."""
     from bovw import pipeline
     from bovw.assembly import feature_dimension, resolve_by_data_size
-    from bovw.budget import STREAMED, training_path
+    from bovw.budget import STREAMED, in_memory_bytes, training_path
 
     soft = small_config(tiny_dataset, **{"encoding.train_crops": None})
     assert resolve_by_data_size(soft, 24).encoding.train_crops == "none"  # Fisher vectors only
@@ -254,6 +254,15 @@ def test_the_crops_follow_the_training_size(tiny_dataset):
     limit = next(b for b in range(0, 10**9, 1000) if training_path(144, dim, b) != STREAMED)
     assert resolve_by_data_size(config, 24, limit).encoding.train_crops == "corners"
     assert resolve_by_data_size(config, 24, limit - 1000).encoding.train_crops == "none"
+    # In memory only (BoVWClassifier): the Gram matrix of the shards does not count.
+    in_memory = in_memory_bytes(144, dim)
+    assert in_memory > limit
+    assert resolve_by_data_size(config, 24, in_memory, from_shards=False).encoding.train_crops == (
+        "corners"
+    )
+    assert resolve_by_data_size(
+        config, 24, in_memory - 1, from_shards=False
+    ).encoding.train_crops == ("none")
     pinned = config.with_overrides({"encoding.train_crops": "centre"})
     assert resolve_by_data_size(pinned, 24, 1).encoding.train_crops == "centre"
     dataset = bovw.load_dataset(tiny_dataset)
