@@ -191,3 +191,14 @@ def test_the_mirror_symmetric_gram_matrix_is_every_rows_products(per_block):
     np.testing.assert_allclose(K, Z @ Z.T, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(total, Z.sum(0), rtol=1e-5, atol=1e-4)  # the centering's mean
     assert empty == [] and len(read) == gram_reads(source.n_shards, per_block)
+
+
+def test_an_image_is_empty_by_its_own_row_not_its_crops():
+    from bovw.svm.views import empty_images
+
+    images = np.array([3, 1, 3, 1, 3, 1])  # views 0, 1, 2 of images 3 and 1
+    rows = np.ones((6, 4), np.float32)
+    rows[4] = 0  # image 3's crop: no keypoint in the window
+    assert empty_images(rows, images) == []
+    rows[1] = 0  # image 1's own row
+    assert empty_images(rows, images) == [1]

@@ -34,7 +34,7 @@ import numpy as np
 from ..vocabulary.mirror import apply_signed_permutation
 from .selection import LinearSVMCV
 from .streaming import ShardSource, _mapped
-from .views import scored_rows, training_targets, view_index
+from .views import empty_images, scored_rows, training_targets, view_index
 
 __all__ = ["fit_from_shards", "gram_reads", "shard_positions", "shards_per_block"]
 
@@ -139,7 +139,7 @@ def _gram(source, kernel_map, n_images, views, per_block, block_rows, bar):
             seen[every] = True
             row_sum = Z.sum(0, dtype=np.float64)
             total += row_sum if mir is None else row_sum + reader.mirrored(row_sum[None])[0]
-            empty.update(images[~Z.any(axis=1)].tolist())
+            empty.update(empty_images(Z, images))
             own.append(pos)
             mirrors.append(mir)
             bar.update(1)

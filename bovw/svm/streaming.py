@@ -46,7 +46,7 @@ from .kernel_maps import make_kernel_map
 from .linear import _CURVATURE, SGDRun, _batch_coherence
 from .selection import LinearSVMCV
 from .spaces import PrimalSpace
-from .views import view_index
+from .views import empty_images, view_index
 
 __all__ = ["ShardSource", "StreamSettings", "fit_streamed", "heldout_images", "split_columns"]
 
@@ -250,7 +250,7 @@ def _train_part_here(source, Y, columns, alphas, train, heldout, prepared, s, pr
         for j in rng.permutation(source.n_shards):
             rows, images = source.load(int(j))
             if epoch == 0:
-                empty.update(images[~rows.any(axis=1)].tolist())
+                empty.update(empty_images(rows, images))
             Z = _mapped(prepared.kernel_map, rows)
             del rows
             local = np.flatnonzero(train[images])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["scored_rows", "training_targets", "view_index"]
+__all__ = ["empty_images", "scored_rows", "training_targets", "view_index"]
 
 
 def training_targets(y: np.ndarray, views: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -55,3 +55,13 @@ def view_index(images: np.ndarray) -> np.ndarray:
     out = np.empty(images.size, np.int64)
     out[order] = rank
     return out
+
+
+def empty_images(rows: np.ndarray, images: np.ndarray) -> list[int]:
+    """The images of a shard whose own row (view 0) is all zero: they gave no descriptor.
+
+    A crop's row may be zero where its image's is not (no keypoint in the window); that
+    image is not empty.
+    """
+    zero = ~np.asarray(rows).any(axis=1)
+    return np.asarray(images)[zero & (view_index(images) == 0)].tolist()
