@@ -38,7 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .assembly import crop_windows, feature_dimension, resolve_by_data_size
+from .assembly import crop_windows, feature_dimension, resolve_by_data_size, training_views
 from .budget import STREAMED
 from .config import Config, setting_info, settings
 from .data import Dataset
@@ -285,18 +285,26 @@ def estimate_seconds(candidate: Config, base: Trial, extracted: set) -> float:
 
     Extraction costs the base's extraction scaled by the SIFT cost (channels, scales,
     grid step), or nothing when a trial already extracted with the same SIFT
-    settings; the other stages scale with the feature dimension (encoding and the
-    SVM are linear in it, the GMM's fit in the components). A rough guide for the
-    budget, not a promise: a cached stage of the base makes the estimate low.
+    settings. The other stages scale with the feature dimension (encoding and the
+    SVM are linear in it, the GMM's fit in the components); encoding also with the
+    encodings per image (mirrors, crops), training with the rows per image. A rough
+    guide for the budget, not a promise: a cached stage of the base makes the
+    estimate low.
     """
     extract = 0.0
     if _sift_key(candidate) not in extracted:
         ratio = _sift_cost(candidate) / _sift_cost(base.config)
         extract = base.stages.get("extract", 0.0) * ratio
-    rest = sum(v for k, v in base.stages.items() if k != "extract")
     scale = feature_dimension(candidate) / feature_dimension(base.config)
-    scale *= _encodings_per_image(candidate) / _encodings_per_image(base.config)
-    return extract + rest * scale
+    per_stage = {
+        "encode": _encodings_per_image(candidate) / _encodings_per_image(base.config),
+        "train": training_views(candidate) / training_views(base.config),
+    }
+    return extract + sum(
+        seconds * scale * per_stage.get(stage, 1.0)
+        for stage, seconds in base.stages.items()
+        if stage != "extract"
+    )
 
 
 def _encodings_per_image(config: Config) -> int:

@@ -151,8 +151,9 @@ def test_estimate_scales_with_the_dimension_and_skips_done_extraction():
     extracted = {tuple(sorted(dataclasses.asdict(base_config.sift).items()))}
     same = base_config.with_overrides({"codebook.words": 32}).validate()
     assert estimate_seconds(same, base, extracted) == pytest.approx(2 * 6.0)
+    # Without mirrors: half the encoding and the training rows, the same vocabulary.
     unmirrored = base_config.with_overrides({"encoding.mirror": False}).validate()
-    assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(3.0)
+    assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(1.0 + 2.0 + 0.5)
     finer = base_config.with_overrides({"sift.step": 3}).validate()
     assert estimate_seconds(finer, base, extracted) == pytest.approx(10.0 * 4 + 6.0)
 
@@ -166,14 +167,19 @@ def test_estimate_knows_that_a_mirror_symmetric_vocabulary_encodes_no_mirror():
     base = Trial({}, fisher, stages={"extract": 10.0, "codebook": 1.0, "encode": 4.0})
     extracted = {tuple(sorted(dataclasses.asdict(fisher.sift).items()))}
     # The base encodes each image once: dropping the mirrors costs as much, and an
-    # ordinary vocabulary, which encodes every mirror too, twice as much.
+    # ordinary vocabulary, which encodes every mirror too, twice the encoding.
     unmirrored = fisher.with_overrides({"encoding.mirror": False}).validate()
     assert estimate_seconds(unmirrored, base, extracted) == pytest.approx(5.0)
     ordinary = fisher.with_overrides({"codebook.mirror_symmetric": False}).validate()
-    assert estimate_seconds(ordinary, base, extracted) == pytest.approx(10.0)
-    # Two crops: three encodings of each training image (their mirrors permuted).
+    assert estimate_seconds(ordinary, base, extracted) == pytest.approx(1.0 + 8.0)
+    # Two crops: three encodings of each training image (their mirrors permuted), and
+    # three times the training rows; the vocabulary is the same.
     corners = fisher.with_overrides({"encoding.train_crops": "corners"}).validate()
-    assert estimate_seconds(corners, base, extracted) == pytest.approx(15.0)
+    assert estimate_seconds(corners, base, extracted) == pytest.approx(1.0 + 12.0)
+    trained = Trial(
+        {}, fisher, stages={"extract": 10.0, "codebook": 1.0, "encode": 4.0, "train": 2.0}
+    )
+    assert estimate_seconds(corners, trained, extracted) == pytest.approx(1.0 + 12.0 + 6.0)
 
 
 def test_cli_winner_runs_from_its_config_with_the_reported_score(tmp_path):
