@@ -59,8 +59,9 @@ class ShardSource(Protocol):
     """Encoded features as shards (picklable: tasks in other processes read it).
 
     ``load(j)`` returns shard ``j``'s rows (float32, ``(r, n_features)``) and,
-    for each row, the index of the image it encodes (a mirrored image's row
-    carries its image's index).
+    for each row, the index of the image it encodes (a mirror's or a crop's row
+    carries its image's index), an image's rows in the order of its views
+    (:mod:`bovw.svm.views`).
     """
 
     n_shards: int
