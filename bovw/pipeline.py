@@ -623,6 +623,7 @@ class _Context:
                 reader,
                 self.dataset.labels("train"),
                 block_bytes=shard_block_bytes(self.train_rows, self.memory_limit),
+                gram_cache=self._cached_gram,
                 on_phase=say,
                 progress=self.progress,
             )
@@ -647,6 +648,26 @@ class _Context:
             progress=self.progress,
             threads_per_task=threads,
         )
+
+    def _cached_gram(self, compute: Callable[[], dict]) -> dict:
+        """The Gram matrix of the training shards, from the train stage's cache or computed.
+
+        It depends on the training features and the kernel map only, so a run that
+        changes only the classifier's other settings (alphas, loss, folds) reads it
+        instead of every shard (:func:`bovw.svm.shard_gram.fit_from_shards`).
+        """
+        memo = self.memos["train"]
+        inputs = {
+            "gram of": self.keys["encode:train"],
+            "kernel_map": self.config.classifier.kernel_map,
+        }
+        outcome = memo.get(memo.key(inputs), compute, inputs=inputs, mmap=True)
+        if outcome.problem:
+            report_problems("train", [(str(memo.entry_path(memo.key(inputs))), outcome.problem)])
+        elif outcome.status == HIT and self.progress:
+            print("  train: the Gram matrix of the shards, from the cache", file=sys.stderr)
+        self.warn_if_full()
+        return dict(outcome.value)
 
     def sharded(self, split: str) -> ShardedFeatures:
         """The split's shards (encoded now if the cache lacks the split)."""

@@ -201,3 +201,40 @@ def test_crops_are_chosen_by_the_path_and_streamed_when_asked(tiny_dataset, tmp_
     assert [s.cache for s in unset.stages if s.name == "encode"] == ["partial"]
     assert [s.cache for s in streamed.stages if s.name == "encode"] == ["hit"]
     assert streamed.metrics["accuracy"] >= memory.metrics["accuracy"] - 0.15
+
+
+def test_a_run_that_changes_only_the_classifier_reads_the_gram_matrix_of_the_shards_from_the_cache(
+    tiny_dataset, tmp_path, monkeypatch
+):
+    import bovw.svm.shard_gram as shard_gram
+
+    config = small_config(tiny_dataset)
+    memory = bovw.run(config, cache_dir=tmp_path / "memory", progress=False)
+    limit = memory.training["in_memory_bytes"] - 1
+    first = bovw.run(config, cache_dir=tmp_path / "shards", progress=False, memory_limit=limit)
+    assert first.training["path"] == FROM_SHARDS
+
+    # Other alphas: a new model, from the Gram matrix the first run stored (no shard read).
+    def no_gram(*args, **kwargs):
+        raise AssertionError("the Gram matrix was computed again from the shards")
+
+    monkeypatch.setattr(shard_gram, "_gram", no_gram)
+    other = config.with_overrides({"classifier.alphas": (1e-3, 1e-1)})
+    cached = bovw.run(other, cache_dir=tmp_path / "shards", progress=False, memory_limit=limit)
+    assert cached.training["path"] == FROM_SHARDS
+    assert [s.cache for s in cached.stages if s.name == "train"] == ["miss"]
+    monkeypatch.undo()
+    # The same model as the in-memory path with those alphas (the same folds and SGD).
+    fresh = bovw.run(other, cache_dir=tmp_path / "memory", progress=False)
+    a, b = fresh.model, cached.model
+    assert b.alpha_ == a.alpha_ and list(b.cv_results_["param_alpha"]) == [1e-3, 1e-1]
+    np.testing.assert_allclose(
+        b.cv_results_["mean_test_score"], a.cv_results_["mean_test_score"], atol=1e-12
+    )
+    np.testing.assert_allclose(b.coef_, a.coef_, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(b.empty_images_, first.model.empty_images_)
+    # Another kernel map is another Gram matrix: computed, not read.
+    monkeypatch.setattr(shard_gram, "_gram", no_gram)
+    mapped = other.with_overrides({"classifier.kernel_map": "hellinger"})
+    with pytest.raises(AssertionError, match="computed again"):
+        bovw.run(mapped, cache_dir=tmp_path / "shards", progress=False, memory_limit=limit)

@@ -36,7 +36,12 @@ from .selection import LinearSVMCV
 from .streaming import ShardSource, _mapped
 from .views import empty_images, scored_rows, training_targets, view_index
 
-__all__ = ["fit_from_shards", "gram_reads", "shard_positions", "shards_per_block"]
+__all__ = ["GramCache", "fit_from_shards", "gram_reads", "shard_positions", "shards_per_block"]
+
+#: How a caller keeps the Gram matrix between runs: given the function that computes it
+#: (a dict of ``gram``, the matrix; ``row_sum``, the sum of every row; ``empty_images``),
+#: return its value, from a cache or computed and stored.
+GramCache = Callable[[Callable[[], dict]], dict]
 
 
 def shard_positions(images: np.ndarray, n_images: int) -> np.ndarray:
@@ -191,6 +196,7 @@ def fit_from_shards(
     views: int,
     scored_views: int | None = None,
     block_bytes: int,
+    gram_cache: GramCache | None = None,
     on_phase: Callable[[str], None] | None = None,
     progress: bool = False,
 ) -> LinearSVMCV:
@@ -211,6 +217,11 @@ def fit_from_shards(
         (:func:`bovw.assembly.views_at_test`); default all.
     block_bytes : int
         About how many bytes of shards to hold at once while computing the Gram matrix.
+    gram_cache : callable, optional
+        Keeps the Gram matrix between runs (:data:`GramCache`): it depends on the
+        shards and the kernel map only, so a run that changes only the classifier's
+        other settings reads it instead of the shards (a pipeline stores it in its
+        train stage's cache).
     on_phase : callable, optional
         Called with a sentence as each phase starts.
     progress : bool
@@ -244,30 +255,42 @@ def fit_from_shards(
         kernel_map = kernel_map.fit(source.load(0)[0])
     model.kernel_map_ = kernel_map
     n_rows = y_rows.size
-    shards = f"{source.n_shards:,} shard" + ("s" if source.n_shards != 1 else "")
-    say(f"the Gram matrix of {n_rows:,} training rows ({4 * n_rows**2 / 1e9:.2f} GB) from {shards}")
-    first, _, _ = _load(source, 0, kernel_map, n)
-    per_block = min(shards_per_block(first.nbytes, block_bytes), source.n_shards)
-    block_rows = per_block * first.shape[0]
-    del first
-    t = time.perf_counter()
-    with progress_bar(
-        total=gram_reads(source.n_shards, per_block),
-        desc="train: Gram matrix",
-        unit="shard",
-        disable=not progress,
-    ) as bar:
-        K, total, empty = _gram(source, kernel_map, n, views, per_block, block_rows, bar)
-    gram_seconds = time.perf_counter() - t
-    say(f"Gram matrix in {gram_seconds:.0f} s; choosing alpha by cross-validation")
+
+    def compute() -> dict:
+        shards = f"{source.n_shards:,} shard" + ("s" if source.n_shards != 1 else "")
+        gigabytes = 4 * n_rows**2 / 1e9
+        say(f"the Gram matrix of {n_rows:,} training rows ({gigabytes:.2f} GB) from {shards}")
+        first, _, _ = _load(source, 0, kernel_map, n)
+        per_block = min(shards_per_block(first.nbytes, block_bytes), source.n_shards)
+        block_rows = per_block * first.shape[0]
+        del first
+        t = time.perf_counter()
+        with progress_bar(
+            total=gram_reads(source.n_shards, per_block),
+            desc="train: Gram matrix",
+            unit="shard",
+            disable=not progress,
+        ) as bar:
+            K, total, empty = _gram(source, kernel_map, n, views, per_block, block_rows, bar)
+        say(f"Gram matrix in {time.perf_counter() - t:.0f} s")
+        return {"gram": K, "row_sum": total, "empty_images": np.asarray(empty, np.int64)}
+
+    gram = compute() if gram_cache is None else gram_cache(compute)
+    K = gram.pop("gram")
+    if K.shape != (n_rows, n_rows):
+        raise ValueError(
+            f"The Gram matrix given for {n_rows:,} training rows has shape {K.shape}: "
+            "it was computed for other shards."
+        )
+    say("choosing alpha by cross-validation")
     svm = model._select_and_refit(alphas, K, y_rows, groups, dual=True, scored=scored)
     del K
     say("the weights from the shards")
-    mu = (total / n_rows).astype(np.float32)
+    mu = (gram["row_sum"] / n_rows).astype(np.float32)
     with progress_bar(
         total=source.n_shards, desc="train: weights", unit="shard", disable=not progress
     ) as bar:
         model.coef_, model.intercept_ = _weights(source, kernel_map, n, svm, mu, bar)
     model.n_features_in_ = source.n_features
-    model.empty_images_ = np.asarray(empty, np.int64)
+    model.empty_images_ = np.asarray(gram["empty_images"], np.int64)
     return model
