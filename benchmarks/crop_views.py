@@ -25,7 +25,6 @@ as a run scores).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _results import print_and_record  # noqa: E402
-from fusion import held_out_arguments, held_out_split, mean_class_accuracy  # noqa: E402
+from fusion import against, encoded_cuts, held_out_arguments, mean_class_accuracy  # noqa: E402
 
 
 def variants() -> dict[str, tuple]:
@@ -50,7 +49,6 @@ def variants() -> dict[str, tuple]:
 
 
 def main() -> None:
-    import bovw
     from bovw.assembly import (
         CROP_WINDOWS,
         build_classifier,
@@ -64,30 +62,17 @@ def main() -> None:
         scored_rows,
         split_mirrored,
     )
-    from bovw.config import Config
-    from bovw.data import load_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--splits", type=int, default=2, help="held-out cuts (seeds 0..N-1)")
     args = held_out_arguments(p).parse_args()
 
-    full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
-    # The run's own crops off: each variant adds its crops to the images and mirrors here.
-    config = Config().with_overrides({"data.path": args.data, "encoding.train_crops": "none"})
     windows_of = variants()
     scores = {name: [] for name in windows_of}
     scores_crops_at_test = {name: [] for name in windows_of}
     seconds = {name: [] for name in windows_of}
-    for seed in range(args.splits):
-        dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout, seed=seed)
-        result = bovw.run(
-            config,
-            dataset=dataset,
-            until="encode",
-            cache_dir=args.cache_dir,
-            jobs=args.jobs,
-            progress=False,
-        )
+    # The run's own crops off: each variant adds its crops to the images and mirrors here.
+    for seed, dataset, result in encoded_cuts(args, {"encoding.train_crops": "none"}):
         config_run = result.config
         encoder = build_encoder(config_run, result.vocabulary)
         images_rows = result.features["train"]  # the images, then their mirrors
@@ -136,11 +121,10 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|",
     ]
     for name in windows_of:
-        cells = []
-        for s in (np.array(scores[name]), np.array(scores_crops_at_test[name])):
-            per_split = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(s, base, strict=True))
-            cells.append(f"{s.mean():.4f} | {100 * (s - base).mean():+.2f} | {per_split}")
-        table.append(f"| {name} | {' | '.join(cells)} | {np.mean(seconds[name]):.0f} |")
+        table.append(
+            f"| {name} | {against(scores[name], base)} "
+            f"| {against(scores_crops_at_test[name], base)} | {np.mean(seconds[name]):.0f} |"
+        )
     intro = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "

@@ -29,7 +29,6 @@ images (each image's and its mirror's scores averaged, as a run scores).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _results import print_and_record  # noqa: E402
-from fusion import held_out_arguments, held_out_split, mean_class_accuracy  # noqa: E402
+from fusion import against, encoded_cuts, held_out_arguments, mean_class_accuracy  # noqa: E402
 
 
 def _unit(blocks: np.ndarray) -> np.ndarray:
@@ -72,7 +71,6 @@ VARIANTS = {
 
 
 def main() -> None:
-    import bovw
     from bovw.assembly import (
         build_classifier,
         build_encoder,
@@ -81,27 +79,14 @@ def main() -> None:
         scored_rows,
         split_mirrored,
     )
-    from bovw.config import Config
-    from bovw.data import load_dataset
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--splits", type=int, default=3, help="held-out cuts (seeds 0..N-1)")
     args = held_out_arguments(p).parse_args()
 
-    full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
-    config = Config().with_overrides({"data.path": args.data, "encoding.train_crops": "none"})
     scores = {name: [] for name in VARIANTS}
     seconds = {name: [] for name in VARIANTS}
-    for seed in range(args.splits):
-        dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout, seed=seed)
-        result = bovw.run(
-            config,
-            dataset=dataset,
-            until="encode",
-            cache_dir=args.cache_dir,
-            jobs=args.jobs,
-            progress=False,
-        )
+    for seed, dataset, result in encoded_cuts(args, {"encoding.train_crops": "none"}):
         c = result.config
         encoder = build_encoder(c, result.vocabulary)
         if c.encoding.encoding != "fisher" or c.encoding.spatial_moments:
@@ -140,12 +125,7 @@ def main() -> None:
         "|---|---|---|---|---|",
     ]
     for name in VARIANTS:
-        s = np.array(scores[name])
-        per_split = ", ".join(f"{100 * (a - b):+.1f}" for a, b in zip(s, base, strict=True))
-        table.append(
-            f"| {name} | {s.mean():.4f} | {100 * (s - base).mean():+.2f} | {per_split} "
-            f"| {np.mean(seconds[name]):.0f} |"
-        )
+        table.append(f"| {name} | {against(scores[name], base)} | {np.mean(seconds[name]):.0f} |")
     intro = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "

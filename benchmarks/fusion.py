@@ -71,6 +71,41 @@ def mean_class_accuracy(y: np.ndarray, predicted: np.ndarray) -> float:
     return float(np.mean([np.mean(predicted[y == c] == c) for c in np.unique(y)]))
 
 
+def against(scores, base) -> str:
+    """Table cells of held-out scores against the base's, one per cut, in points.
+
+    ``mean | mean difference | difference per cut``.
+    """
+    s, b = np.asarray(scores), np.asarray(base)
+    per_cut = ", ".join(f"{100 * (x - y):+.1f}" for x, y in zip(s, b, strict=True))
+    return f"{s.mean():.4f} | {100 * (s - b).mean():+.2f} | {per_cut}"
+
+
+def encoded_cuts(args, overrides: dict):
+    """Each held-out cut of ``args`` (seeds ``0 .. args.splits - 1``) encoded by the pipeline.
+
+    Yields ``(seed, dataset, result)``: the cut (its held-out part as the test split) and
+    :func:`bovw.run` up to the encode stage with the defaults and ``overrides``.
+    """
+    import bovw
+    from bovw.config import Config
+    from bovw.data import load_dataset
+
+    full = load_dataset(args.data, train_per_class=args.train_per_class, n_jobs=args.jobs)
+    config = Config().with_overrides({"data.path": args.data, **overrides})
+    for seed in range(args.splits):
+        dataset = held_out_split(dataclasses.replace(full, test=[]), args.holdout, seed=seed)
+        result = bovw.run(
+            config,
+            dataset=dataset,
+            until="encode",
+            cache_dir=args.cache_dir,
+            jobs=args.jobs,
+            progress=False,
+        )
+        yield seed, dataset, result
+
+
 def main() -> None:
     import bovw
     from bovw.assembly import decision_by_blocks, mirror_scores, split_mirrored
