@@ -12,7 +12,10 @@ the run's own encoded rows, without encoding again:
   cell, scaled to unit norm (Arandjelovic & Zisserman 2013's intra-normalization of
   VLAD, applied to the Fisher vector's blocks): no single word dominates the vector;
 * **power 0.25**: a stronger power normalization than the square root
-  (``sign(x) |x|^0.25``: the stored ``sign(x) |x|^0.5``, square-rooted again).
+  (``sign(x) |x|^0.25``: the stored ``sign(x) |x|^0.5``, square-rooted again);
+* **pyramid weights**: the whole-image cell weighted twice the others, or each grid
+  of the pyramid given the same weight (a grid of ``m`` cells scaled by ``1/sqrt(m)``),
+  where the whole vector gives each cell the same.
 
 No test image is used: the training split is cut per class into a fitting part and a
 held-out part (``--holdout``, one cut per ``--splits`` seed); the default pipeline is
@@ -22,7 +25,7 @@ cross-validation, an image and its mirror in one fold) is scored on the same hel
 images (each image's and its mirror's scores averaged, as a run scores).
 
     python benchmarks/fisher_normalization.py [--data ../shared/datasets/scene15]
-        [--splits 3] [--holdout 0.2] [--train-per-class N] [--jobs 2] [--cache-dir DIR]
+        [--splits 3] [--variant NAME ...] [--holdout 0.2] [--train-per-class N] [--jobs 2] [--cache-dir DIR]
         [--record TITLE]
 """
 
@@ -47,19 +50,41 @@ def _unit(blocks: np.ndarray) -> np.ndarray:
     return blocks / np.maximum(norms, 1e-12)
 
 
-def per_cell(X: np.ndarray, cells: int, K: int, D: int) -> np.ndarray:
+def per_cell(X: np.ndarray, grids, K: int, D: int) -> np.ndarray:
     """Each pyramid cell's block of ``X`` at unit norm."""
+    cells = sum(r * c for r, c in grids)
     return _unit(X.reshape(X.shape[0], cells, 2 * K * D)).reshape(X.shape)
 
 
-def intra(X: np.ndarray, cells: int, K: int, D: int) -> np.ndarray:
+def intra(X: np.ndarray, grids, K: int, D: int) -> np.ndarray:
     """Each (cell, means or variances, Gaussian) block of ``X`` at unit norm."""
+    cells = sum(r * c for r, c in grids)
     return _unit(X.reshape(X.shape[0], cells, 2, K, D)).reshape(X.shape)
 
 
-def power_quarter(X: np.ndarray, cells: int, K: int, D: int) -> np.ndarray:
+def power_quarter(X: np.ndarray, grids, K: int, D: int) -> np.ndarray:
     """``sign(x) |x|^0.25`` from the stored ``sign(x) |x|^0.5`` (up to each row's scale)."""
     return np.sign(X) * np.sqrt(np.abs(X))
+
+
+def _weighted_cells(X: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``X`` with each cell's block (cells in order) multiplied by its weight."""
+    blocks = X.reshape(X.shape[0], weights.size, -1) * weights[None, :, None].astype(X.dtype)
+    return blocks.reshape(X.shape)
+
+
+def whole_image_twice(X: np.ndarray, grids, K: int, D: int) -> np.ndarray:
+    """The first grid's cells (the whole image, for pyramids that start with 1) weighted 2."""
+    weights = np.concatenate(
+        [np.full(r * c, 2.0 if g == 0 else 1.0) for g, (r, c) in enumerate(grids)]
+    )
+    return _weighted_cells(X, weights)
+
+
+def grids_alike(X: np.ndarray, grids, K: int, D: int) -> np.ndarray:
+    """Each grid of ``m`` cells scaled by ``1/sqrt(m)``: every grid weighs the same."""
+    weights = np.concatenate([np.full(r * c, 1 / np.sqrt(r * c)) for r, c in grids])
+    return _weighted_cells(X, weights)
 
 
 VARIANTS = {
@@ -67,6 +92,8 @@ VARIANTS = {
     "per pyramid cell": per_cell,
     "intra: per Gaussian and cell": intra,
     "power 0.25 instead of 0.5": power_quarter,
+    "whole-image cell weighted 2": whole_image_twice,
+    "each grid the same weight": grids_alike,
 }
 
 
@@ -79,25 +106,34 @@ def main() -> None:
         scored_rows,
         split_mirrored,
     )
+    from bovw.encoding.pyramid import parse_pyramid
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--splits", type=int, default=3, help="held-out cuts (seeds 0..N-1)")
+    p.add_argument(
+        "--variant",
+        action="append",
+        choices=list(VARIANTS)[1:],
+        help="the variants to measure against the default (repeatable; default all)",
+    )
     args = held_out_arguments(p).parse_args()
 
-    scores = {name: [] for name in VARIANTS}
-    seconds = {name: [] for name in VARIANTS}
+    variants = {name: VARIANTS[name] for name in [*list(VARIANTS)[:1], *(args.variant or VARIANTS)]}
+    scores = {name: [] for name in variants}
+    seconds = {name: [] for name in variants}
     for seed, dataset, result in encoded_cuts(args, {"encoding.train_crops": "none"}):
         c = result.config
         encoder = build_encoder(c, result.vocabulary)
         if c.encoding.encoding != "fisher" or c.encoding.spatial_moments:
             raise SystemExit("This benchmark needs plain Fisher vectors (no spatial moments).")
         X_train = result.features["train"]  # the images, then their mirrors
+        grids = parse_pyramid(c.encoding.pyramid)
         cells, K = encoder.n_cells_, encoder.vocabulary.n_words
-        shape = (cells, K, X_train.shape[1] // (2 * cells * K))
+        shape = (grids, K, X_train.shape[1] // (2 * cells * K))
         y = np.array(dataset.labels("train"))
         y_held = np.array(dataset.labels("test"))
         X_held = result.features["test"]
-        for name, transform in VARIANTS.items():
+        for name, transform in variants.items():
             t = time.perf_counter()
             X = X_train if transform is None else transform(X_train, *shape)
             model = build_classifier(c).fit(
@@ -119,18 +155,19 @@ def main() -> None:
                 f"{model.alpha_:g}, {seconds[name][-1]:.0f} s",
                 flush=True,
             )
-    base = np.array(scores[next(iter(VARIANTS))])
+    base = np.array(scores[next(iter(variants))])
     table = [
         "| normalization | held-out mean class accuracy | against the default | per split | s |",
         "|---|---|---|---|---|",
     ]
-    for name in VARIANTS:
+    for name in variants:
         table.append(f"| {name} | {against(scores[name], base)} | {np.mean(seconds[name]):.0f} |")
     intro = (
         f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
         f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
         f"split, {args.splits} cuts; the test split is not used), the default pipeline "
-        f"without crops ({shape[1]} Gaussians); seconds: the classifier."
+        f"without crops ({shape[1]} Gaussians, pyramid {c.encoding.pyramid}); seconds: the "
+        "classifier."
     )
     print_and_record(args.record, intro, table, "fisher_normalization.py")
 
