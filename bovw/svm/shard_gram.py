@@ -14,6 +14,10 @@ float32 products summed in another order; SGD amplifies that rounding a little (
 15-Scene, 0.8782 against 0.8789: benchmarks/RESULTS.md, "Training from the Gram
 matrix of the shards").
 
+The Gram matrix depends only on the shards and the kernel map, so a caller may keep
+it between runs (``gram_cache``; a pipeline run stores it in its train stage's cache):
+a run that changes only the classifier's other settings then reads no shard for it.
+
 With a mirror-symmetric vocabulary the shards hold no mirrors' rows (a signed
 permutation of their views'): the Gram matrix is then computed from the unmirrored
 rows alone, two products per pair of shards instead of four (:class:`_Rows`).
