@@ -34,7 +34,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _results import print_and_record  # noqa: E402
-from fusion import against, encoded_cuts, held_out_arguments, mean_class_accuracy  # noqa: E402
+from fusion import against, cuts_intro, encoded_cuts, held_out_arguments, mean_class_accuracy  # noqa: E402
 
 
 def variants() -> dict[str, tuple]:
@@ -125,12 +125,7 @@ def main() -> None:
             f"| {name} | {against(scores[name], base)} "
             f"| {against(scores_crops_at_test[name], base)} | {np.mean(seconds[name]):.0f} |"
         )
-    intro = (
-        f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
-        f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
-        f"split, {args.splits} cuts; the test split is not used), the default pipeline; "
-        "seconds: the crops' encoding and the classifier."
-    )
+    intro = f"{cuts_intro(args, dataset)}, the default pipeline; seconds: the crops' encoding and the classifier."
     print_and_record(args.record, intro, table, "crop_views.py")
 
 

@@ -41,7 +41,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _results import print_and_record  # noqa: E402
-from fusion import against, encoded_cuts, held_out_arguments, mean_class_accuracy  # noqa: E402
+from fusion import against, cuts_intro, encoded_cuts, held_out_arguments, mean_class_accuracy  # noqa: E402
 
 
 def _unit(blocks: np.ndarray) -> np.ndarray:
@@ -163,10 +163,8 @@ def main() -> None:
     for name in variants:
         table.append(f"| {name} | {against(scores[name], base)} | {np.mean(seconds[name]):.0f} |")
     intro = (
-        f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
-        f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
-        f"split, {args.splits} cuts; the test split is not used), the default pipeline "
-        f"without crops ({shape[1]} Gaussians, pyramid {c.encoding.pyramid}); seconds: the "
+        f"{cuts_intro(args, dataset)}, the default pipeline without crops"
+        f" ({shape[1]} Gaussians, pyramid {c.encoding.pyramid}); seconds: the "
         "classifier."
     )
     print_and_record(args.record, intro, table, "fisher_normalization.py")

@@ -81,6 +81,15 @@ def against(scores, base) -> str:
     return f"{s.mean():.4f} | {100 * (s - b).mean():+.2f} | {per_cut}"
 
 
+def cuts_intro(args, dataset) -> str:
+    """The first words of a held-out table's introduction: the data and how it was cut."""
+    return (
+        f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
+        f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
+        f"split, {args.splits} cuts; the test split is not used)"
+    )
+
+
 def encoded_cuts(args, overrides: dict):
     """Each held-out cut of ``args`` (seeds ``0 .. args.splits - 1``) encoded by the pipeline.
 

@@ -31,7 +31,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from _results import print_and_record  # noqa: E402
-from fusion import against, channel_overrides, held_out_arguments, held_out_split  # noqa: E402
+from fusion import against, channel_overrides, cuts_intro, held_out_arguments, held_out_split  # noqa: E402
 
 IN_MEMORY = "in memory"
 STREAMED = "streamed"
@@ -106,9 +106,7 @@ def main() -> None:
             f"| {', '.join(f'{a:g}' for a in alphas[v])} | {np.mean(seconds[v]):.1f} |"
         )
     intro = (
-        f"{Path(args.data).name}: {len(dataset.train)} training images fitted, "
-        f"{len(dataset.test)} held out ({args.holdout:.0%} of each class of the training "
-        f"split, {args.splits} cuts; the test split is not used), {gaussians} Gaussians, "
+        f"{cuts_intro(args, dataset)}, {gaussians} Gaussians, "
         "defaults but the variant's settings; streamed variants are forced to stream "
         "(`memory_limit=1`). Per split: points against in memory."
     )
