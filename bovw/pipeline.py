@@ -80,7 +80,7 @@ from .parallel import (
 )
 from .progress import plural, progress_bar
 from .report import classification_metrics
-from .svm import LinearSVMCV, NonNegativeChi2, signed_sqrt
+from .svm import LinearSVMCV, NonNegativeChi2, alpha_at_grid_edge, signed_sqrt
 from .vocabulary import GMMVocabulary, KMeansCodebook
 from .vocabulary.mirror import apply_signed_permutation
 
@@ -1055,6 +1055,7 @@ def _run_stages(ctx: _Context, until: str, on_stage, keep_descriptors: bool) -> 
             f"{ctx._model.best_score_:.4f}"
         )
     done(stage)
+    _warn_alpha_at_grid_edge(ctx)
     if until == "train":
         _warn_empty_images(ctx, empty)
         return result
@@ -1078,6 +1079,23 @@ def _out_of_memory_detail(ctx: _Context) -> str:
         on = "held-out training images" if ctx.train_path == STREAMED else "cross-validation"
         detail += f", balanced accuracy {model.best_score_:.3f} on {on}"
     return detail
+
+
+def _warn_alpha_at_grid_edge(ctx: _Context) -> None:
+    """A warning when model selection chose the smallest or the largest of ``--alphas``."""
+    model = ctx._model
+    edge = alpha_at_grid_edge(model)
+    if edge is None:
+        return
+    alphas = sorted(ctx.config.classifier.alphas)
+    beyond = alphas[0] / 10 if edge == "smallest" else alphas[-1] * 10
+    wider = sorted([*alphas, beyond])
+    warnings.warn(
+        f"model selection chose alpha {model.alpha_:g}, the {edge} of --alphas "
+        f"{','.join(f'{a:g}' for a in alphas)}; one beyond it may score higher: widen the "
+        f"grid, e.g. --alphas {','.join(f'{a:g}' for a in wider)}.",
+        stacklevel=2,
+    )
 
 
 def _empty_counts(ctx: _Context, features: dict[str, np.ndarray]) -> dict[str, int]:

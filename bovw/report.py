@@ -206,6 +206,18 @@ def run_metrics(result, total_seconds: float | None = None) -> dict[str, Any]:
             "validation_score": _finite(model.best_score_),
             "folds": int(getattr(model, "n_splits_", 0)),
         }
+        results = getattr(model, "cv_results_", None)
+        if results is not None:
+            # Every alpha's score, so a grid whose best is at its end can be seen and widened.
+            metrics["model_selection"]["candidates"] = [
+                {"alpha": float(a), "validation_score": _finite(m), "std": _finite(sd)}
+                for a, m, sd in zip(
+                    results["param_alpha"],
+                    results["mean_test_score"],
+                    results["std_test_score"],
+                    strict=True,
+                )
+            ]
     return metrics
 
 

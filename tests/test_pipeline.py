@@ -9,6 +9,7 @@ import bovw
 from bovw.cache import cache_info, clear_cache, default_cache_dir
 from bovw.config import Config
 from bovw.pipeline import STAGES
+from bovw.report import run_metrics
 
 SMALL = {
     "sift.sizes": (6, 8),
@@ -97,6 +98,23 @@ def test_other_encodings_run(tiny_dataset, tmp_path, encoding):
     X = result.features["train"]
     assert np.isfinite(X).all() and X.shape[0] == 24
     assert result.metrics["mean_class_accuracy"] > 0.5
+
+
+def test_a_chosen_alpha_at_the_grid_end_warns_and_every_alpha_is_in_the_metrics(
+    tiny_dataset, tmp_path
+):
+    # Alphas of 10 and 100 leave no weights: cross-validation must choose 1e-4, the smallest.
+    cfg = small_config(tiny_dataset, **{"classifier.alphas": (10.0, 1e-4, 100.0)})
+    for status in ("miss", "hit"):  # a cached model warns too
+        with pytest.warns(UserWarning, match="the smallest of --alphas") as caught:
+            result = bovw.run(cfg, until="train", cache_dir=tmp_path / "c", progress=False)
+        assert result.stages[-1].cache == status
+        message = next(str(w.message) for w in caught if "--alphas" in str(w.message))
+        assert "alpha 0.0001" in message and "--alphas 1e-05,0.0001,10,100." in message
+    selection = run_metrics(result)["model_selection"]
+    assert [c["alpha"] for c in selection["candidates"]] == [10.0, 1e-4, 100.0]
+    best = max(selection["candidates"], key=lambda c: c["validation_score"])
+    assert best["alpha"] == 1e-4 and best["validation_score"] == selection["validation_score"]
 
 
 def test_cache_folder_rules(tmp_path, monkeypatch):

@@ -40,6 +40,19 @@ def test_linear_svm_objective_close_to_optimum(alpha):
     assert gap < sgd_gap * 1.2 + 0.005, (gap, sgd_gap)
 
 
+@pytest.mark.parametrize("alpha", [10.0, 100.0])
+@pytest.mark.parametrize("dim", [4000, 400])  # the dual and the primal SGD
+def test_linear_svm_with_strong_regularization_trains(alpha, dim):
+    # Past alpha = 1 the first step shrank the weights by a negative factor, and its
+    # fractional power was complex: fit raised a TypeError. Weights this regularized are
+    # nearly zero and the intercept, whose step is 1 / (alpha t) too, learns slowly; the
+    # fit must still improve on the all-zero model (objective: mean hinge of 1).
+    X, y = dense_classes(n_per_class=30, dim=dim)
+    svm = LinearSVM(alpha=alpha, random_state=0).fit(X, y)
+    assert np.isfinite(svm.coef_).all() and np.isfinite(svm.intercept_).all()
+    assert svm.objective(X, y) < 0.99, svm.objective(X, y)
+
+
 def test_linear_svm_is_deterministic_and_keeps_float32():
     X, y = histograms(n_per_class=20)
     X = sqrt_l2(X)

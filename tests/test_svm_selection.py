@@ -25,6 +25,7 @@ from bovw.svm import (
     LinearSVM,
     LinearSVMCV,
     NonNegativeChi2,
+    alpha_at_grid_edge,
     make_classifier,
     make_kernel_map,
     selection,
@@ -252,6 +253,23 @@ def test_groups_stay_in_one_fold_and_count_as_one_image():
     assert model.n_splits_ == 2  # folds are limited by groups, not images, per class
     best, scores, _ = reference_search(X, y, list(model.alphas), folds=2, groups=groups)
     np.testing.assert_array_equal(model.cv_results_["mean_test_score"], scores.mean(1))
+
+
+def test_alpha_at_grid_edge_names_the_end_that_was_chosen():
+    X, y = histograms(n_per_class=10)
+    # Alphas of 10 and 100 shrink every weight to nothing: the smallest alpha must win.
+    model = LinearSVMCV(alphas=(100.0, 1e-4, 10.0)).fit(X, y)
+    assert model.alpha_ == 1e-4
+    assert alpha_at_grid_edge(model) == "smallest"
+    model.alpha_ = 100.0
+    assert alpha_at_grid_edge(model) == "largest"
+    model.alpha_ = 10.0
+    assert alpha_at_grid_edge(model) is None
+    # Two candidates, or none scored (a class of one image): no grid to widen.
+    assert alpha_at_grid_edge(LinearSVMCV(alphas=(1e-4, 100.0)).fit(X, y)) is None
+    y1 = y.copy()
+    y1[0] = 9
+    assert alpha_at_grid_edge(LinearSVMCV(alphas=(1e-4, 10.0, 100.0)).fit(X, y1)) is None
 
 
 @pytest.mark.parametrize("name", ["none", "hellinger", "chi2"])

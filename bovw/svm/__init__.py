@@ -14,7 +14,7 @@ One family per module::
 from .gram import GramLinearSVM
 from .kernel_maps import KERNEL_MAPS, NonNegativeChi2, make_kernel_map, signed_sqrt
 from .linear import LOSSES, LinearSVM
-from .selection import SOLVERS, LinearSVMCV, make_classifier
+from .selection import SOLVERS, LinearSVMCV, alpha_at_grid_edge, make_classifier
 from .spaces import DUAL_MAX_SAMPLES, gram_matrix
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "LinearSVM",
     "LinearSVMCV",
     "NonNegativeChi2",
+    "alpha_at_grid_edge",
     "gram_matrix",
     "make_classifier",
     "make_kernel_map",

@@ -425,7 +425,9 @@ class SGDRun:
         # Bottou's "optimal" schedule eta_t = 1 / (alpha (t + t0)) per sample: t0 makes the
         # first step about the typical weight typw = alpha^(-1/4) (|dloss| <= 1 at the
         # heuristic's point for these losses, so eta_0 = typw and t0 = 1 / (alpha typw)).
-        self.t0 = self.alpha**-0.75
+        # At least 1: past alpha = 1 the heuristic's t0 falls below 1, and the first step's
+        # shrinkage factor 1 - eta alpha below 0 (a complex power of a negative number).
+        self.t0 = max(self.alpha**-0.75, 1.0)
         if average is True:
             self.average_start = 1
         elif average is False or average is None:
