@@ -111,14 +111,16 @@ MAX_SAMPLES = 100_000_000
 #: most images; larger ones only allocate huge filters.
 MAX_BIN_SIZE = 1024
 
-#: The k-means vocabulary size that ``codebook.words`` left unset stands for: 1,000 words
-#: for the histograms (the classic recipe), 64 for VLAD, whose code is 128 values a word.
 #: The dtypes encoded features can be stored in (``encoding.feature_storage``).
 FEATURE_STORAGE = ("float32", "float16")
 #: Cropped training views (bovw.assembly.CROP_WINDOWS): none, the centre 80 %, or the
 #: top-left and bottom-right 80 % (with mirrors, all four corners).
 TRAIN_CROPS = ("none", "centre", "corners")
 
+#: The encodings whose vocabulary is k-means words (Fisher vectors use a PCA and a GMM).
+KMEANS_ENCODINGS = ("hist", "soft", "vlad")
+#: The k-means vocabulary size that ``codebook.words`` left unset stands for: 1,000 words
+#: for the histograms (the classic recipe), 64 for VLAD, whose code is 128 values a word.
 AUTO_WORDS = {"hist": 1000, "soft": 1000, "vlad": 64, "fisher": 1000}
 
 #: The spatial pyramid that ``encoding.pyramid = "auto"`` stands for: Lazebnik et
@@ -243,18 +245,21 @@ class CodebookSettings:
         flag="--words",
         range=Range(2, MAX_WORDS),
         auto=Auto("encoding.encoding", AUTO_WORDS),
+        encodings=KMEANS_ENCODINGS,
     )
     samples: int = setting(
         1_000_000,
         "Descriptors sampled to fit the k-means codebook.",
         flag="--samples",
         range=Range(1, MAX_SAMPLES),
+        encodings=KMEANS_ENCODINGS,
     )
     # Fewer than for k-means: EM costs several passes over its sample.
     gmm_samples: int = setting(
         256_000,
         "Descriptors sampled to fit the PCA and the GMM (fisher).",
         range=Range(1, MAX_SAMPLES),
+        encodings=("fisher",),
     )
     # Unset: chosen from the training split's size (bovw.budget.auto_gmm_components).
     gmm_components: int | None = setting(
@@ -263,11 +268,18 @@ class CodebookSettings:
         "trains within --memory-limit, else 64).",
         flag="--gmm-components",
         range=Range(1, MAX_GMM_COMPONENTS),
+        encodings=("fisher",),
     )
     pca_dims: int = setting(
-        64, "PCA dimensions before the GMM (0: no PCA).", flag="--pca-dims", range=Range(0)
+        64,
+        "PCA dimensions before the GMM (0: no PCA).",
+        flag="--pca-dims",
+        range=Range(0),
+        encodings=("fisher",),
     )
-    whiten: bool = setting(False, "Whiten the PCA components before the GMM.")
+    whiten: bool = setting(
+        False, "Whiten the PCA components before the GMM.", encodings=("fisher",)
+    )
     # With --mirror, the mirrored images' Fisher vectors then cost no encoding
     # (bovw.vocabulary.mirror). On by validation: +1.1 points on every 15-Scene fold,
     # +0.4 on CIFAR-10, encoding halved (benchmarks/RESULTS.md, "Defaults: the evidence").
@@ -278,6 +290,7 @@ class CodebookSettings:
         "is a signed permutation of its own instead of a second encoding (needs an even "
         "--gmm-components).",
         flag="--mirror-symmetric",
+        encodings=("fisher",),
     )
 
 
@@ -305,6 +318,7 @@ class EncodingSettings:
         "Normalization of hist and soft histograms (sqrt: L1, square root, then L2).",
         flag="--normalize",
         choices=NORMALIZATIONS,
+        encodings=("hist", "soft"),
     )
     # Chosen on 15-Scene test images before the validation protocol; re-checked by
     # cross-validation of the training splits (benchmarks/RESULTS.md, "Validation: soft
@@ -315,6 +329,7 @@ class EncodingSettings:
         "distance of a descriptor to its nearest word.",
         flag="--sigma-scale",
         range=Range(0.0, 100.0, low_open=True),
+        encodings=("soft",),
     )
     level_weights: str = setting(
         "uniform",
@@ -322,6 +337,7 @@ class EncodingSettings:
         "(the spatial pyramid matching weights, 1/4, 1/4, 1/2 for 1,2,4).",
         flag="--level-weights",
         choices=LEVEL_WEIGHTS,
+        encodings=("hist", "soft"),
     )
     spatial_moments: bool = setting(
         False,
@@ -329,6 +345,7 @@ class EncodingSettings:
         "model of where the descriptors lie in the cell (4 numbers per Gaussian and cell; "
         "fisher only).",
         flag="--spatial-moments",
+        encodings=("fisher",),
     )
     # Sparse statistics: Fisher vectors at cosine 0.9999 to the exact ones, but since
     # posteriors are kept out of the subnormal range, not faster (0.8-0.9x of the exact
@@ -340,6 +357,7 @@ class EncodingSettings:
         "products (0: every posterior, the exact vector; measured no faster, see RESULTS.md).",
         flag="--posterior-threshold",
         range=Range(0.0, 0.1),
+        encodings=("fisher",),
     )
     # float16 halves the disk and the reads of every streamed epoch; its cost in accuracy
     # is measured in benchmarks/RESULTS.md ("Feature storage").

@@ -89,6 +89,9 @@ class Meta:
         A string or list that must not be empty.
     auto : Auto, optional
         The setting's default is resolved from another setting.
+    encodings : tuple of str, optional
+        The encodings the setting acts on (None: all); the command line warns when its
+        flag is given with another encoding, where it would do nothing.
     """
 
     help: str
@@ -98,6 +101,7 @@ class Meta:
     range: Range | None = None
     nonempty: bool = False
     auto: Auto | None = None
+    encodings: tuple[str, ...] | None = None
 
 
 def setting(default: Any, help: str, **meta: Any) -> Any:

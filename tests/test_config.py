@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import pytest
@@ -404,7 +405,8 @@ def test_auto_settings_cover_every_choice_of_what_they_follow():
 def test_flags_override_the_config_file_only_when_given(tmp_path):
     path = _toml(tmp_path, "[sift]\nstep = 6\n[encoding]\nmirror = false\n[codebook]\nwords = 50\n")
     extract = main.get_command(None, "extract")
-    ctx = extract.make_context("extract", ["--config", str(path), "--words", "24", "--fast"])
+    flags = ["--config", str(path), "--words", "24", "--fast", "--encoding", "hist"]
+    ctx = extract.make_context("extract", flags)
     params = dict(ctx.params)
     config = build_config(params.pop("data"), params.pop("config_file"), params)
     assert config.sift.step == 6 and config.encoding.mirror is False  # from the file
@@ -412,3 +414,50 @@ def test_flags_override_the_config_file_only_when_given(tmp_path):
     assert config.sift.sizes == (4, 6, 8, 10)  # neither: the default
     # build_config takes the settings' options out; what is left is the run's.
     assert "words" not in params and "jobs" in params
+
+
+def _config_of(flags: list[str]):
+    ctx = main.get_command(None, "extract").make_context("extract", flags)
+    params = dict(ctx.params)
+    return build_config(params.pop("data"), params.pop("config_file"), params)
+
+
+@pytest.mark.parametrize(
+    "flags, warned",
+    [
+        (
+            ["--sigma-scale", "0.5"],
+            "--sigma-scale has no effect with --encoding fisher: it applies to soft only.",
+        ),
+        (
+            ["--encoding", "hist", "--gmm-components", "32", "--pca-dims", "32"],
+            "--gmm-components has no effect with --encoding hist: it applies to fisher only.",
+        ),
+        (
+            ["--encoding", "vlad", "--level-weights", "lazebnik"],
+            "--level-weights has no effect with --encoding vlad: it applies to hist, soft only.",
+        ),
+        (
+            ["--words", "50"],
+            "--words has no effect with --encoding fisher: it applies to hist, soft, vlad only.",
+        ),
+    ],
+)
+def test_a_flag_the_encoding_does_not_use_warns(flags, warned):
+    with pytest.warns(UserWarning) as caught:
+        _config_of(flags)
+    messages = [str(w.message) for w in caught]
+    assert warned in messages, messages
+
+
+def test_flags_the_encoding_uses_and_file_settings_do_not_warn(tmp_path):
+    # A run folder's config.toml lists every setting, those of other encodings too.
+    path = _toml(tmp_path, "[codebook]\nwords = 50\n[encoding]\nsigma_scale = 0.5\n")
+    flags = [
+        ["--encoding", "soft", "--sigma-scale", "0.5", "--words", "40"],
+        ["--config", str(path)],
+    ]
+    for given in flags:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            _config_of(given)

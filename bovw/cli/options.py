@@ -11,6 +11,7 @@ option: its help, choices, unit (the metavar) and default (shown as click's
 from __future__ import annotations
 
 import typing
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -222,7 +223,7 @@ def build_config(data: str | None, config_file: str | None, params: dict[str, An
     for info in flagged_settings():
         overrides[info.name] = params.pop(param_name(info.meta.flag), None)
     try:
-        return config.with_overrides(overrides).validate()
+        config = config.with_overrides(overrides).validate()
     except ConfigError as exc:
         # Config names the setting; the command line adds the flag that sets it.
         flag = next((s.meta.flag for s in flagged_settings() if s.name == exc.setting), None)
@@ -232,6 +233,23 @@ def build_config(data: str | None, config_file: str | None, params: dict[str, An
         raise ConfigError(
             str(exc).replace(named, f"{named} ({flag})", 1), setting=exc.setting
         ) from None
+    _warn_flags_without_effect(
+        config, [name for name, value in overrides.items() if value is not None]
+    )
+    return config
+
+
+def _warn_flags_without_effect(config: Config, given: list[str]) -> None:
+    """A warning for each flag given that the run's encoding does not use (``Meta.encodings``)."""
+    encoding = config.encoding.encoding
+    for info in flagged_settings():
+        applies = info.meta.encodings
+        if info.name in given and applies is not None and encoding not in applies:
+            warnings.warn(
+                f"{info.meta.flag} has no effect with --encoding {encoding}: it applies to "
+                f"{', '.join(applies)} only.",
+                stacklevel=3,
+            )
 
 
 def parse_size_option(flag: str, value: str | None) -> int | None:
