@@ -7,8 +7,9 @@ Length: the stages' orchestration and their cache keys, which must change togeth
                 training descriptors, streamed from the extraction cache
     encode   -> one vector per image, per split, streamed one batch of images at a time
     train    -> linear SVM by SGD, alpha chosen on train only: in memory with cross-
-                validation, or past the memory budget streamed from the shards with a
-                held-out part of train (bovw.budget, bovw.svm.streaming)
+                validation; past the memory budget, the same from the Gram matrix of
+                the shards when it fits (bovw.svm.shard_gram), else streamed from the
+                shards with a held-out part of train (bovw.budget, bovw.svm.streaming)
     evaluate -> predictions and metrics on the test split, scored one shard at a time
 
 Each stage's cache key (:mod:`bovw.cache.memo`) is built from small inputs
