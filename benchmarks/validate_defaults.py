@@ -222,6 +222,17 @@ RUNS = {
         ],
     ),
     "15-Scene: the SIFT window and the encoding": ("scene15", "scene15-window", WINDOW_TRIES),
+    # The encoding alone (the window run's budget ran out before its VLAD candidate).
+    "15-Scene: the encoding": (
+        "scene15",
+        "scene15-encoding",
+        ["--budget", "30", "--try", "encoding.encoding=vlad"],
+    ),
+    "CIFAR-10 (200 train/class): the encoding": (
+        "cifar10",
+        "cifar10-encoding",
+        ["--train-per-class", "200", "--budget", "30", "--try", "encoding.encoding=vlad"],
+    ),
     "CIFAR-10 (200 train/class): the SIFT window and the encoding": (
         "cifar10",
         "cifar10-window",
@@ -280,6 +291,8 @@ SECTIONS = {
         (
             "15-Scene: the SIFT window and the encoding",
             "CIFAR-10 (200 train/class): the SIFT window and the encoding",
+            "15-Scene: the encoding",
+            "CIFAR-10 (200 train/class): the encoding",
         ),
         "Validation: the SIFT window and the encoding",
     ),
