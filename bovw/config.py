@@ -466,7 +466,7 @@ class Config:
         """A copy with ``{"section.name": value}`` settings replaced (None values ignored)."""
         return _replaced(self, {k: v for k, v in overrides.items() if v is not None})
 
-    def validate(self) -> Config:
+    def validate(self, resolve: bool = True) -> Config:
         """Check every setting; raise :class:`ConfigError` naming the first bad one.
 
         Each setting is checked by :func:`bovw.schema.check_value` (its type from the
@@ -481,7 +481,11 @@ class Config:
             becomes a float, lists become tuples) and the ``"auto"`` settings
             resolved (the pyramid, and the number of words when it is not set). This
             is the one place where they are resolved, so that run folders, cache keys
-            and saved models name the actual grids and vocabulary size.
+            and saved models name the actual grids and vocabulary size. With
+            ``resolve=False``, checked the same way but returned with the ``"auto"``
+            settings as they were, for a search whose candidates change what they
+            follow (``bovw tune`` trying another encoding resolves its words and
+            pyramid for that encoding).
         """
         for name, hint in field_types(Config).items():
             if dataclasses.is_dataclass(hint) and not isinstance(getattr(self, name), hint):
@@ -538,7 +542,7 @@ class Config:
                 "or sample more.",
                 setting="codebook.words",
             )
-        return resolved
+        return resolved if resolve else config
 
     # ------------------------------------------------------------------ TOML
 

@@ -81,7 +81,14 @@ from .parallel import (
 )
 from .progress import plural, progress_bar
 from .report import classification_metrics
-from .svm import LinearSVMCV, NonNegativeChi2, alpha_at_grid_edge, signed_sqrt
+from .svm import (
+    AlphaAtGridEdgeWarning,
+    LinearSVMCV,
+    NonNegativeChi2,
+    alpha_at_grid_edge,
+    signed_sqrt,
+    widened_grid,
+)
 from .vocabulary import GMMVocabulary, KMeansCodebook
 from .vocabulary.mirror import apply_signed_permutation
 
@@ -1084,19 +1091,20 @@ def _out_of_memory_detail(ctx: _Context) -> str:
 
 def _warn_alpha_at_grid_edge(ctx: _Context) -> None:
     """A warning when model selection chose the smallest or the largest of ``--alphas``."""
-    model = ctx._model
-    edge = alpha_at_grid_edge(model)
-    if edge is None:
-        return
-    alphas = sorted(ctx.config.classifier.alphas)
-    beyond = alphas[0] / 10 if edge == "smallest" else alphas[-1] * 10
-    wider = sorted([*alphas, beyond])
-    warnings.warn(
-        f"model selection chose alpha {model.alpha_:g}, the {edge} of --alphas "
-        f"{','.join(f'{a:g}' for a in alphas)}; one beyond it may score higher: widen the "
-        f"grid, e.g. --alphas {','.join(f'{a:g}' for a in wider)}.",
-        stacklevel=2,
-    )
+    model, alphas = ctx._model, ctx.config.classifier.alphas
+    end = alpha_at_grid_edge(model.alpha_, alphas) if np.isfinite(model.best_score_) else None
+    if end is not None:
+        warnings.warn(
+            f"model selection chose alpha {model.alpha_:g}, the {end} of --alphas "
+            f"{_grid(alphas)}; one beyond it may score higher: widen the grid, e.g. "
+            f"--alphas {_grid(widened_grid(alphas, end))}.",
+            AlphaAtGridEdgeWarning,
+            stacklevel=2,
+        )
+
+
+def _grid(alphas) -> str:
+    return ",".join(f"{a:g}" for a in sorted(alphas))
 
 
 def _empty_counts(ctx: _Context, features: dict[str, np.ndarray]) -> dict[str, int]:

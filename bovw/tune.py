@@ -34,6 +34,7 @@ import difflib
 import math
 import time
 import typing
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,6 +45,7 @@ from .config import Config, setting_info, settings
 from .data import Dataset
 from .features.dsift import descriptor_size
 from .schema import ConfigError
+from .svm import AlphaAtGridEdgeWarning, alpha_at_grid_edge, widened_grid
 
 __all__ = [
     "DEFAULT_SPACES",
@@ -339,8 +341,11 @@ def tune(
     Parameters
     ----------
     config : Config
-        The base settings (validated); every candidate changes one setting of the
-        best so far.
+        The base settings; every candidate changes one setting of the best so far.
+        Each candidate resolves the settings left unset or ``"auto"`` for itself
+        (:meth:`Config.validate`, then the training size): given unresolved, as
+        ``bovw tune`` gives it, a candidate of another encoding gets that encoding's
+        vocabulary size, pyramid and crops, not the base's.
     dataset : Dataset
         Only its training split is used: the candidates run on a copy with an
         empty test split.
@@ -363,9 +368,26 @@ def tune(
     from . import pipeline
 
     # Unset, the Gaussians and crops follow the training size: every candidate names them.
-    config = resolve_by_data_size(
-        config.validate(), len(dataset.train), run_options.get("memory_limit")
-    )
+    def by_data_size(settings: Config) -> Config:
+        return resolve_by_data_size(settings, len(dataset.train), run_options.get("memory_limit"))
+
+    unresolved, config = config, by_data_size(config.validate())
+
+    def resolved(changes: dict[str, Any]) -> Config:
+        """A candidate: the base's settings with ``changes``, its own "auto" values resolved.
+
+        With the base's encoding it keeps the base's Gaussians and crops (a change of
+        PCA or colour must not also change them, as the training size's rule might);
+        with another encoding it gets that encoding's words, pyramid and crops.
+        """
+        candidate = unresolved.with_overrides(changes).validate()
+        if candidate.encoding.encoding == config.encoding.encoding:
+            kept = ("codebook.gmm_components", "encoding.train_crops")
+            candidate = candidate.with_overrides(
+                {name: config.get(name) for name in kept if candidate.get(name) is None}
+            ).validate()
+        return by_data_size(candidate)
+
     space = default_space(config) if space is None else space
     check_space(config, space)
     if len(dataset.train) == 0:
@@ -378,7 +400,10 @@ def tune(
     def evaluate(changes: dict[str, Any], candidate: Config) -> Trial:
         trial = Trial(dict(changes), candidate)
         t = time.perf_counter()
-        result = pipeline.run(candidate, until="train", dataset=train_only, **run_options)
+        with warnings.catch_warnings():
+            # Each trial's alpha is in the table; the winner's grid end is said once, below.
+            warnings.simplefilter("ignore", AlphaAtGridEdgeWarning)
+            result = pipeline.run(candidate, until="train", dataset=train_only, **run_options)
         trial.seconds = time.perf_counter() - t
         trial.stages = {s.name: s.seconds for s in result.stages}
         model = result.model
@@ -425,7 +450,7 @@ def tune(
             if base.config.get(name) == value:
                 del changes[name]  # back to the base's value
             try:
-                candidate = config.with_overrides(changes).validate()
+                candidate = resolved(changes)
             except ConfigError as exc:
                 record(Trial(changes, config, status=f"invalid: {exc}"))
                 continue
@@ -446,7 +471,18 @@ def tune(
             record(trial)
             if trial.done and trial.score > best.score:
                 best = trial
-    return snapshot()
+    result = snapshot()
+    winner, alphas = result.winner, config.classifier.alphas
+    end = alpha_at_grid_edge(winner.alpha, alphas) if winner and winner.alpha else None
+    if end is not None:
+        grid = ",".join(f"{a:g}" for a in widened_grid(alphas, end))
+        warnings.warn(
+            f"The winner's alpha, {winner.alpha:g}, is the {end} of --alphas; one beyond it "
+            f"may score higher: run the winner with a wider grid, e.g. --alphas {grid}.",
+            AlphaAtGridEdgeWarning,
+            stacklevel=2,
+        )
+    return result
 
 
 def _key(config: Config) -> str:

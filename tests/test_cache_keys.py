@@ -141,7 +141,7 @@ RECORDED = {
     "extract": (2, "bbbbbda6ee6a741e"),
     "codebook": (5, "c1966dfb3adec0f2"),
     "encode": (6, "c9ac8fb47feecb77"),
-    "train": (5, "25c391a3fff77707"),
+    "train": (5, "8b08ddbe83b60d08"),
     "evaluate": (5, "db7664051919977f"),
 }
 

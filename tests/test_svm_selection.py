@@ -30,6 +30,7 @@ from bovw.svm import (
     make_kernel_map,
     selection,
     spaces,
+    widened_grid,
 )
 from bovw.vocabulary import GMMVocabulary, KMeansCodebook
 
@@ -255,21 +256,17 @@ def test_groups_stay_in_one_fold_and_count_as_one_image():
     np.testing.assert_array_equal(model.cv_results_["mean_test_score"], scores.mean(1))
 
 
-def test_alpha_at_grid_edge_names_the_end_that_was_chosen():
+def test_alpha_at_grid_edge_names_the_end_and_widened_grid_adds_a_decade_past_it():
     X, y = histograms(n_per_class=10)
     # Alphas of 10 and 100 shrink every weight to nothing: the smallest alpha must win.
     model = LinearSVMCV(alphas=(100.0, 1e-4, 10.0)).fit(X, y)
     assert model.alpha_ == 1e-4
-    assert alpha_at_grid_edge(model) == "smallest"
-    model.alpha_ = 100.0
-    assert alpha_at_grid_edge(model) == "largest"
-    model.alpha_ = 10.0
-    assert alpha_at_grid_edge(model) is None
-    # Two candidates, or none scored (a class of one image): no grid to widen.
-    assert alpha_at_grid_edge(LinearSVMCV(alphas=(1e-4, 100.0)).fit(X, y)) is None
-    y1 = y.copy()
-    y1[0] = 9
-    assert alpha_at_grid_edge(LinearSVMCV(alphas=(1e-4, 10.0, 100.0)).fit(X, y1)) is None
+    assert alpha_at_grid_edge(model.alpha_, model.alphas) == "smallest"
+    assert alpha_at_grid_edge(100.0, model.alphas) == "largest"
+    assert alpha_at_grid_edge(10.0, model.alphas) is None
+    assert alpha_at_grid_edge(1e-4, (1e-4, 100.0)) is None  # two values: no grid to widen
+    assert widened_grid(model.alphas, "smallest") == [1e-5, 1e-4, 10.0, 100.0]
+    assert widened_grid(model.alphas, "largest") == [1e-4, 10.0, 100.0, 1000.0]
 
 
 @pytest.mark.parametrize("name", ["none", "hellinger", "chi2"])

@@ -15,6 +15,7 @@ from bovw.cli import main
 from bovw.config import DEMO_DATA, Config
 from bovw.data import Dataset, load_dataset
 from bovw.schema import ConfigError
+from bovw.svm import AlphaAtGridEdgeWarning
 from bovw.tune import Trial, estimate_seconds, parse_space, tune
 
 pytestmark = pytest.mark.skipif(not DEMO_DATA.is_dir(), reason="demo dataset missing")
@@ -141,6 +142,52 @@ def test_a_spent_budget_runs_only_the_base(demo, cache):
     result = _tune(demo, cache, budget_seconds=1e-9)
     assert [t.status for t in result.trials] == ["done"] + ["skipped: over budget"] * 2
     assert result.winner.describe() == "base"
+
+
+def test_a_candidate_of_another_encoding_resolves_its_own_auto_settings(demo, cache):
+    # Left unset, the words and the pyramid follow the encoding: a hist candidate from a
+    # VLAD base must get hist's 1,000 words and 1,2,4, not VLAD's 64 words (the budget
+    # is spent, so the candidate is only resolved, estimated and listed).
+    base = Config().with_overrides(
+        {
+            "data.path": str(DEMO_DATA),
+            "sift.sizes": (6, 8),
+            "sift.step": 6,
+            "codebook.samples": 5000,
+            "encoding.encoding": "vlad",
+        }
+    )
+    result = tune(
+        base,
+        demo,
+        space={"encoding.encoding": ("hist",)},
+        budget_seconds=1e-9,
+        cache_dir=cache,
+        progress=False,
+    )
+    first, candidate = result.trials
+    assert first.config.codebook.words == 64 and first.config.encoding.pyramid == "1,2x2,3x1"
+    assert candidate.status == "skipped: over budget"
+    assert candidate.config.codebook.words == 1000 and candidate.config.encoding.pyramid == "1,2,4"
+    # The estimate follows: 1,000 words x 21 cells against 64 x 128 values x 8 cells.
+    assert candidate.estimate == pytest.approx(
+        sum(s for k, s in first.stages.items() if k != "extract") * 21000 / 65536
+    )
+
+
+def test_a_winner_at_the_end_of_the_alpha_grid_is_said_once(demo, cache):
+    # Alphas of 10 and 100 leave no weights: every trial chooses 1e-4, the grid's smallest.
+    config = tiny_run_config(DEMO_DATA, **{"classifier.alphas": (10.0, 1e-4, 100.0)})
+    with pytest.warns(UserWarning) as caught:
+        result = tune(
+            config, demo, space={"codebook.words": (32,)}, cache_dir=cache, progress=False
+        )
+    assert [t.alpha for t in result.trials] == [1e-4, 1e-4]
+    ends = [str(w.message) for w in caught if issubclass(w.category, AlphaAtGridEdgeWarning)]
+    assert ends == [
+        "The winner's alpha, 0.0001, is the smallest of --alphas; one beyond it may score "
+        "higher: run the winner with a wider grid, e.g. --alphas 1e-05,0.0001,10,100."
+    ]
 
 
 def test_estimate_scales_with_the_dimension_and_skips_done_extraction():

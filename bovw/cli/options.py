@@ -201,7 +201,9 @@ def pipeline_options(func):
     return run_options(setting_options()(func))
 
 
-def build_config(data: str | None, config_file: str | None, params: dict[str, Any]) -> Config:
+def build_config(
+    data: str | None, config_file: str | None, params: dict[str, Any], resolve: bool = True
+) -> Config:
     """Defaults, then the TOML file, then the flags given on the command line, validated.
 
     Parameters
@@ -212,6 +214,9 @@ def build_config(data: str | None, config_file: str | None, params: dict[str, An
         The ``--config`` file.
     params : dict
         The parsed options; the settings' options are taken out of it.
+    resolve : bool
+        Resolve the ``"auto"`` settings (:meth:`Config.validate`); ``bovw tune`` keeps
+        them, so that each candidate resolves them for itself.
 
     Raises
     ------
@@ -223,7 +228,7 @@ def build_config(data: str | None, config_file: str | None, params: dict[str, An
     for info in flagged_settings():
         overrides[info.name] = params.pop(param_name(info.meta.flag), None)
     try:
-        config = config.with_overrides(overrides).validate()
+        config = config.with_overrides(overrides).validate(resolve=resolve)
     except ConfigError as exc:
         # Config names the setting; the command line adds the flag that sets it.
         flag = next((s.meta.flag for s in flagged_settings() if s.name == exc.setting), None)

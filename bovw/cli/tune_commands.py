@@ -95,7 +95,8 @@ def tune_command(budget: float, tries: tuple[str, ...], **params):
         "jobs": resolve_jobs(jobs),
         "progress": not quiet,
     }
-    config = build_config(data, params.pop("config_file"), params)
+    # Unresolved: a candidate of another encoding gets that encoding's words and pyramid.
+    config = build_config(data, params.pop("config_file"), params, resolve=False)
     space = parse_space(list(tries)) if tries else None
     if data is None and config.data.path == str(DEMO_DATA) and not DEMO_DATA.is_dir():
         raise BadInputError(f"The demo dataset {DEMO_DATA} is missing; give a DATA folder.")

@@ -7,14 +7,16 @@ One family per module::
     gram         GramLinearSVM: the same SGD from a precomputed Gram matrix
     kernel_maps  Hellinger and chi2 explicit feature maps
     selection    LinearSVMCV: alpha by stratified cross-validation; make_classifier
+    alpha_grid   which end of its alpha grid model selection chose, and a wider grid
     shard_gram   LinearSVMCV's model from the Gram matrix of feature shards on disk
     streaming    the linear SVM by streaming SGD over feature shards on disk
 """
 
+from .alpha_grid import AlphaAtGridEdgeWarning, alpha_at_grid_edge, widened_grid
 from .gram import GramLinearSVM
 from .kernel_maps import KERNEL_MAPS, NonNegativeChi2, make_kernel_map, signed_sqrt
 from .linear import LOSSES, LinearSVM
-from .selection import SOLVERS, LinearSVMCV, alpha_at_grid_edge, make_classifier
+from .selection import SOLVERS, LinearSVMCV, make_classifier
 from .spaces import DUAL_MAX_SAMPLES, gram_matrix
 
 __all__ = [
@@ -22,6 +24,7 @@ __all__ = [
     "KERNEL_MAPS",
     "LOSSES",
     "SOLVERS",
+    "AlphaAtGridEdgeWarning",
     "GramLinearSVM",
     "LinearSVM",
     "LinearSVMCV",
@@ -31,4 +34,5 @@ __all__ = [
     "make_classifier",
     "make_kernel_map",
     "signed_sqrt",
+    "widened_grid",
 ]

@@ -53,7 +53,7 @@ from .kernel_maps import KERNEL_MAPS, make_kernel_map
 from .linear import LOSSES, LinearSVM, OneVsRestClassifierMixin
 from .spaces import gram_matrix, use_dual
 
-__all__ = ["SOLVERS", "LinearSVMCV", "alpha_at_grid_edge", "make_classifier"]
+__all__ = ["SOLVERS", "LinearSVMCV", "make_classifier"]
 
 #: ``"sgd"``: :class:`~bovw.svm.LinearSVM` (mini-batch SGD, all classes per BLAS call);
 #: ``"sklearn"``: ``SGDClassifier`` (per-sample SGD, one class at a time).
@@ -474,23 +474,3 @@ def make_classifier(
         random_state=random_state,
         n_jobs=n_jobs,
     )
-
-
-def alpha_at_grid_edge(model) -> str | None:
-    """``"smallest"`` or ``"largest"`` when model selection chose an end of a grid of 3 or more.
-
-    A grid's best candidate at its end says a value past that end may score higher
-    still (CIFAR-10's 50,000 images choose the smallest of the default grid): the
-    pipeline warns, naming the setting. ``None`` otherwise, or when nothing was scored.
-    """
-    results = getattr(model, "cv_results_", None)
-    if results is None or not np.isfinite(getattr(model, "best_score_", np.nan)):
-        return None
-    alphas = np.asarray(results["param_alpha"], dtype=np.float64)
-    if np.unique(alphas).size < 3:
-        return None
-    if model.alpha_ == alphas.min():
-        return "smallest"
-    if model.alpha_ == alphas.max():
-        return "largest"
-    return None
