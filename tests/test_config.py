@@ -125,7 +125,7 @@ def test_toml_values_of_the_wrong_type_are_refused(tmp_path, text, setting):
 
 
 def test_values_take_their_annotated_type(tmp_path):
-    config = load_config(_toml(tmp_path, "[sift]\nmagnif = 6\nsizes = [4, 6]\n")).validate()
+    config = load_config(_toml(tmp_path, "[sift]\nmagnif = 8\nsizes = [4, 6]\n")).validate()
     assert type(config.sift.magnif) is float and config.sift.sizes == (4, 6)
     # An integer magnif is the default setting, not a new one (the same cache keys).
     assert config.sift == SiftSettings(sizes=(4, 6))
@@ -147,7 +147,7 @@ SETTINGS = {
     "sift.sizes": ("--sizes", (4, 6, 8, 10)),
     "sift.step": ("--step", 4),
     "sift.fast": ("--fast", True),
-    "sift.magnif": (None, 6.0),
+    "sift.magnif": (None, 8.0),
     "sift.window_size": (None, 1.5),
     "sift.contrast_threshold": (None, 0.005),
     "sift.color": ("--color", "gray"),

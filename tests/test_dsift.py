@@ -116,7 +116,7 @@ def ref_normalize(d: np.ndarray) -> np.ndarray:
     return d / (np.linalg.norm(d, axis=1, keepdims=True) + EPS32)
 
 
-def ref_dense_sift(img, sizes, step, fast, magnif=6.0, window_size=1.5, thr=0.0):
+def ref_dense_sift(img, sizes, step, fast, magnif=8.0, window_size=1.5, thr=0.0):
     """vl_phow's recipe on one gray float image: frames (N, 4), float descriptors (N, 128)."""
     frames, descrs = [], []
     for s in sizes:
@@ -329,7 +329,9 @@ def test_constant_image_gives_zero_descriptors(value, fast):
     frames, descr = dense_sift(img, fast=fast)
     assert len(frames) > 0
     assert descr.dtype == np.uint8 and not descr.any()
-    assert np.all(frames[:, 3] == 0)
+    # Smoothing in float32 may leave rounding noise (about 1e-8), never a gradient.
+    assert np.all(frames[:, 3] < dsift_module.CONTRAST_FLOOR)
+    # Even with no threshold, that noise must not be normalized into descriptors.
     _, fdescr = dense_sift(img, fast=fast, float_descriptors=True, contrast_threshold=0)
     assert not fdescr.any() and np.isfinite(fdescr).all()
 
@@ -679,7 +681,10 @@ def test_fidelity_to_vlfeat(setting, fast):
     for img8 in images:
         img = img8.astype(np.float32) / 255
         fv, dv = vlfeat_phow(img, sizes, step, fast)
-        fb, db = dense_sift(img, sizes=sizes, step=step, fast=fast, float_descriptors=True)
+        # vl_phow's magnif of 6 (bovw's default is 8): the same recipe on both sides.
+        fb, db = dense_sift(
+            img, sizes=sizes, step=step, fast=fast, magnif=6.0, float_descriptors=True
+        )
         cosines.append(compare_to_vlfeat(fb, db, fv, dv))
     assert np.mean(cosines) >= 0.999, cosines
 
@@ -723,7 +728,10 @@ def test_fidelity_to_committed_vlfeat_reference(setting, fast):
         fv = ref[f"frames_{i}_{key}"]
         dv = ref[f"descriptors_{i}_{key}"].astype(np.float32)
         assert len(fv) > 0 and (dv > 0).any()  # a reference that describes something
-        fb, db = dense_sift(img, sizes=sizes, step=step, fast=fast, float_descriptors=True)
+        # vl_phow's magnif of 6 (bovw's default is 8): the same recipe on both sides.
+        fb, db = dense_sift(
+            img, sizes=sizes, step=step, fast=fast, magnif=6.0, float_descriptors=True
+        )
         cosines.append(compare_to_vlfeat(fb, db, fv, dv))
     assert np.mean(cosines) >= 0.999, cosines
 
