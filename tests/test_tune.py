@@ -16,7 +16,7 @@ from bovw.config import DEMO_DATA, Config
 from bovw.data import Dataset, load_dataset
 from bovw.schema import ConfigError
 from bovw.svm import AlphaAtGridEdgeWarning
-from bovw.tune import Trial, estimate_seconds, parse_space, tune
+from bovw.tune import Trial, _vocabulary_key, estimate_seconds, parse_space, tune
 
 pytestmark = pytest.mark.skipif(not DEMO_DATA.is_dir(), reason="demo dataset missing")
 
@@ -169,9 +169,11 @@ def test_a_candidate_of_another_encoding_resolves_its_own_auto_settings(demo, ca
     assert first.config.codebook.words == 64 and first.config.encoding.pyramid == "1,2x2,3x1"
     assert candidate.status == "skipped: over budget"
     assert candidate.config.codebook.words == 1000 and candidate.config.encoding.pyramid == "1,2,4"
-    # The estimate follows: 1,000 words x 21 cells against 64 x 128 values x 8 cells.
+    # The estimate follows: 1,000 words against 64 for k-means, and 1,000 words x 21 cells
+    # against 64 x 128 values x 8 cells for encoding and training.
+    stages = first.stages
     assert candidate.estimate == pytest.approx(
-        sum(s for k, s in first.stages.items() if k != "extract") * 21000 / 65536
+        stages["codebook"] * 1000 / 64 + (stages["encode"] + stages["train"]) * 21000 / 65536
     )
 
 
@@ -188,6 +190,20 @@ def test_a_winner_at_the_end_of_the_alpha_grid_is_said_once(demo, cache):
         "The winner's alpha, 0.0001, is the smallest of --alphas; one beyond it may score "
         "higher: run the winner with a wider grid, e.g. --alphas 1e-05,0.0001,10,100."
     ]
+
+
+def test_estimate_scales_the_vocabulary_by_its_size_and_skips_a_fitted_one():
+    base_config = tiny_run_config(DEMO_DATA, **{"encoding.train_crops": "none"}).validate()
+    base = Trial(
+        {}, base_config, stages={"extract": 10.0, "codebook": 3.0, "encode": 4.0, "train": 1.0}
+    )
+    extracted = {tuple(sorted(dataclasses.asdict(base_config.sift).items()))}
+    # A coarser pyramid: a quarter of the dimensions, the same vocabulary (fitted: free).
+    coarse = base_config.with_overrides({"encoding.pyramid": "1,2"}).validate()
+    fitted = {_vocabulary_key(base_config)}
+    assert estimate_seconds(coarse, base, extracted, fitted) == pytest.approx(5.0 * 5 / 21)
+    # Not fitted yet, its vocabulary costs the base's, whatever the pyramid.
+    assert estimate_seconds(coarse, base, extracted) == pytest.approx(3.0 + 5.0 * 5 / 21)
 
 
 def test_estimate_scales_with_the_dimension_and_skips_done_extraction():

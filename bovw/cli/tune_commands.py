@@ -61,7 +61,8 @@ def _write(out_dir: Path, data: str, result, *, complete: bool) -> None:
     default=60.0,
     show_default=True,
     metavar="MINUTES",
-    help="Time for the search: a candidate starts only if its estimated time fits in what is left.",
+    help="Time for the search: a candidate starts only if twice its estimated time fits in "
+    "what is left.",
 )
 @click.option(
     "--try",
