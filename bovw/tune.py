@@ -1,5 +1,8 @@
 """Settings chosen by cross-validation on the training split: what ``bovw tune`` runs.
 
+Length: the search, the trials it records and the time estimates its budget acts on,
+which read those trials' stage times (a seam to split along: :func:`estimate_seconds`).
+
 The tuner searches a small declared space (:data:`DEFAULT_SPACES`, or the
 ``--try NAME=V1|V2`` settings given) by greedy coordinate ascent: from the base
 settings, it tries each value of the first setting, keeps the best, then goes on
